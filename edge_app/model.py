@@ -1,0 +1,145 @@
+"""The self-describing ONNX model: one session, its metadata, CAM and OOD scoring.
+
+Contract between `export` (which writes the file) and the app (which only reads it):
+
+- input ``image``: float32 [N, S, S, 1], pixels in [0, 1] from `edge_app.imaging`.
+- outputs ``probability`` [N, 1] (of PNEUMONIA), ``cam`` [N, h, w] (class activation map in
+  logit units: its mean is the logit), ``embedding`` [N, C] (the pooled features).
+- ``metadata_props["pneumo"]``: a JSON document with name, version, created, git_commit,
+  input_size, preprocessing, class_names, thresholds {balanced, screening}, val_metrics,
+  train_manifest_sha256, recipe, ood {...}; ``metadata_props["model_card"]``: Markdown.
+
+Nothing about a model is hard-coded in the app: it all comes from this file.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+METADATA_KEY = "pneumo"
+MODEL_CARD_KEY = "model_card"
+INPUT_NAME = "image"
+OUTPUTS = ("probability", "cam", "embedding")
+DEFAULT_MODEL = Path(__file__).parent / "models" / "pneumo.int8.onnx"
+
+
+def encode_array(a: np.ndarray) -> dict:
+    """A float32 array as compact JSON (base64 of little-endian bytes)."""
+    a = np.ascontiguousarray(a, dtype="<f4")
+    return {"dtype": "float32", "shape": list(a.shape), "b64": base64.b64encode(a).decode()}
+
+
+def decode_array(d: dict) -> np.ndarray:
+    """Inverse of encode_array."""
+    return np.frombuffer(base64.b64decode(d["b64"]), dtype="<f4").reshape(d["shape"]).copy()
+
+
+def read_metadata(path: str | Path) -> tuple[dict, str]:
+    """(metadata dict, model card Markdown) stored inside an ONNX file."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    props = {p.key: p.value for p in m.metadata_props}
+    if METADATA_KEY not in props:
+        raise ValueError(f"{path} carries no '{METADATA_KEY}' metadata: not a pneumo model")
+    return json.loads(props[METADATA_KEY]), props.get(MODEL_CARD_KEY, "")
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass
+class ModelOutput:
+    """What one run of the model gives for a batch."""
+
+    probability: np.ndarray  # (N,)
+    cam: np.ndarray  # (N, h, w)
+    embedding: np.ndarray  # (N, C)
+
+
+class OnnxModel:
+    """An ONNX Runtime session over a pneumo model file, with its metadata.
+
+    One instance is shared by the app's worker threads (ORT sessions are thread-safe).
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_MODEL, *, intra_op_threads: int = 1,
+                 inter_op_threads: int = 1):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        data = self.path.read_bytes()
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = intra_op_threads
+        opts.inter_op_num_threads = inter_op_threads
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        props = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY not in props:
+            raise ValueError(f"{path} carries no '{METADATA_KEY}' metadata: not a pneumo model")
+        self.metadata: dict = json.loads(props[METADATA_KEY])
+        self.model_card: str = props.get(MODEL_CARD_KEY, "")
+        self.input_size = int(self.metadata["input_size"])
+        self.class_names: list[str] = list(self.metadata.get("class_names",
+                                                            ["NORMAL", "PNEUMONIA"]))
+        self.thresholds: dict[str, float] = {k: float(v) for k, v in
+                                             self.metadata["thresholds"].items()}
+        self._outputs = [o.name for o in self.session.get_outputs()]
+        ood = self.metadata.get("ood") or {}
+        self._ood_mean = decode_array(ood["mean"]) if "mean" in ood else None
+        self._ood_precision = decode_array(ood["precision"]) if "precision" in ood else None
+
+    @property
+    def name(self) -> str:
+        """Model name from the metadata."""
+        return str(self.metadata.get("name", self.path.stem))
+
+    @property
+    def version(self) -> str:
+        """Model version from the metadata."""
+        return str(self.metadata.get("version", "unknown"))
+
+    @property
+    def ood(self) -> dict:
+        """The out-of-distribution settings (thresholds), without the big arrays."""
+        return {k: v for k, v in (self.metadata.get("ood") or {}).items()
+                if k not in ("mean", "precision")}
+
+    def run(self, batch: np.ndarray) -> ModelOutput:
+        """Run the model on (N, S, S, 1) float32 inputs."""
+        batch = np.asarray(batch, dtype=np.float32)
+        if batch.ndim == 3:
+            batch = batch[None]
+        res = dict(zip(self._outputs, self.session.run(None, {INPUT_NAME: batch}), strict=True))
+        return ModelOutput(
+            probability=res["probability"].reshape(len(batch)),
+            cam=res.get("cam", np.zeros((len(batch), 1, 1), np.float32)),
+            embedding=res.get("embedding", np.zeros((len(batch), 0), np.float32)),
+        )
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Pneumonia probabilities for a batch."""
+        return self.run(batch).probability
+
+    def ood_distance(self, embedding: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distance of embeddings (N, C) to the training distribution."""
+        if self._ood_mean is None or self._ood_precision is None:
+            return np.zeros(len(np.atleast_2d(embedding)))
+        d = np.atleast_2d(embedding).astype(np.float64) - self._ood_mean
+        return np.einsum("nc,cd,nd->n", d, self._ood_precision, d)
+
+    def label_for(self, probability: float, mode: str = "balanced") -> tuple[str, float]:
+        """(class name, threshold) for a probability at an operating mode."""
+        if mode not in self.thresholds:
+            raise KeyError(mode)
+        t = self.thresholds[mode]
+        return self.class_names[1 if probability >= t else 0], t

@@ -1,0 +1,188 @@
+"""What travels inside the ONNX file: metadata, OOD statistics and the model card."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_app.imaging import DATASET_SIZE, RECIPE
+from edge_app.model import METADATA_KEY, MODEL_CARD_KEY, encode_array
+
+
+def git_commit() -> str:
+    """The current git commit of the project (or 'unknown' outside a checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def acquisition_variants(x: np.ndarray) -> np.ndarray:
+    """Real images under plausible acquisition changes (exposure, contrast, gamma, noise)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for gamma, contrast, shift, noise in [(0.7, 1.0, 0.0, 0.0), (1.4, 1.0, 0.0, 0.0),
+                                          (1.0, 0.7, 0.05, 0.0), (1.0, 1.3, -0.05, 0.0),
+                                          (1.0, 1.0, 0.0, 0.03)]:
+        v = np.clip(x, 1e-6, 1.0) ** gamma
+        v = (v - v.mean(axis=(1, 2, 3), keepdims=True)) * contrast + v.mean(
+            axis=(1, 2, 3), keepdims=True) + shift
+        v = v + noise * rng.standard_normal(v.shape).astype(np.float32)
+        out.append(np.clip(v, 0, 1).astype(np.float32))
+    return np.concatenate(out)
+
+
+def ood_statistics(train_emb: np.ndarray, val_emb: np.ndarray, shifted_val_emb: np.ndarray
+                   ) -> dict:
+    """Mahalanobis OOD model: mean + shrunk precision of training embeddings, thresholds.
+
+    `reject` is set so real X-rays pass: above both the 99.9th percentile of validation
+    images and the 99.5th percentile of validation images under acquisition changes, times
+    a 1.5 safety margin; `warn` is the 99th percentile of validation images.
+    """
+    from sklearn.covariance import LedoitWolf
+
+    mean = train_emb.mean(axis=0)
+    lw = LedoitWolf().fit(train_emb)
+    precision = lw.precision_
+
+    def d2(e):
+        d = e - mean
+        return np.einsum("nc,cd,nd->n", d, precision, d)
+
+    d_val, d_shift, d_train = d2(val_emb), d2(shifted_val_emb), d2(train_emb)
+    reject = 1.5 * max(np.percentile(d_val, 99.9), np.percentile(d_shift, 99.5))
+    warn = float(np.percentile(d_val, 99))
+    return {
+        "method": "mahalanobis (Ledoit-Wolf shrinkage) on the pooled embedding",
+        "mean": encode_array(mean),
+        "precision": encode_array(precision),
+        "reject_distance": float(reject),
+        "warn_distance": warn,
+        "val_pass_rate": float(np.mean(d_val <= reject)),
+        "shifted_val_pass_rate": float(np.mean(d_shift <= reject)),
+        "distance_percentiles": {
+            "train_p50": float(np.percentile(d_train, 50)),
+            "val_p50": float(np.percentile(d_val, 50)),
+            "val_p99": warn,
+            "val_p99_9": float(np.percentile(d_val, 99.9)),
+            "shifted_val_p99_5": float(np.percentile(d_shift, 99.5)),
+        },
+        "n_train": int(len(train_emb)),
+        "n_val": int(len(val_emb)),
+    }
+
+
+def build_metadata(train_meta: dict, *, precision: str, thresholds: dict, val_metrics: dict,
+                   ood: dict, source_sha256: str) -> dict:
+    """The metadata document stored in metadata_props['pneumo']."""
+    return {
+        "name": train_meta.get("name", "pneumo-cnn"),
+        "version": train_meta.get("version", "0"),
+        "precision": precision,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "trained": train_meta.get("created"),
+        "git_commit": git_commit(),
+        "input_size": int(train_meta["input_size"]),
+        "input": {"name": "image", "shape": ["N", train_meta["input_size"],
+                                             train_meta["input_size"], 1],
+                  "dtype": "float32", "range": [0.0, 1.0]},
+        "outputs": {"probability": "P(PNEUMONIA), shape [N, 1]",
+                    "cam": "class activation map in logit units, shape [N, h, w]",
+                    "embedding": "pooled last-conv features, shape [N, C]"},
+        "preprocessing": {"recipe": RECIPE, "dataset_size": DATASET_SIZE,
+                          "module": "edge_app.imaging.to_model_input"},
+        "class_names": train_meta.get("class_names", ["NORMAL", "PNEUMONIA"]),
+        "thresholds": thresholds,
+        "threshold_rules": {"balanced": "Youden's J on the validation split",
+                            "screening": "highest specificity with sensitivity >= 0.95 "
+                                         "on the validation split"},
+        "val_metrics": val_metrics,
+        "val_n": train_meta.get("val_n"),
+        "train_manifest_sha256": train_meta.get("train_manifest_sha256"),
+        "recipe": train_meta.get("recipe", {}),
+        "arch": train_meta.get("arch"),
+        "source_model_sha256": source_sha256,
+        "ood": ood,
+    }
+
+
+def model_card(meta: dict) -> str:
+    """A human-readable model card (Markdown) from the metadata."""
+    vm = meta["val_metrics"]
+    rows = []
+    for mode in ("balanced", "screening"):
+        m = vm.get(mode)
+        if not m:
+            continue
+        ci = m.get("ci95", {})
+
+        def cell(k, m=m, ci=ci):
+            lo, hi = ci.get(k, [float("nan")] * 2)
+            return f"{m[k]:.3f} ({lo:.3f}-{hi:.3f})"
+
+        rows.append(f"| {mode} | {m['threshold']:.4f} | {cell('accuracy')} | "
+                    f"{cell('sensitivity')} | {cell('specificity')} | {cell('auc')} |")
+    recipe = meta.get("recipe", {})
+    return "\n".join([
+        f"# Model card: {meta['name']} {meta['version']} ({meta['precision']})",
+        "",
+        "## Intended use",
+        "Decision support for screening **pediatric frontal (PA/AP) chest X-rays** for signs of",
+        "pneumonia, in clinics without a radiologist on site. It is **not a diagnosis**: a",
+        "clinician reads the image and decides. Not validated on adults, lateral views, CT,",
+        "or images from devices unlike those of the training hospital.",
+        "",
+        "## Model",
+        f"- architecture: {meta.get('arch')} CNN, input {meta['input_size']} x "
+        f"{meta['input_size']} grayscale; outputs P(pneumonia), a class activation map and an",
+        "  embedding used to refuse images that are not chest X-rays (Mahalanobis distance).",
+        f"- preprocessing: {meta['preprocessing']['recipe']}",
+        f"- weights: {meta['precision']}; git commit {meta['git_commit']}",
+        "",
+        "## Training data",
+        "Kermany et al. 2018 pediatric chest X-rays (Guangzhou Women and Children's Medical",
+        "Center; CC BY 4.0), official training split, 224 x 224 grayscale. Validation: a",
+        f"patient-grouped {recipe.get('val_fraction', 0.2):.0%} of the training split (seed "
+        f"{recipe.get('seed')}), never used for training. Augmentation: "
+        f"{recipe.get('augmentation')}; synthetic (GAN) images: "
+        f"{'yes' if recipe.get('synthetic_data') else 'no'}; class weights "
+        f"{recipe.get('class_weights')}.",
+        f"Training manifest sha256: `{meta.get('train_manifest_sha256')}`.",
+        "",
+        f"## Validation metrics (n = {meta.get('val_n')}, 95% bootstrap CIs)",
+        "| mode | threshold | accuracy | sensitivity | specificity | AUC |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "## Limitations",
+        "- Validation images come from the same hospital and period as the training images;",
+        "  models of this kind lose accuracy on other sources and tend to over-call pneumonia",
+        "  on normal images from a different acquisition. Expect lower figures in practice.",
+        "- Pediatric frontal chest X-rays only. The out-of-distribution check refuses many",
+        "  non-X-ray images but cannot recognise every wrong input (e.g. an adult chest X-ray).",
+        "- The heatmap shows where the network looked; it is not a lesion segmentation.",
+        "- Bacterial and viral pneumonia are not distinguished.",
+    ])
+
+
+def write_metadata(path: str | Path, meta: dict, card: str) -> None:
+    """Store metadata JSON and the model card in the ONNX file's metadata_props."""
+    import onnx
+
+    m = onnx.load(str(path))
+    keep = [p for p in m.metadata_props if p.key not in (METADATA_KEY, MODEL_CARD_KEY)]
+    del m.metadata_props[:]
+    m.metadata_props.extend(keep)
+    for key, value in ((METADATA_KEY, json.dumps(meta)), (MODEL_CARD_KEY, card)):
+        entry = m.metadata_props.add()
+        entry.key, entry.value = key, value
+    m.producer_name = "pneumo"
+    m.doc_string = f"{meta['name']} {meta['version']} ({meta['precision']})"
+    onnx.save(m, str(path))

@@ -1,0 +1,124 @@
+"""The `pneumo` command line: one entry point, one subcommand per job.
+
+Heavy imports (TensorFlow, tf2onnx, matplotlib) happen inside the subcommands that need
+them, so `pneumo serve` and `pneumo predict` start fast with ONNX Runtime alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from train.trainer import TrainConfig, train
+
+    cfg = TrainConfig(
+        data=args.data, out=args.out, epochs=args.epochs, img_size=args.img_size,
+        arch=args.arch, seed=args.seed, batch_size=args.batch_size,
+        learning_rate=args.lr, val_fraction=args.val_fraction, augment=args.augment,
+        augment_off=args.no_aug or [], synthetic=args.synthetic, patience=args.patience,
+        strategy=args.strategy, cache_dir=args.cache_dir,
+    )
+    train(cfg, resume=not args.no_resume)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from train.evaluate import evaluate_cli
+
+    return evaluate_cli(args.model, args.data, json_path=args.json, report_dir=args.report,
+                        split=args.split)
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train the CNN on a Kaggle-layout folder")
+    p.add_argument("--data", required=True, help="chest_xray folder (train/ [val/] [test/])")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, model, logs)")
+    p.add_argument("--epochs", type=int, default=25)
+    p.add_argument("--img-size", type=int, default=None,
+                   help="input side in pixels (default 224 for cnn, 148 for seed)")
+    p.add_argument("--arch", choices=["cnn", "seed"], default="cnn")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--augment", choices=["none", "seed", "full"], default="full",
+                   help="none; seed (rotation/zoom/shear/flip); full (seed + acquisition)")
+    p.add_argument("--no-aug", action="append", metavar="NAME",
+                   help="switch one augmentation off (rotation, zoom, shear, shift, flip, "
+                        "brightness, contrast, gamma, noise, lowres); repeatable")
+    p.add_argument("--synthetic", help="extra training images (Kaggle layout), never validation")
+    p.add_argument("--patience", type=int, default=8, help="early stopping on val AUC")
+    p.add_argument("--strategy", choices=["auto", "mirrored", "multiworker"], default="auto")
+    p.add_argument("--cache-dir", help="where decoded arrays are cached (default OUT/cache)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a run")
+    p.set_defaults(func=_cmd_train)
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="metrics with 95%% CIs for a .keras or .onnx model")
+    p.add_argument("--model", required=True, help="model.keras (with model.json) or .onnx")
+    p.add_argument("--data", required=True,
+                   help="folder with NORMAL/ and PNEUMONIA/, or a Kaggle root")
+    p.add_argument("--split", default="auto",
+                   help="for a Kaggle root: test, val, train, or 'auto' (test if present, "
+                        "else the model's own validation split)")
+    p.add_argument("--json", help="write the metrics as JSON here")
+    p.add_argument("--report", help="write a Markdown report with PNG plots into this folder")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="pneumo", description="Pediatric chest X-ray pneumonia screening toolkit."
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in _SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+_SUBCOMMANDS = [_add_train, _add_evaluate]
+
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `pneumo` console script."""
+    _load_optional_subcommands()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from pneumo import __version__
+
+        print(__version__)
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    if getattr(args, "img_size", "absent") is None:
+        args.img_size = 148 if getattr(args, "arch", "cnn") == "seed" else 224
+    return int(args.func(args) or 0)
+
+
+def _load_optional_subcommands() -> None:
+    """Subcommands defined by the other stages (each module is light to import)."""
+    import importlib
+
+    for mod in ("export.cli", "edge_app.cli", "benchmarks.cli", "train.gan_cli"):
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name and mod.startswith(exc.name):
+                continue
+            raise
+        add = getattr(m, "add_subcommands", None)
+        if add and add not in _SUBCOMMANDS:
+            _SUBCOMMANDS.append(add)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

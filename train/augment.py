@@ -1,0 +1,131 @@
+"""Augmentation in the tf.data input pipeline (never inside the exported model).
+
+Geometric: the seed paper's rotation, zoom, shear and horizontal flip, plus a small shift
+(positioning). Photometric ("acquisition"): exposure (brightness), contrast, gamma,
+sensor noise and reduced resolution, because the official test images differ from the
+training images in exactly those ways. Every transform is switchable and stateless: the
+random draw of a batch depends only on (seed, epoch, batch index), so runs are
+reproducible and a resumed run draws the same augmentations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import tensorflow as tf
+
+
+@dataclass
+class AugmentConfig:
+    """Which augmentations are on and how strong they are."""
+
+    rotation_deg: float = 10.0
+    zoom: float = 0.10
+    shear_deg: float = 8.0
+    shift: float = 0.06
+    flip: bool = True
+    brightness: float = 0.10
+    contrast: float = 0.25
+    gamma: float = 0.30
+    noise: float = 0.03
+    lowres: float = 0.3
+
+    @classmethod
+    def none(cls) -> AugmentConfig:
+        """Everything off."""
+        return cls(**{f.name: (False if f.type in ("bool", bool) else 0.0) for f in fields(cls)})
+
+    @classmethod
+    def seed_paper(cls) -> AugmentConfig:
+        """Only the seed paper's set: rotation, zoom, shear, horizontal flip."""
+        cfg = cls.none()
+        cfg.rotation_deg, cfg.zoom, cfg.shear_deg, cfg.flip = 10.0, 0.10, 8.0, True
+        return cfg
+
+    @classmethod
+    def from_name(cls, name: str) -> AugmentConfig:
+        """'none', 'seed' (geometric only) or 'full' (geometric + acquisition)."""
+        table = {"none": cls.none, "seed": cls.seed_paper, "full": cls}
+        if name not in table:
+            raise ValueError(f"unknown augmentation preset {name!r}; use one of {sorted(table)}")
+        return table[name]()
+
+    def with_overrides(self, disable: list[str] | None) -> AugmentConfig:
+        """A copy with the named transforms switched off."""
+        cfg = AugmentConfig(**asdict(self))
+        for name in disable or []:
+            key = {"rotation": "rotation_deg", "shear": "shear_deg"}.get(name, name)
+            if not hasattr(cfg, key):
+                raise ValueError(f"unknown augmentation {name!r}")
+            setattr(cfg, key, False if isinstance(getattr(cfg, key), bool) else 0.0)
+        return cfg
+
+    @property
+    def active(self) -> bool:
+        """Whether any transform is on."""
+        return any(bool(v) for v in asdict(self).values())
+
+
+def _uniform(seed, shape, lo, hi):
+    return tf.random.stateless_uniform(shape, seed=seed, minval=lo, maxval=hi)
+
+
+def _affine_transforms(cfg: AugmentConfig, n, size: int, seed) -> tf.Tensor:
+    """Per-image 8-parameter projective transforms (output -> input coordinates)."""
+    s = tf.random.experimental.stateless_split(seed, 6)
+    deg = math.pi / 180.0
+    theta = _uniform(s[0], [n], -cfg.rotation_deg * deg, cfg.rotation_deg * deg)
+    zoom = _uniform(s[1], [n], 1.0 - cfg.zoom, 1.0 + cfg.zoom)
+    shear = _uniform(s[2], [n], -cfg.shear_deg * deg, cfg.shear_deg * deg)
+    tx = _uniform(s[3], [n], -cfg.shift, cfg.shift) * size
+    ty = _uniform(s[4], [n], -cfg.shift, cfg.shift) * size
+    flip = tf.where(_uniform(s[5], [n], 0.0, 1.0) < (0.5 if cfg.flip else 0.0), -1.0, 1.0)
+    c = (size - 1) / 2.0
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    # input = A @ (output - c) + c + t, with A = R(theta) @ Shear @ diag(flip, 1) / zoom
+    a00 = (cos * flip) / zoom
+    a01 = (cos * tf.tan(shear) - sin) / zoom
+    a10 = (sin * flip) / zoom
+    a11 = (sin * tf.tan(shear) + cos) / zoom
+    b0 = c - a00 * c - a01 * c + tx
+    b1 = c - a10 * c - a11 * c + ty
+    zeros = tf.zeros_like(a00)
+    return tf.stack([a00, a01, b0, a10, a11, b1, zeros, zeros], axis=1)
+
+
+def augment_batch(images: tf.Tensor, cfg: AugmentConfig, seed) -> tf.Tensor:
+    """Augment a float32 batch (B, S, S, 1) in [0, 1]; seed is a length-2 int tensor."""
+    size = int(images.shape[1])
+    n = tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 8)
+    if cfg.rotation_deg or cfg.zoom or cfg.shear_deg or cfg.shift or cfg.flip:
+        transforms = _affine_transforms(cfg, n, size, seeds[0])
+        images = tf.raw_ops.ImageProjectiveTransformV3(
+            images=images,
+            transforms=transforms,
+            output_shape=tf.constant([size, size]),
+            fill_value=0.0,
+            interpolation="BILINEAR",
+            fill_mode="REFLECT",
+        )
+    if cfg.lowres:
+        # Blur by a down/up resize on a random half of the batch (older, softer detectors).
+        small = max(8, int(size * (1.0 - cfg.lowres)))
+        blurred = tf.image.resize(tf.image.resize(images, [small, small], "area"),
+                                  [size, size], "bilinear")
+        pick = _uniform(seeds[1], [n, 1, 1, 1], 0.0, 1.0) < 0.5
+        images = tf.where(pick, blurred, images)
+    if cfg.gamma:
+        g = tf.exp(_uniform(seeds[2], [n, 1, 1, 1], -cfg.gamma, cfg.gamma))
+        images = tf.pow(tf.clip_by_value(images, 1e-6, 1.0), g)
+    if cfg.contrast:
+        factor = _uniform(seeds[3], [n, 1, 1, 1], 1.0 - cfg.contrast, 1.0 + cfg.contrast)
+        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        images = (images - mean) * factor + mean
+    if cfg.brightness:
+        images = images + _uniform(seeds[4], [n, 1, 1, 1], -cfg.brightness, cfg.brightness)
+    if cfg.noise:
+        sigma = _uniform(seeds[5], [n, 1, 1, 1], 0.0, cfg.noise)
+        images = images + sigma * tf.random.stateless_normal(tf.shape(images), seed=seeds[6])
+    return tf.clip_by_value(images, 0.0, 1.0)

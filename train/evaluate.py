@@ -1,0 +1,136 @@
+"""`pneumo evaluate`: metrics with bootstrap CIs at the model's own operating thresholds.
+
+Accepts a Keras run (``model.keras`` with ``model.json`` beside it) or an exported ``.onnx``
+file (fp32 or int8). Images go through the one shared preprocessing (`edge_app.imaging`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from train.data import CLASS_NAMES, Sample, Split, list_class_folder, load_arrays, resolve_split_dirs
+from train.metrics import bootstrap_ci, metrics_at
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+def load_predictor(model_path: str | Path) -> tuple[Predictor, dict]:
+    """(batch -> probabilities, metadata) for a .keras or .onnx model."""
+    path = Path(model_path)
+    if path.suffix == ".onnx":
+        from edge_app.model import OnnxModel
+
+        m = OnnxModel(path, intra_op_threads=0)
+        return m.predict, dict(m.metadata)
+    if path.is_dir():
+        path = path / "model.keras"
+    meta_path = path.with_name("model.json")
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{meta_path} not found: a Keras model needs its model.json")
+    import keras
+
+    model = keras.models.load_model(path)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(batch, batch_size=64, verbose=0)).reshape(len(batch))
+
+    return predict, json.loads(meta_path.read_text())
+
+
+def resolve_eval_samples(model_path: str | Path, data: str | Path, split: str = "auto"
+                         ) -> tuple[list[Sample], str]:
+    """Which images to evaluate on, and a name for them.
+
+    A folder with NORMAL/ and PNEUMONIA/ is taken whole. For a Kaggle root, `split` picks
+    test/val/train; 'auto' takes test/ if present, else the model's own validation split
+    (split.json of its training run), never training images.
+    """
+    dirs = resolve_split_dirs(data)
+    if "data" in dirs:
+        return list_class_folder(dirs["data"]), str(dirs["data"])
+    if split == "auto":
+        split = "test" if "test" in dirs else "val"
+    if split in ("val", "validation"):
+        run_split = Path(model_path).resolve().parent / "split.json"
+        if run_split.exists():
+            sp = Split.from_json(json.loads(run_split.read_text()))
+            return sp.val, f"validation split of the training run ({run_split})"
+        if "val" in dirs:
+            return list_class_folder(dirs["val"]), str(dirs["val"])
+        raise FileNotFoundError(
+            f"no val/ folder in {data} and no split.json beside {model_path}; "
+            "pass a folder with NORMAL/ and PNEUMONIA/ instead"
+        )
+    if split not in dirs:
+        raise FileNotFoundError(f"no {split}/ folder under {data}")
+    return list_class_folder(dirs[split]), str(dirs[split])
+
+
+def evaluate(predict: Predictor, meta: dict, samples: list[Sample], *, n_boot: int = 1000
+             ) -> dict:
+    """Metrics (with 95% CIs) at each of the model's operating thresholds."""
+    size = int(meta["input_size"])
+    x, y = load_arrays(samples, size, progress=len(samples) > 500)
+    probs = np.concatenate([
+        predict(x[i:i + 64].astype(np.float32)[..., None] / 255.0)
+        for i in range(0, len(x), 64)
+    ]) if len(x) else np.zeros(0)
+    result = {
+        "model": {k: meta.get(k) for k in ("name", "version", "input_size", "thresholds")},
+        "n": int(len(y)),
+        "n_per_class": {c: int((y == i).sum()) for i, c in enumerate(CLASS_NAMES)},
+        "operating_points": {},
+    }
+    for mode, t in meta["thresholds"].items():
+        m = metrics_at(y, probs, float(t))
+        m["ci95"] = bootstrap_ci(y, probs, float(t), n_boot=n_boot)
+        result["operating_points"][mode] = m
+    result["_y"], result["_p"] = y, probs
+    return result
+
+
+def public(result: dict) -> dict:
+    """The JSON-serialisable part of an evaluation result."""
+    return {k: v for k, v in result.items() if not k.startswith("_")}
+
+
+def format_table(result: dict) -> str:
+    """A plain-text table of the metrics with CIs."""
+    lines = [f"n = {result['n']} ({result['n_per_class']})"]
+    for mode, m in result["operating_points"].items():
+        lines.append(f"[{mode}] threshold {m['threshold']:.4f}")
+        for k in ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc"):
+            lo, hi = m["ci95"].get(k, [float("nan")] * 2)
+            lines.append(f"  {k:<12} {m[k]:.4f}  (95% CI {lo:.4f}-{hi:.4f})")
+        lines.append(f"  confusion    TN {m['tn']}  FP {m['fp']}  FN {m['fn']}  TP {m['tp']}")
+    return "\n".join(lines)
+
+
+def evaluate_cli(model: str, data: str, *, json_path: str | None = None,
+                 report_dir: str | None = None, split: str = "auto") -> int:
+    """Run `pneumo evaluate`; print the table, optionally write JSON and a report."""
+    predict, meta = load_predictor(model)
+    samples, source = resolve_eval_samples(model, data, split)
+    if not samples:
+        print(f"no images found in {source}", file=sys.stderr)
+        return 2
+    print(f"evaluating {model} on {len(samples)} images from {source}", file=sys.stderr)
+    result = evaluate(predict, meta, samples)
+    result["data"] = source
+    print(format_table(result))
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(public(result), indent=2))
+    if report_dir:
+        from train.report import write_report
+
+        history = Path(model).resolve().parent / "history.csv"
+        write_report(result, Path(report_dir), model_path=model,
+                     history_csv=history if history.exists() else None)
+        print(f"report written to {report_dir}/report.md", file=sys.stderr)
+    return 0
