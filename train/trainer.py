@@ -78,7 +78,9 @@ def make_strategy(name: str):
         gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        # all GPUs; without any, all logical CPU devices (tests split the CPU into two)
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
     if name == "multiworker":  # workers and rank come from the standard TF_CONFIG variable
         if "TF_CONFIG" not in os.environ:
             raise SystemExit("--strategy multiworker needs the TF_CONFIG environment variable")
@@ -162,7 +164,7 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
         t0 = time.time()
         ds = train_dataset(x_tr, y_tr, weights, batch_size=cfg.batch_size, epoch=epoch,
                            seed=cfg.seed, augment=augment)
-        hist = model.fit(ds, epochs=1, verbose=0)
+        hist = model.fit(ds, epochs=1, verbose=0, shuffle=False)
         p_val = model.predict(val_ds, verbose=0).ravel()
         from sklearn.metrics import roc_auc_score
 

@@ -1,0 +1,37 @@
+"""Tiny Kaggle-layout data sets made from the six real fixture X-rays (for fast tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+FIXTURES = Path(__file__).parent / "fixtures" / "xray"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest_xray"
+
+
+def fixture_images() -> dict[str, list[Path]]:
+    """The real fixture X-rays per class."""
+    return {c: sorted((FIXTURES / c).glob("*.jpeg")) for c in ("NORMAL", "PNEUMONIA")}
+
+
+def make_tiny_kaggle(root: Path, per_class: int = 24, images_per_patient: int = 2,
+                     seed: int = 0) -> Path:
+    """Write root/train/{NORMAL,PNEUMONIA}/ with perturbed copies named like real patients."""
+    rng = np.random.default_rng(seed)
+    for cls, files in fixture_images().items():
+        d = root / "train" / cls
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            base = Image.open(files[i % len(files)]).convert("L")
+            if rng.random() < 0.5:
+                base = ImageOps.mirror(base)
+            base = base.rotate(float(rng.uniform(-8, 8)), resample=Image.BILINEAR)
+            arr = np.asarray(base, dtype=np.float32) + rng.normal(0, 4, (224, 224))
+            img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+            patient, image = 100 + i // images_per_patient, i % images_per_patient
+            name = (f"IM-{patient:04d}-{image + 1:04d}.jpeg" if cls == "NORMAL"
+                    else f"person{patient}_bacteria_{i}.jpeg")
+            img.save(d / name, quality=90)
+    return root

@@ -1,0 +1,109 @@
+"""A real (tiny) training run end to end: train, resume, determinism, evaluate, report."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from tinydata import make_tiny_kaggle
+
+pytest.importorskip("tensorflow")
+
+from pneumo.cli import main  # noqa: E402
+from train.trainer import TrainConfig, train  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return make_tiny_kaggle(tmp_path_factory.mktemp("data"), per_class=24)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    rc = main(["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "2",
+               "--img-size", "64", "--batch-size", "16", "--seed", "3"])
+    assert rc == 0
+    return out
+
+
+def test_run_folder_and_metadata(tiny_run):
+    for f in ("model.keras", "model.json", "split.json", "state.json", "checkpoint.keras",
+              "history.csv", "config.json"):
+        assert (tiny_run / f).exists(), f
+    meta = json.loads((tiny_run / "model.json").read_text())
+    assert meta["input_size"] == 64
+    assert meta["class_names"] == ["NORMAL", "PNEUMONIA"]
+    assert set(meta["thresholds"]) == {"balanced", "screening"}
+    assert 0 <= meta["thresholds"]["balanced"] <= 1
+    assert meta["val_metrics"]["screening"]["sensitivity"] >= 0.95
+    assert len(meta["train_manifest_sha256"]) == 64
+    assert meta["recipe"]["augmentation"] == "full"
+    assert json.loads((tiny_run / "state.json").read_text())["epoch"] == 2
+
+
+def test_resume_continues_where_it_stopped(tiny_run):
+    before = json.loads((tiny_run / "state.json").read_text())["history"]
+    rc = main(["train", "--data", "unused-on-resume", "--out", str(tiny_run), "--epochs", "3",
+               "--img-size", "64"])
+    assert rc == 0
+    after = json.loads((tiny_run / "state.json").read_text())["history"]
+    assert len(after) == 3 and after[:2] == before
+
+
+def test_same_seed_same_training(tiny_data, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        cfg = TrainConfig(data=str(tiny_data), out=str(tmp_path / name), epochs=1, img_size=48,
+                          batch_size=16, seed=5)
+        train(cfg)
+        h = json.loads((tmp_path / name / "state.json").read_text())["history"][0]
+        runs.append((h["loss"], h["val_auc"]))
+    assert runs[0] == runs[1]
+
+
+def test_seed_architecture_trains(tiny_data, tmp_path):
+    assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path), "--epochs", "1",
+                 "--arch", "seed", "--img-size", "48", "--augment", "seed"]) == 0
+    assert json.loads((tmp_path / "model.json").read_text())["arch"] == "seed"
+
+
+def test_evaluate_writes_metrics_and_report(tiny_run, tiny_data, tmp_path, capsys):
+    js, rep = tmp_path / "m.json", tmp_path / "report"
+    assert main(["evaluate", "--model", str(tiny_run / "model.keras"), "--data", str(tiny_data),
+                 "--json", str(js), "--report", str(rep)]) == 0
+    res = json.loads(js.read_text())
+    split = json.loads((tiny_run / "split.json").read_text())
+    assert res["n"] == len(split["val"])  # no test/ folder: the run's own validation split
+    for mode in ("balanced", "screening"):
+        m = res["operating_points"][mode]
+        assert 0 <= m["accuracy"] <= 1 and m["ci95"]["accuracy"][0] <= m["accuracy"]
+    for f in ("report.md", "roc.png", "confusion.png", "calibration.png", "training_curves.png"):
+        assert (rep / f).stat().st_size > 0, f
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_evaluate_on_a_class_folder(tiny_run, tiny_data):
+    assert main(["evaluate", "--model", str(tiny_run / "model.keras"),
+                 "--data", str(tiny_data / "train")]) == 0
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tiny_data, tmp_path):
+    code = textwrap.dedent(f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from train.trainer import TrainConfig, make_strategy, train
+        s = make_strategy("mirrored")
+        assert s.num_replicas_in_sync == 2, s.num_replicas_in_sync
+        meta = train(TrainConfig(data={str(tiny_data)!r}, out={str(tmp_path)!r}, epochs=1,
+                                 img_size=48, batch_size=16, strategy="mirrored"))
+        print("REPLICAS", s.num_replicas_in_sync, "AUC", meta["val_metrics"]["balanced"]["auc"])
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "REPLICAS 2" in res.stdout
+    assert "2 replica(s)" in res.stderr
