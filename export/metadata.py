@@ -24,18 +24,10 @@ def git_commit() -> str:
 
 
 def acquisition_variants(x: np.ndarray) -> np.ndarray:
-    """Real images under plausible acquisition changes (exposure, contrast, gamma, noise)."""
-    rng = np.random.default_rng(0)
-    out = []
-    for gamma, contrast, shift, noise in [(0.7, 1.0, 0.0, 0.0), (1.4, 1.0, 0.0, 0.0),
-                                          (1.0, 0.7, 0.05, 0.0), (1.0, 1.3, -0.05, 0.0),
-                                          (1.0, 1.0, 0.0, 0.03)]:
-        v = np.clip(x, 1e-6, 1.0) ** gamma
-        v = (v - v.mean(axis=(1, 2, 3), keepdims=True)) * contrast + v.mean(
-            axis=(1, 2, 3), keepdims=True) + shift
-        v = v + noise * rng.standard_normal(v.shape).astype(np.float32)
-        out.append(np.clip(v, 0, 1).astype(np.float32))
-    return np.concatenate(out)
+    """Real images under every acquisition shift of `train.shifts`, concatenated."""
+    from train.shifts import shifted_versions
+
+    return np.concatenate(list(shifted_versions(x).values()))
 
 
 def ood_statistics(train_emb: np.ndarray, val_emb: np.ndarray, shifted_val_emb: np.ndarray

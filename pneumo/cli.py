@@ -30,7 +30,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from train.evaluate import evaluate_cli
 
     return evaluate_cli(args.model, args.data, json_path=args.json, report_dir=args.report,
-                        split=args.split)
+                        split=args.split, shifts=args.shifts)
 
 
 def _add_train(sub) -> None:
@@ -68,6 +68,8 @@ def _add_evaluate(sub) -> None:
                         "else the model's own validation split)")
     p.add_argument("--json", help="write the metrics as JSON here")
     p.add_argument("--report", help="write a Markdown report with PNG plots into this folder")
+    p.add_argument("--shifts", action="store_true",
+                   help="also report metrics under acquisition shifts (contrast, gamma, noise...)")
     p.set_defaults(func=_cmd_evaluate)
 
 

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from train.data import CLASS_NAMES, Sample, Split, list_class_folder, load_arrays, resolve_split_dirs
+from train.data import (
+    CLASS_NAMES,
+    Sample,
+    Split,
+    list_class_folder,
+    load_arrays,
+    resolve_split_dirs,
+)
 from train.metrics import bootstrap_ci, metrics_at
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -71,15 +78,25 @@ def resolve_eval_samples(model_path: str | Path, data: str | Path, split: str = 
     return list_class_folder(dirs[split]), str(dirs[split])
 
 
-def evaluate(predict: Predictor, meta: dict, samples: list[Sample], *, n_boot: int = 1000
-             ) -> dict:
-    """Metrics (with 95% CIs) at each of the model's operating thresholds."""
+def _predict_all(predict: Predictor, x: np.ndarray) -> np.ndarray:
+    """Probabilities for a float (N, S, S, 1) or uint8 (N, S, S) array, in batches of 64."""
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32)[..., None] / 255.0
+    if not len(x):
+        return np.zeros(0)
+    return np.concatenate([predict(x[i:i + 64]) for i in range(0, len(x), 64)])
+
+
+def evaluate(predict: Predictor, meta: dict, samples: list[Sample], *, n_boot: int = 1000,
+             shifts: bool = False) -> dict:
+    """Metrics (with 95% CIs) at each of the model's operating thresholds.
+
+    With `shifts`, also the metrics at the balanced threshold under each acquisition shift
+    of `train.shifts` (a proxy for images from another hospital).
+    """
     size = int(meta["input_size"])
     x, y = load_arrays(samples, size, progress=len(samples) > 500)
-    probs = np.concatenate([
-        predict(x[i:i + 64].astype(np.float32)[..., None] / 255.0)
-        for i in range(0, len(x), 64)
-    ]) if len(x) else np.zeros(0)
+    probs = _predict_all(predict, x)
     result = {
         "model": {k: meta.get(k) for k in ("name", "version", "input_size", "thresholds")},
         "n": int(len(y)),
@@ -90,6 +107,14 @@ def evaluate(predict: Predictor, meta: dict, samples: list[Sample], *, n_boot: i
         m = metrics_at(y, probs, float(t))
         m["ci95"] = bootstrap_ci(y, probs, float(t), n_boot=n_boot)
         result["operating_points"][mode] = m
+    if shifts:
+        from train.shifts import shifted_versions
+
+        t = float(meta["thresholds"]["balanced"])
+        result["acquisition_shifts"] = {
+            name: metrics_at(y, _predict_all(predict, xs), t)
+            for name, xs in shifted_versions(x.astype(np.float32)[..., None] / 255.0).items()
+        }
     result["_y"], result["_p"] = y, probs
     return result
 
@@ -108,11 +133,18 @@ def format_table(result: dict) -> str:
             lo, hi = m["ci95"].get(k, [float("nan")] * 2)
             lines.append(f"  {k:<12} {m[k]:.4f}  (95% CI {lo:.4f}-{hi:.4f})")
         lines.append(f"  confusion    TN {m['tn']}  FP {m['fp']}  FN {m['fn']}  TP {m['tp']}")
+    if "acquisition_shifts" in result:
+        lines.append("[acquisition shifts, balanced threshold]  accuracy  sensitivity  "
+                     "specificity  AUC")
+        for name, m in result["acquisition_shifts"].items():
+            lines.append(f"  {name:<16} {m['accuracy']:.4f}    {m['sensitivity']:.4f}       "
+                         f"{m['specificity']:.4f}       {m['auc']:.4f}")
     return "\n".join(lines)
 
 
 def evaluate_cli(model: str, data: str, *, json_path: str | None = None,
-                 report_dir: str | None = None, split: str = "auto") -> int:
+                 report_dir: str | None = None, split: str = "auto", shifts: bool = False
+                 ) -> int:
     """Run `pneumo evaluate`; print the table, optionally write JSON and a report."""
     predict, meta = load_predictor(model)
     samples, source = resolve_eval_samples(model, data, split)
@@ -120,7 +152,7 @@ def evaluate_cli(model: str, data: str, *, json_path: str | None = None,
         print(f"no images found in {source}", file=sys.stderr)
         return 2
     print(f"evaluating {model} on {len(samples)} images from {source}", file=sys.stderr)
-    result = evaluate(predict, meta, samples)
+    result = evaluate(predict, meta, samples, shifts=shifts)
     result["data"] = source
     print(format_table(result))
     if json_path:

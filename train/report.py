@@ -138,6 +138,15 @@ def write_report(result: dict, out: Path, *, model_path: str,
     lines += ["", "Confusion counts: " + "; ".join(
         f"{mode}: TN {m['tn']} FP {m['fp']} FN {m['fn']} TP {m['tp']}"
         for mode, m in points.items()), ""]
+    if "acquisition_shifts" in result:
+        lines += ["## Under acquisition shifts (balanced threshold)", "",
+                  "The same images rendered as another machine or exposure might "
+                  "(`train/shifts.py`).", "",
+                  "| shift | accuracy | sensitivity | specificity | AUC |", "|---|---|---|---|---|"]
+        for name, m in result["acquisition_shifts"].items():
+            lines.append(f"| {name} | {m['accuracy']:.3f} | {m['sensitivity']:.3f} | "
+                         f"{m['specificity']:.3f} | {m['auc']:.3f} |")
+        lines.append("")
     for title, fname in plots:
         lines += [f"## {title}", "", f"![{title}]({fname})", ""]
     path = out / "report.md"

@@ -72,7 +72,7 @@ def test_seed_architecture_trains(tiny_data, tmp_path):
 def test_evaluate_writes_metrics_and_report(tiny_run, tiny_data, tmp_path, capsys):
     js, rep = tmp_path / "m.json", tmp_path / "report"
     assert main(["evaluate", "--model", str(tiny_run / "model.keras"), "--data", str(tiny_data),
-                 "--json", str(js), "--report", str(rep)]) == 0
+                 "--json", str(js), "--report", str(rep), "--shifts"]) == 0
     res = json.loads(js.read_text())
     split = json.loads((tiny_run / "split.json").read_text())
     assert res["n"] == len(split["val"])  # no test/ folder: the run's own validation split
@@ -81,6 +81,8 @@ def test_evaluate_writes_metrics_and_report(tiny_run, tiny_data, tmp_path, capsy
         assert 0 <= m["accuracy"] <= 1 and m["ci95"]["accuracy"][0] <= m["accuracy"]
     for f in ("report.md", "roc.png", "confusion.png", "calibration.png", "training_curves.png"):
         assert (rep / f).stat().st_size > 0, f
+    assert set(res["acquisition_shifts"]) >= {"gamma 0.7", "contrast 1.3", "noise 0.03"}
+    assert "acquisition shifts" in (rep / "report.md").read_text()
     assert "accuracy" in capsys.readouterr().out
 
 
