@@ -234,6 +234,9 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
                 # Decode at reduced scale: decoding dominates the request time.
                 img.draft(img.mode if img.mode in ("L", "RGB") else None,
                           (DATASET_SIZE, DATASET_SIZE))
+            # EXIF orientations 5-8 turn the image by 90 degrees: report the shown size.
+            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                width, height = height, width
             img = ImageOps.exif_transpose(img)
             img.load()
             gray, colour, depth = _pil_to_gray(img)

@@ -1,0 +1,202 @@
+"""The JSON API (version 1) and the health check."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context, url_for
+
+from edge_app.errors import ApiError
+from edge_app.history import FIELDS, new_id, parse_bound, utc_now_iso
+from edge_app.pipeline import INTENDED_USE
+
+API_VERSION = "v1"
+MAX_PATIENT_REF = 64
+MAX_PER_PAGE = 500
+
+bp = Blueprint("api", __name__)
+
+_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _state():
+    return current_app.extensions["pneumo"]
+
+
+def _model_summary() -> dict:
+    m = _state().model
+    return {"name": m.name, "version": m.version, "sha256": m.sha256}
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Liveness and the loaded model."""
+    return jsonify({"status": "ok", "model": _model_summary()})
+
+
+@bp.get(f"/api/{API_VERSION}/model")
+def model_info() -> Response:
+    """The model's metadata (without the OOD arrays) and its model card."""
+    m = _state().model
+    meta = {k: v for k, v in m.metadata.items() if k != "ood"}
+    meta["ood"] = m.ood
+    return jsonify({
+        **_model_summary(),
+        "input_size": m.input_size,
+        "class_names": m.class_names,
+        "thresholds": m.thresholds,
+        "modes": list(m.thresholds),
+        "intended_use": INTENDED_USE,
+        "metadata": meta,
+        "model_card": m.model_card,
+    })
+
+
+def _patient_ref() -> str | None:
+    ref = request.form.get("patient_ref")
+    if ref is None:
+        return None
+    ref = _CONTROL_RE.sub("", ref).strip()
+    if len(ref) > MAX_PATIENT_REF:
+        raise ApiError(400, "bad_patient_ref",
+                       f"The patient reference is longer than {MAX_PATIENT_REF} characters.")
+    return ref or None
+
+
+def _flag(name: str) -> bool:
+    return (request.form.get(name) or request.args.get(name) or "").lower() in ("1", "true", "yes")
+
+
+@bp.post(f"/api/{API_VERSION}/predict")
+def predict() -> Response:
+    """Analyse one uploaded image (multipart field 'image')."""
+    st = _state()
+    mode = (request.form.get("mode") or "balanced").strip()
+    st.predictor.check_mode(mode)
+    upload = request.files.get("image")
+    if upload is None:
+        raise ApiError(400, "missing_image", "Send the X-ray as a multipart/form-data file in "
+                                             "the field 'image'.")
+    patient_ref = _patient_ref()
+    data = upload.read()
+    result = st.predictor.predict(data, mode, heatmap=True, preview=_flag("preview"))
+    record = result.history_record()
+    record.update(id=new_id(), created_at=utc_now_iso(), patient_ref=patient_ref)
+    # Committed before we answer: an acknowledged result is never lost.
+    st.history.add(record, heatmap_png=result.heatmap_png,
+                   image=data if st.config["keep_images"] else None)
+    body = {"id": record["id"], "created_at": record["created_at"], "patient_ref": patient_ref,
+            **result.to_json(),
+            "heatmap_url": url_for("api.history_heatmap", record_id=record["id"])}
+    if result.preview_png is not None:
+        body["preview"] = result.preview_data_url()
+    return jsonify(body)
+
+
+def _range() -> tuple[str | None, str | None]:
+    try:
+        return (parse_bound(request.args.get("from"), end=False),
+                parse_bound(request.args.get("to"), end=True))
+    except ValueError as exc:
+        raise ApiError(400, "bad_date", "Dates must look like 2025-01-31 or "
+                                        "2025-01-31T14:00:00Z.") from exc
+
+
+def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ApiError(400, "bad_parameter", f"'{name}' must be a whole number.") from exc
+    if not lo <= value <= hi:
+        raise ApiError(400, "bad_parameter", f"'{name}' must be between {lo} and {hi}.")
+    return value
+
+
+def _public(rec: dict) -> dict:
+    has = rec.pop("has_heatmap", False)
+    rec["heatmap_url"] = (url_for("api.history_heatmap", record_id=rec["id"]) if has else None)
+    return rec
+
+
+@bp.get(f"/api/{API_VERSION}/history")
+def history_list() -> Response:
+    """One page of the history, newest first (page, per_page, from, to)."""
+    page = _int_arg("page", 1, 1, 10**9)
+    per_page = _int_arg("per_page", 50, 1, MAX_PER_PAGE)
+    date_from, date_to = _range()
+    items, total = _state().history.page(page, per_page, date_from, date_to)
+    return jsonify({"items": [_public(r) for r in items], "page": page, "per_page": per_page,
+                    "total": total, "pages": (total + per_page - 1) // per_page})
+
+
+def _csv_cell(value) -> str:
+    """A CSV cell that spreadsheets will not run as a formula."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        value = "; ".join(w.get("code", "") for w in value)
+    text = str(value)
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        try:
+            float(text)
+        except ValueError:
+            text = "'" + text
+    return text
+
+
+@bp.get(f"/api/{API_VERSION}/history.csv")
+def history_csv() -> Response:
+    """The history as CSV (from, to filters), oldest first."""
+    date_from, date_to = _range()
+    store = _state().history
+
+    def rows() -> Iterator[str]:
+        """CSV text in chunks of about 32 kB."""
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(FIELDS)
+        for rec in store.iter_all(date_from, date_to):
+            writer.writerow([_csv_cell(rec[k]) for k in FIELDS])
+            if buf.tell() > 32768:
+                yield buf.getvalue()
+                buf.seek(0)
+                buf.truncate()
+        yield buf.getvalue()
+
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return Response(stream_with_context(rows()), mimetype="text/csv",
+                    headers={"Content-Disposition":
+                             f'attachment; filename="pneumo-history-{stamp}.csv"'})
+
+
+def _record_or_404(record_id: str) -> dict:
+    rec = _state().history.get(record_id) if _ID_RE.match(record_id) else None
+    if rec is None:
+        raise ApiError(404, "not_found", "No such history record.")
+    return rec
+
+
+@bp.get(f"/api/{API_VERSION}/history/<record_id>")
+def history_item(record_id: str) -> Response:
+    """One history record."""
+    return jsonify(_public(_record_or_404(record_id)))
+
+
+@bp.get(f"/api/{API_VERSION}/history/<record_id>/heatmap.png")
+def history_heatmap(record_id: str) -> Response:
+    """The heatmap overlay of a recent prediction."""
+    _record_or_404(record_id)
+    png = _state().history.heatmap(record_id)
+    if png is None:
+        raise ApiError(404, "heatmap_expired", "The heatmap of this older result is no longer "
+                                               "kept; only the most recent ones are.")
+    return Response(png, mimetype="image/png")
+

@@ -1,0 +1,76 @@
+"""Settings of the clinic app: defaults, the per-user data folder, validation."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from pathlib import Path
+
+from edge_app.model import DEFAULT_MODEL
+
+APP_NAME = "pneumo"
+DATA_DIR_ENV = "PNEUMO_DATA_DIR"
+
+DEFAULTS: dict = {
+    "model_path": str(DEFAULT_MODEL),  # ONNX model file (all about the model is read from it)
+    "model": None,  # an already loaded OnnxModel to share (tests); overrides model_path
+    "data_dir": None,  # history database (and kept images); None -> default_data_dir()
+    "keep_images": False,  # store uploaded images in the history database
+    "token": None,  # access token; when set every request must carry it
+    "host": "127.0.0.1",
+    "port": 8765,
+    "threads": 4,  # Waitress worker threads
+    "max_upload_bytes": 30 * 1024 * 1024,  # request body limit (HTTP 413)
+    "max_pixels": 50_000_000,  # decoded image pixel limit (HTTP 413)
+    "heatmap_keep": 200,  # heatmaps kept in the history database (most recent)
+    "secret_key": None,  # session signing key; None -> random per process
+    "trusted_hosts": None,  # Host header names accepted without a token; None -> loopback names
+}
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def default_data_dir() -> Path:
+    """The user's data folder for this app ($PNEUMO_DATA_DIR overrides)."""
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    home = Path.home()
+    if sys.platform.startswith("win"):
+        base = os.environ.get("LOCALAPPDATA") or str(home / "AppData" / "Local")
+        return Path(base) / APP_NAME
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / APP_NAME
+    base = os.environ.get("XDG_DATA_HOME") or str(home / ".local" / "share")
+    return Path(base) / APP_NAME
+
+
+def is_loopback(host: str) -> bool:
+    """True for names/addresses that only this computer can reach."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve(config: dict | None) -> dict:
+    """Defaults merged with the given settings, checked and normalised."""
+    cfg = dict(DEFAULTS)
+    unknown = set(config or {}) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
+    cfg.update({k: v for k, v in (config or {}).items()})
+    cfg["data_dir"] = Path(cfg["data_dir"]).expanduser() if cfg["data_dir"] else default_data_dir()
+    for key in ("threads", "max_upload_bytes", "max_pixels", "heatmap_keep", "port"):
+        cfg[key] = int(cfg[key])
+    if cfg["threads"] < 1:
+        raise ValueError("threads must be at least 1")
+    if cfg["token"] is not None:
+        cfg["token"] = str(cfg["token"])
+        if len(cfg["token"]) < 8:
+            raise ValueError("the access token must have at least 8 characters")
+    return cfg

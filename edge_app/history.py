@@ -1,0 +1,233 @@
+"""Prediction history in SQLite (stdlib sqlite3, WAL, one connection per thread).
+
+Every answered prediction is committed (``synchronous=FULL``) before the HTTP response is
+sent, so a server killed hard loses no acknowledged record. The recent heatmap PNGs are kept
+in the same database (the last ``heatmap_keep``); uploaded images only with ``keep_images``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+DB_NAME = "history.sqlite3"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    patient_ref TEXT,
+    label TEXT NOT NULL,
+    probability REAL NOT NULL,
+    threshold REAL NOT NULL,
+    mode TEXT NOT NULL,
+    model_name TEXT,
+    model_version TEXT NOT NULL,
+    model_sha256 TEXT,
+    width INTEGER,
+    height INTEGER,
+    format TEXT,
+    ood_distance REAL,
+    warnings TEXT NOT NULL DEFAULT '[]',
+    message TEXT
+);
+CREATE INDEX IF NOT EXISTS predictions_created ON predictions(created_at);
+CREATE TABLE IF NOT EXISTS heatmaps (
+    id TEXT PRIMARY KEY REFERENCES predictions(id) ON DELETE CASCADE,
+    png BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY REFERENCES predictions(id) ON DELETE CASCADE,
+    format TEXT,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+FIELDS = ("id", "created_at", "sha256", "patient_ref", "label", "probability", "threshold",
+          "mode", "model_name", "model_version", "model_sha256", "width", "height", "format",
+          "ood_distance", "warnings", "message")
+"""Columns of a history record, in CSV order."""
+
+
+def utc_now_iso() -> str:
+    """The current UTC time as ISO 8601 with milliseconds and a Z suffix."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_bound(value: str | None, *, end: bool) -> str | None:
+    """A from/to filter (date or datetime, UTC if naive) as a comparable ISO string.
+
+    A bare date as ``to`` includes that whole day. Raises ValueError on bad input.
+    """
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if len(value) == 10:
+        d = date.fromisoformat(value)
+        dt = datetime(d.year, d.month, d.day, tzinfo=UTC)
+        if end:
+            dt += timedelta(days=1)
+    else:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_id() -> str:
+    """A fresh random record id."""
+    return uuid.uuid4().hex
+
+
+class HistoryStore:
+    """The history database; safe to share between threads (each gets its own connection)."""
+
+    def __init__(self, path: str | Path, *, heatmap_keep: int = 200, keep_images: bool = False):
+        self.path = Path(path)
+        # Patient data: readable by this user only (SQLite gives -wal/-shm the same mode).
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self.heatmap_keep = int(heatmap_keep)
+        self.keep_images = bool(keep_images)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        conn = self._conn()
+        conn.executescript(_SCHEMA)
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                     (str(SCHEMA_VERSION),))
+        conn.commit()
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def add(self, record: dict, *, heatmap_png: bytes | None = None,
+            image: bytes | None = None) -> dict:
+        """Insert one prediction (and its heatmap / image) and commit; returns the record."""
+        rec = {k: record.get(k) for k in FIELDS}
+        rec["id"] = rec["id"] or new_id()
+        rec["created_at"] = rec["created_at"] or utc_now_iso()
+        warnings = rec["warnings"] or []
+        rec["warnings"] = warnings if isinstance(warnings, str) else json.dumps(warnings)
+        conn = self._conn()
+        with conn:  # one transaction, committed on exit
+            conn.execute(f"INSERT INTO predictions ({', '.join(FIELDS)}) "
+                         f"VALUES ({', '.join('?' * len(FIELDS))})", [rec[k] for k in FIELDS])
+            if heatmap_png is not None and self.heatmap_keep > 0:
+                conn.execute("INSERT INTO heatmaps(id, png) VALUES (?, ?)", (rec["id"], heatmap_png))
+                conn.execute("DELETE FROM heatmaps WHERE rowid <= (SELECT rowid FROM heatmaps "
+                             "ORDER BY rowid DESC LIMIT 1 OFFSET ?)", (self.heatmap_keep,))
+            if image is not None and self.keep_images:
+                conn.execute("INSERT INTO images(id, format, data) VALUES (?, ?, ?)",
+                             (rec["id"], rec.get("format"), image))
+        return self._decode(rec)
+
+    @staticmethod
+    def _decode(row) -> dict:
+        """A database row as a JSON-ready dict."""
+        rec = {k: row[k] for k in FIELDS}
+        try:
+            rec["warnings"] = json.loads(rec["warnings"] or "[]")
+        except ValueError:
+            rec["warnings"] = []
+        return rec
+
+    def get(self, record_id: str) -> dict | None:
+        """One record by id, or None."""
+        row = self._conn().execute(
+            f"SELECT {', '.join(FIELDS)}, EXISTS(SELECT 1 FROM heatmaps h WHERE h.id = p.id) "
+            "AS has_heatmap FROM predictions p WHERE id = ?", (record_id,)).fetchone()
+        if row is None:
+            return None
+        rec = self._decode(row)
+        rec["has_heatmap"] = bool(row["has_heatmap"])
+        return rec
+
+    def heatmap(self, record_id: str) -> bytes | None:
+        """The stored heatmap PNG of a record, or None when absent or pruned."""
+        row = self._conn().execute("SELECT png FROM heatmaps WHERE id = ?",
+                                   (record_id,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def image(self, record_id: str) -> tuple[bytes, str] | None:
+        """The stored upload (bytes, format) of a record, if images are kept."""
+        row = self._conn().execute("SELECT data, format FROM images WHERE id = ?",
+                                   (record_id,)).fetchone()
+        return (bytes(row[0]), row[1]) if row else None
+
+    @staticmethod
+    def _where(date_from: str | None, date_to: str | None) -> tuple[str, list]:
+        """SQL WHERE clause and parameters for a created_at range [from, to)."""
+        clauses, params = [], []
+        if date_from:
+            clauses.append("created_at >= ?")
+            params.append(date_from)
+        if date_to:
+            clauses.append("created_at < ?")
+            params.append(date_to)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def count(self, date_from: str | None = None, date_to: str | None = None) -> int:
+        """Number of records in a date range."""
+        where, params = self._where(date_from, date_to)
+        return int(self._conn().execute(f"SELECT COUNT(*) FROM predictions{where}",
+                                        params).fetchone()[0])
+
+    def page(self, page: int = 1, per_page: int = 50, date_from: str | None = None,
+             date_to: str | None = None) -> tuple[list[dict], int]:
+        """(records of one page, newest first, total count) in a date range."""
+        where, params = self._where(date_from, date_to)
+        conn = self._conn()
+        total = int(conn.execute(f"SELECT COUNT(*) FROM predictions{where}", params).fetchone()[0])
+        rows = conn.execute(
+            f"SELECT {', '.join(FIELDS)}, EXISTS(SELECT 1 FROM heatmaps h WHERE h.id = p.id) "
+            f"AS has_heatmap FROM predictions p{where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            [*params, per_page, (page - 1) * per_page]).fetchall()
+        items = []
+        for row in rows:
+            rec = self._decode(row)
+            rec["has_heatmap"] = bool(row["has_heatmap"])
+            items.append(rec)
+        return items, total
+
+    def iter_all(self, date_from: str | None = None, date_to: str | None = None
+                 ) -> Iterator[dict]:
+        """Every record in a date range, oldest first."""
+        where, params = self._where(date_from, date_to)
+        cur = self._conn().execute(
+            f"SELECT {', '.join(FIELDS)} FROM predictions{where} ORDER BY seq", params)
+        for row in cur:
+            yield self._decode(row)
+
+    def close(self) -> None:
+        """Close every connection this store opened (call once, at shutdown)."""
+        with self._lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:
+                    pass  # opened in another thread that still owns it
+            self._connections.clear()
+        self._local = threading.local()

@@ -1,0 +1,43 @@
+"""The server-rendered page (upload, result, history) and a printable report page."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, current_app, render_template
+
+from edge_app.errors import ApiError
+from edge_app.pipeline import INTENDED_USE
+from edge_app.security import csrf_token
+
+bp = Blueprint("pages", __name__)
+
+_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _context() -> dict:
+    st = current_app.extensions["pneumo"]
+    m = st.model
+    return {
+        "model": {"name": m.name, "version": m.version, "sha256": m.sha256,
+                  "thresholds": m.thresholds, "input_size": m.input_size},
+        "model_card": m.model_card,
+        "intended_use": INTENDED_USE,
+        "max_upload_mb": round(st.config["max_upload_bytes"] / 2**20),
+    }
+
+
+@bp.get("/")
+def index() -> str:
+    """The main page."""
+    return render_template("index.html", csrf=csrf_token(), **_context())
+
+
+@bp.get("/report/<record_id>")
+def report(record_id: str) -> str:
+    """A printable report of one history record."""
+    st = current_app.extensions["pneumo"]
+    rec = st.history.get(record_id) if _ID_RE.match(record_id) else None
+    if rec is None:
+        raise ApiError(404, "not_found", "No such history record.")
+    return render_template("report.html", rec=rec, **_context())

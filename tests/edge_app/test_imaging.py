@@ -1,0 +1,169 @@
+"""edge_app.imaging on odd inputs: every path ends in the same (S, S, 1) float32 tensor."""
+
+import io
+
+import numpy as np
+import pytest
+from apptools import XRAY_NORMAL, all_fixture_xrays, encode, gray_array, png16_bytes
+from PIL import Image
+
+from edge_app.imaging import (
+    DATASET_SIZE,
+    ImageTooLarge,
+    UnsupportedImage,
+    decode_image,
+    preprocess_bytes,
+    sniff_format,
+    to_model_input,
+)
+
+
+def _close(a, b, tol):
+    diff = np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16))
+    assert diff.max() <= tol, f"max difference {diff.max()}"
+
+
+@pytest.mark.parametrize("path", all_fixture_xrays(), ids=lambda p: p.name)
+def test_training_images_pass_through_unchanged(path):
+    data = path.read_bytes()
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.float32) / 255.0
+    decoded = decode_image(data)
+    assert decoded.format == "JPEG" and decoded.original_size == (224, 224)
+    x = to_model_input(decoded.gray, DATASET_SIZE)
+    assert x.shape == (224, 224, 1) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[..., 0], expected)
+
+
+@pytest.mark.parametrize("size", [224, 64, 148])
+def test_output_shape_dtype_range(size):
+    x, decoded = preprocess_bytes(XRAY_NORMAL.read_bytes(), size)
+    assert x.shape == (size, size, 1)
+    assert x.dtype == np.float32
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert decoded.bit_depth == 8 and decoded.colorfulness == 0.0
+
+
+def test_png_16_bit():
+    decoded = decode_image(png16_bytes())
+    assert decoded.format == "PNG" and decoded.bit_depth == 16
+    g = gray_array().astype(np.float64)
+    expected = np.round((g - g.min()) * 255.0 / (g.max() - g.min()))  # rescaled over its range
+    _close(decoded.gray, expected, 1)
+
+
+def test_rgba_flattened_over_black():
+    g = gray_array()
+    alpha = np.full_like(g, 255)
+    alpha[:, :50] = 0
+    rgba = Image.merge("RGBA", [Image.fromarray(g)] * 3 + [Image.fromarray(alpha)])
+    decoded = decode_image(encode(rgba, "PNG"))
+    out = np.asarray(decoded.gray)
+    assert out[:, :50].max() == 0
+    _close(out[:, 50:], g[:, 50:], 1)
+    assert decoded.colorfulness < 1.0
+
+
+def test_palette_image():
+    g = Image.fromarray(gray_array())
+    pal = g.convert("P", palette=Image.Palette.ADAPTIVE, colors=256)
+    decoded = decode_image(encode(pal, "PNG"))
+    _close(decoded.gray, g, 12)
+
+
+def test_cmyk_jpeg():
+    g = Image.fromarray(gray_array())
+    cmyk = g.convert("RGB").convert("CMYK")
+    data = encode(cmyk, "JPEG", quality=95)
+    assert Image.open(io.BytesIO(data)).mode == "CMYK"
+    decoded = decode_image(data)
+    assert decoded.gray.mode == "L" and decoded.gray.size == (224, 224)
+    _close(decoded.gray, g, 25)
+
+
+@pytest.mark.parametrize("orientation,expect", [(6, "rot270"), (8, "rot90"), (3, "rot180")])
+def test_exif_orientation_applied(orientation, expect):
+    a = np.zeros((100, 200), np.uint8)
+    a[:30, :60] = 255  # bright block in the stored top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(Image.fromarray(a), "JPEG", quality=95, exif=exif.tobytes())
+    decoded = decode_image(data)
+    want = {"rot270": np.rot90(a, -1), "rot90": np.rot90(a, 1), "rot180": np.rot90(a, 2)}[expect]
+    assert decoded.gray.size == (want.shape[1], want.shape[0])
+    assert decoded.original_size == decoded.gray.size
+    _close(decoded.gray, want, 40)
+
+
+def test_tiny_image():
+    data = encode(Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4), "PNG")
+    x, decoded = preprocess_bytes(data, 224)
+    assert decoded.original_size == (8, 8)
+    assert x.shape == (224, 224, 1) and x.dtype == np.float32
+
+
+def test_huge_jpeg_decoded_with_draft():
+    big = Image.fromarray(gray_array()).resize((6000, 5000), Image.BILINEAR)
+    data = encode(big, "JPEG", quality=80)
+    decoded = decode_image(data)
+    assert decoded.original_size == (6000, 5000)
+    assert decoded.gray.size[0] <= 1500, "JPEG draft mode should decode at reduced scale"
+    assert min(decoded.gray.size) >= DATASET_SIZE
+    x = to_model_input(decoded.gray, 224)
+    ref = to_model_input(Image.fromarray(gray_array()), 224)
+    assert float(np.abs(x - ref).mean()) < 0.03
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "TIFF", "PNG"])
+def test_lossless_formats_exact(fmt):
+    g = gray_array()
+    decoded = decode_image(encode(Image.fromarray(g), fmt))
+    assert decoded.format == fmt
+    np.testing.assert_array_equal(np.asarray(decoded.gray), g)
+
+
+def test_tiff_16_bit():
+    g = gray_array()
+    data = encode(Image.fromarray(g.astype(np.uint16) * 257), "TIFF")
+    decoded = decode_image(data)
+    assert decoded.bit_depth == 16
+    x = to_model_input(decoded.gray, 224)
+    assert x.shape == (224, 224, 1)
+
+
+def test_rgb_colour_measured():
+    import skimage.data
+
+    decoded = decode_image(encode(Image.fromarray(skimage.data.astronaut()), "PNG"))
+    assert decoded.colorfulness > 30
+
+
+def test_type_from_bytes_not_name():
+    assert sniff_format(XRAY_NORMAL.read_bytes()) == "JPEG"
+    assert sniff_format(b"GIF89a....") == "GIF"
+    assert sniff_format(b"hello world") is None
+
+
+@pytest.mark.parametrize("data,code", [
+    (b"", "empty_file"),
+    (b"just some text, not an image\n" * 10, "unsupported_image"),
+    (b"GIF89a" + b"\0" * 100, "unsupported_image"),
+])
+def test_unsupported(data, code):
+    with pytest.raises(UnsupportedImage) as exc:
+        decode_image(data)
+    assert exc.value.code == code and exc.value.status == 415
+
+
+def test_truncated_jpeg():
+    data = XRAY_NORMAL.read_bytes()
+    with pytest.raises(UnsupportedImage) as exc:
+        decode_image(data[: len(data) // 2])
+    assert exc.value.status == 415
+
+
+def test_pixel_limit():
+    bomb = encode(Image.new("L", (12000, 12000), 0), "PNG")
+    assert len(bomb) < 1_000_000
+    with pytest.raises(ImageTooLarge) as exc:
+        decode_image(bomb, max_pixels=50_000_000)
+    assert exc.value.status == 413
