@@ -1,0 +1,176 @@
+"""One benchmark run: every section in order, each failure contained, then the report."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks import executable, http_load, model_latency, preprocessing, report, roofline
+from benchmarks.machine import load_average, machine_info, usable_cores
+from benchmarks.models import ModelSet, default_arch, prepare_models, servable_model
+from benchmarks.timing import Settings
+
+SECTIONS = ("model_latency", "roofline", "preprocessing", "http", "executable")
+
+
+@dataclass
+class Options:
+    """What `pneumo bench` was asked to do."""
+
+    out: Path = Path("bench-results")
+    quick: bool = False
+    export_dir: Path | None = None
+    keras: Path | None = None
+    exe: Path | None = None
+    skip: list[str] = field(default_factory=list)
+    command: str = "pneumo bench"
+
+
+@dataclass
+class Plan:
+    """Sizes of one run (full or --quick)."""
+
+    batches: tuple[int, ...]
+    threads: tuple[int, ...]
+    model: Settings
+    micro: Settings
+    pre: Settings
+    http_clients: tuple[int, ...]
+    http_seconds: float
+    http_max_requests: int
+    exe_runs: int
+    small_micro: bool
+
+
+def plan(quick: bool) -> Plan:
+    """The full plan, or the --quick smoke-test plan (well under a minute on 2 cores)."""
+    cores = usable_cores()
+    if quick:
+        return Plan(batches=(1, 8), threads=(1,),
+                    model=Settings(warmup=1, repeat=15, min_repeat=3, max_seconds=0.4),
+                    micro=Settings(warmup=1, repeat=5, min_repeat=3, max_seconds=0.3),
+                    pre=Settings(warmup=1, repeat=10, min_repeat=3, max_seconds=0.3),
+                    http_clients=(1, 4, 8), http_seconds=2.0, http_max_requests=200,
+                    exe_runs=1, small_micro=True)
+    return Plan(batches=(1, 8, 32), threads=tuple(sorted({1, cores})),
+                model=Settings(warmup=5, repeat=200, min_repeat=10, max_seconds=8.0),
+                micro=Settings(warmup=3, repeat=50, min_repeat=10, max_seconds=3.0),
+                pre=Settings(warmup=3, repeat=100, min_repeat=10, max_seconds=3.0),
+                http_clients=(1, 4, 8), http_seconds=10.0, http_max_requests=5000,
+                exe_runs=5, small_micro=False)
+
+
+def log(msg: str) -> None:
+    """Progress to stderr."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _guard(name: str, fn: Callable[[], dict]) -> dict:
+    """Run one section; an exception becomes {"status": "error"} instead of ending the run."""
+    t0 = time.perf_counter()
+    log(f"{name} ...")
+    try:
+        sec = fn()
+    except Exception:
+        sec = {"status": "error", "error": traceback.format_exc()}
+        log(f"{name} FAILED:\n{sec['error']}")
+    sec["elapsed_s"] = time.perf_counter() - t0
+    if sec.get("status") == "skipped":
+        log(f"{name} skipped: {sec.get('note')}")
+    return sec
+
+
+def run(opts: Options) -> dict:
+    """Run the suite and write results.json / results.md / plots into opts.out."""
+    t_start = time.perf_counter()
+    p = plan(opts.quick)
+    res: dict = {"schema": 1, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                 "quick": opts.quick, "command": opts.command, "machine": machine_info(),
+                 "plan": {"batches": list(p.batches), "threads": list(p.threads),
+                          "http_clients": list(p.http_clients),
+                          "http_seconds": p.http_seconds}, "sections": {}, "notes": []}
+    secs = res["sections"]
+    with tempfile.TemporaryDirectory(prefix="pneumo-bench-") as tmp_s:
+        tmp = Path(tmp_s)
+        models = ModelSet()
+        need_models = {"model_latency", "roofline", "http"} - set(opts.skip)
+        if need_models:
+            t0 = time.perf_counter()
+            try:
+                models = prepare_models(tmp / "models", export_dir=opts.export_dir,
+                                        keras_path=opts.keras, log=log)
+            except Exception:
+                res["notes"].append("preparing models failed:\n" + traceback.format_exc())
+                log(res["notes"][-1])
+            res["prepare_models_s"] = time.perf_counter() - t0
+        res["tensorflow"] = models.tensorflow
+
+        if "model_latency" in opts.skip:
+            secs["model_latency"] = {"status": "skipped", "note": "--skip model_latency"}
+        else:
+            cfg = model_latency.LatencyConfig(p.batches, p.threads, p.model)
+            secs["model_latency"] = _guard("model latency",
+                                           lambda: model_latency.run(models, cfg, log))
+
+        if "roofline" in opts.skip:
+            secs["roofline"] = {"status": "skipped", "note": "--skip roofline"}
+        elif not models.onnx:
+            secs["roofline"] = {"status": "skipped", "note": "no ONNX model to count"}
+        else:
+            threads = set(p.threads) | ({usable_cores()} if models.keras else set())
+            secs["roofline"] = _guard("roofline", lambda: roofline.run(
+                models, secs.get("model_latency") or {}, tuple(sorted(threads)), p.micro,
+                small=p.small_micro, all_cores=usable_cores(), log=log))
+
+        image = preprocessing.inputs()["jpeg_8bit"]
+        if "preprocessing" in opts.skip:
+            secs["preprocessing"] = {"status": "skipped", "note": "--skip preprocessing"}
+        else:
+            entry = next(iter(models.onnx), None)
+            size = entry.input_size if entry else default_arch()[1]
+            secs["preprocessing"] = _guard("preprocessing",
+                                           lambda: preprocessing.run(size, p.pre, log))
+
+        if "http" in opts.skip:
+            secs["http"] = {"status": "skipped", "note": "--skip http"}
+        else:
+            def _http() -> dict:
+                path, note = servable_model(models, tmp)
+                return http_load.run(path, image, tmp, clients=p.http_clients,
+                                     duration_s=p.http_seconds,
+                                     max_requests=p.http_max_requests, model_note=note, log=log)
+
+            secs["http"] = _guard("http", _http)
+
+        if "executable" in opts.skip:
+            secs["executable"] = {"status": "skipped", "note": "--skip executable"}
+        else:
+            secs["executable"] = _guard("executable", lambda: executable.run(
+                opts.exe, image, runs=p.exe_runs, log=log))
+
+    res["load_average_end"] = load_average()
+    res["elapsed_s"] = time.perf_counter() - t_start
+    try:
+        paths = report.write(res, Path(opts.out))
+    except Exception:  # plots must never cost the numbers
+        res["notes"].append("report/plots failed:\n" + traceback.format_exc())
+        res["plots"] = []
+        out = Path(opts.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(res, indent=1, default=str))
+        (out / "results.md").write_text(report.markdown(res, []))
+        paths = {"json": out / "results.json", "md": out / "results.md"}
+    log(f"wrote {paths['json']} and {paths['md']} ({res['elapsed_s']:.1f} s)")
+    return res
+
+
+def exit_code(res: dict) -> int:
+    """0 when no section failed (skipped sections are fine), else 1."""
+    return 1 if any(s.get("status") == "error" for s in res["sections"].values()) else 0
