@@ -17,10 +17,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+# Offline clinic app: ONNX Runtime's telemetry stays off (it must be set before the import).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 METADATA_KEY = "pneumo"
 MODEL_CARD_KEY = "model_card"

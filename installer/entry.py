@@ -1,0 +1,337 @@
+"""Launcher of the `pneumo-edge` executable: the clinic app, served by Waitress.
+
+Same serving flags as `pneumo serve` (--host, --port, --model, --data-dir, --keep-images,
+--token, --threads) plus --no-browser, --version and --self-test. The serving itself is
+`edge_app.server.run_server`; this file only adds what a double-clicked program needs: a
+free port when the default one is taken, the browser opened at the page, and a clean stop
+on Ctrl+C, SIGTERM/SIGHUP, Ctrl+Break and (Windows) closing the console window.
+
+It also runs unfrozen (`python installer/entry.py ...`), which the tests use.
+"""
+
+from __future__ import annotations
+
+import os
+
+# ONNX Runtime (1.2x+) has built-in telemetry that, on import, writes a session file to the
+# temp folder; an offline clinic app writes nothing outside its data folder. Must be set
+# before onnxruntime is imported.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import argparse  # noqa: E402
+import errno  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import TextIO  # noqa: E402
+
+PROG = "pneumo-edge"
+DEFAULT_PORT = 8765
+SELFTEST_NAME = "IM-0115-0001.jpeg"
+SELFTEST_EXPECTED = "NORMAL"
+
+_stopped = threading.Event()  # set once the server has shut down (the console handler waits)
+
+
+def is_frozen() -> bool:
+    """True inside the PyInstaller executable."""
+    return bool(getattr(sys, "frozen", False))
+
+
+def bundle_dir() -> Path:
+    """Where bundled data lies: the unpacked bundle, or the source tree when not frozen."""
+    if is_frozen():
+        return Path(getattr(sys, "_MEIPASS", Path(sys.executable).parent))
+    return Path(__file__).resolve().parents[1]
+
+
+def selftest_image() -> Path:
+    """The real X-ray used by --self-test (bundled as data)."""
+    if is_frozen():
+        return bundle_dir() / "selftest" / SELFTEST_NAME
+    return bundle_dir() / "tests" / "fixtures" / "xray" / SELFTEST_EXPECTED / SELFTEST_NAME
+
+
+def app_version() -> str:
+    """The app's version (the `pneumo` package version)."""
+    try:
+        from pneumo import __version__
+    except ImportError:  # pragma: no cover - pneumo is always bundled
+        return "unknown"
+    return str(__version__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The executable's command line."""
+    from edge_app.config import DATA_DIR_ENV, DEFAULTS
+
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Offline pediatric chest X-ray pneumonia screening: the clinic web app. "
+                    "Decision support only; a clinician must read the image and decide.",
+    )
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; anything else needs a token)")
+    p.add_argument("--port", type=int, default=None,
+                   help=f"TCP port (default {DEFAULT_PORT}, or a free one if it is taken; "
+                        "0 = any free port)")
+    p.add_argument("--model", default=None,
+                   help="ONNX model file (default: the model inside the executable)")
+    p.add_argument("--data-dir", default=None,
+                   help=f"history folder (default ${DATA_DIR_ENV} or the user's data folder)")
+    p.add_argument("--keep-images", action="store_true",
+                   help="also store uploaded images in the history database")
+    p.add_argument("--token", default=None,
+                   help="access token (required off-loopback; generated and printed if absent)")
+    p.add_argument("--threads", type=int, default=DEFAULTS["threads"],
+                   help=f"worker threads (default {DEFAULTS['threads']})")
+    p.add_argument("--no-browser", action="store_true",
+                   help="do not open the page in the default browser")
+    p.add_argument("--version", action="store_true",
+                   help="print the app and model versions and exit")
+    p.add_argument("--self-test", action="store_true",
+                   help="classify a bundled sample X-ray, print the result, exit 0 if it works")
+    return p
+
+
+def model_path(arg: str | None) -> Path:
+    """The model file to use: --model (relative to the current folder) or the bundled one."""
+    if arg:
+        return Path(arg).expanduser().resolve()
+    from edge_app.model import DEFAULT_MODEL
+
+    return Path(DEFAULT_MODEL)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether (host, port) can be bound now (same socket options as Waitress)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return True  # let the server report the bad address
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        if os.name != "nt":
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1), 10048, 10013):
+                return False
+            return True  # another problem (e.g. a foreign address): the server reports it
+    return True
+
+
+def choose_port(host: str, requested: int | None, out: TextIO | None = None) -> int:
+    """The port to listen on: the requested one, or a free one if the default is taken."""
+    out = out or sys.stdout
+    if requested is not None:
+        return requested  # an explicit port (0 = any free) is used as given
+    if port_is_free(host, DEFAULT_PORT):
+        return DEFAULT_PORT
+    print(f"port {DEFAULT_PORT} is already in use (another copy running?); "
+          "using a free port instead", file=out, flush=True)
+    return 0
+
+
+def print_version(path: Path) -> int:
+    """Print the app, model and runtime versions; 1 if the model cannot be read."""
+    print(f"{PROG} {app_version()}")
+    try:
+        import onnxruntime
+
+        from edge_app.model import OnnxModel
+
+        m = OnnxModel(path)
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        print(f"model: cannot load {path}: {exc}")
+        return 1
+    print(f"model: {m.name} {m.version} (sha256 {m.sha256})")
+    print(f"onnxruntime {onnxruntime.__version__}, Python {sys.version.split()[0]}")
+    return 0
+
+
+def self_test(path: Path) -> int:
+    """Load the model, classify the bundled X-ray, print the result; 0 on success, 1 if not."""
+    t0 = time.perf_counter()
+    try:
+        from edge_app.model import OnnxModel
+        from edge_app.pipeline import Predictor
+
+        model = OnnxModel(path)
+        t_load = time.perf_counter()
+        sample = selftest_image()
+        pred = Predictor(model).predict(sample.read_bytes(), heatmap=True)
+    except Exception as exc:  # noqa: BLE001 - the point is to report any failure
+        print(f"self-test FAILED: {type(exc).__name__}: {exc}")
+        return 1
+    problems = []
+    try:
+        dicom_note = _dicom_check(sample.read_bytes())
+    except Exception as exc:  # noqa: BLE001
+        dicom_note = f"FAILED ({type(exc).__name__}: {exc})"
+        problems.append("DICOM decoding does not work")
+    if not 0.0 <= pred.probability <= 1.0:
+        problems.append(f"probability {pred.probability} outside [0, 1]")
+    if pred.label not in model.class_names:
+        problems.append(f"unknown label {pred.label!r}")
+    if not pred.heatmap_png:
+        problems.append("no heatmap was made")
+    print(f"model: {model.name} {model.version} ({path.name}, loaded in "
+          f"{(t_load - t0) * 1000:.0f} ms)")
+    print(f"sample: {sample.name} (a {SELFTEST_EXPECTED} X-ray) -> {pred.label}, "
+          f"probability {pred.probability:.3f} (threshold {pred.threshold:.3f}), "
+          f"{pred.timings_ms.get('total', 0):.0f} ms")
+    print(f"DICOM decoding: {dicom_note}")
+    if pred.label != SELFTEST_EXPECTED:
+        print(f"note: the model calls this {SELFTEST_EXPECTED} sample {pred.label}")
+    if problems:
+        print("self-test FAILED: " + "; ".join(problems))
+        return 1
+    print("self-test passed")
+    return 0
+
+
+def _dicom_check(image: bytes) -> str:
+    """Wrap the sample's pixels in a 16-bit DICOM file and decode it as uploads are."""
+    import io
+
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    from edge_app.imaging import decode_image
+
+    gray = np.asarray(decode_image(image).gray, dtype=np.uint16) * 16  # 12-bit range
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PhotometricInterpretation = "DX", "MONOCHROME2"
+    ds.Rows, ds.Columns = gray.shape
+    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 16, 12, 11
+    ds.PixelRepresentation = 0
+    ds.PixelData = gray.tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    decoded = decode_image(buf.getvalue())
+    if decoded.format != "DICOM" or decoded.gray.size != (gray.shape[1], gray.shape[0]):
+        raise ValueError(f"decoded as {decoded.format} {decoded.gray.size}")
+    return f"ok ({decoded.bit_depth}-bit, {decoded.gray.size[0]} x {decoded.gray.size[1]})"
+
+
+def _restore_child_env() -> None:
+    """Give programs we start (the browser) the environment from before the bootloader."""
+    if not (is_frozen() and sys.platform.startswith("linux")):
+        return
+    orig = os.environ.pop("LD_LIBRARY_PATH_ORIG", None)
+    if orig is not None:
+        os.environ["LD_LIBRARY_PATH"] = orig
+    else:
+        os.environ.pop("LD_LIBRARY_PATH", None)
+
+
+def install_stop_handlers() -> None:
+    """Turn SIGTERM, SIGHUP, SIGBREAK and a closed console window into a clean stop."""
+
+    def stop(signum: int, frame) -> None:
+        signal.signal(signum, signal.SIG_IGN)  # one stop is enough
+        raise KeyboardInterrupt
+
+    for name in ("SIGTERM", "SIGHUP", "SIGBREAK"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, stop)
+    if sys.platform == "win32":
+        _install_console_close_handler()
+
+
+_console_handler: Callable | None = None  # kept alive for the lifetime of the process
+
+
+def _install_console_close_handler() -> None:  # pragma: no cover - Windows only
+    """Windows: on console close/logoff/shutdown, stop the server before Windows kills us."""
+    import _thread
+    import ctypes
+    from ctypes import wintypes
+
+    global _console_handler
+    close_events = {2, 5, 6}  # CTRL_CLOSE_EVENT, CTRL_LOGOFF_EVENT, CTRL_SHUTDOWN_EVENT
+
+    @ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.DWORD)
+    def handler(ctrl_type: int) -> bool:
+        if ctrl_type in close_events:
+            _thread.interrupt_main()
+            _stopped.wait(4.0)  # Windows ends the process ~5 s after a close event
+            return True
+        return False  # Ctrl+C / Ctrl+Break: Python's own handlers (SIGINT, SIGBREAK)
+
+    _console_handler = handler
+    ctypes.windll.kernel32.SetConsoleCtrlHandler(handler, True)
+
+
+def serve(args: argparse.Namespace, path: Path) -> int:
+    """Run the clinic app until stopped; returns the exit code."""
+    from edge_app.server import run_server
+
+    port = choose_port(args.host, args.port)
+    config = {
+        "host": args.host,
+        "port": port,
+        "model_path": str(path),
+        "data_dir": str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else None,
+        "keep_images": bool(args.keep_images),
+        "token": args.token,
+        "threads": args.threads,
+    }
+    open_browser = not args.no_browser
+    if open_browser:
+        _restore_child_env()
+    install_stop_handlers()
+    try:
+        code = int(run_server(config, open_browser=open_browser) or 0)
+    except KeyboardInterrupt:  # stopped before the server was up
+        code = 0
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        _stopped.set()
+    print(f"{PROG} stopped", flush=True)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the executable."""
+    for stream in (sys.stdout, sys.stderr):  # a console may not be UTF-8 (Windows)
+        if stream is not None and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace", line_buffering=True)
+    args = build_parser().parse_args(argv)
+    path = model_path(args.model)
+    if args.version:
+        return print_version(path)
+    if not path.is_file():
+        print(f"error: model file not found: {path}", file=sys.stderr)
+        return 2
+    if args.self_test:
+        return self_test(path)
+    try:
+        return serve(args, path)
+    except KeyboardInterrupt:  # interrupted while starting up
+        return 130
+
+
+if __name__ == "__main__":
+    if not is_frozen():  # unfrozen runs from a checkout: make the project importable
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())
