@@ -92,9 +92,12 @@ def build_metadata(train_meta: dict, *, precision: str, thresholds: dict, val_me
                           "module": "edge_app.imaging.to_model_input"},
         "class_names": train_meta.get("class_names", ["NORMAL", "PNEUMONIA"]),
         "thresholds": thresholds,
-        "threshold_rules": {"balanced": "Youden's J on the validation split",
-                            "screening": "highest specificity with sensitivity >= 0.95 "
-                                         "on the validation split"},
+        "threshold_rules": {
+            "balanced": "Youden's J; of the thresholds within one bootstrap SE of the maximum, "
+                        "the highest",
+            "screening": "highest threshold with sensitivity >= 0.95, never above the "
+                         "J-maximising one",
+        },
         "val_metrics": val_metrics,
         "val_n": train_meta.get("val_n"),
         "train_manifest_sha256": train_meta.get("train_manifest_sha256"),
@@ -132,9 +135,12 @@ def model_card(meta: dict) -> str:
         "or images from devices unlike those of the training hospital.",
         "",
         "## Model",
-        f"- architecture: {meta.get('arch')} CNN, input {meta['input_size']} x "
+        f"- architecture: `{meta.get('arch')}` (train/model.py), input {meta['input_size']} x "
         f"{meta['input_size']} grayscale; outputs P(pneumonia), a class activation map and an",
         "  embedding used to refuse images that are not chest X-rays (Mahalanobis distance).",
+        "- operating points, chosen on the validation split only: "
+        + "; ".join(f"`{k}` {v:.4f} ({meta.get('threshold_rules', {}).get(k, '')})"
+                    for k, v in meta["thresholds"].items()),
         f"- preprocessing: {meta['preprocessing']['recipe']}",
         f"- weights: {meta['precision']}; git commit {meta['git_commit']}",
         "",
@@ -145,7 +151,8 @@ def model_card(meta: dict) -> str:
         f"{recipe.get('seed')}), never used for training. Augmentation: "
         f"{recipe.get('augmentation')}; synthetic (GAN) images: "
         f"{'yes' if recipe.get('synthetic_data') else 'no'}; class weights "
-        f"{recipe.get('class_weights')}.",
+        + ", ".join(f"{k} {v:.2f}" for k, v in (recipe.get("class_weights") or {}).items())
+        + f"; {recipe.get('epochs')} epochs, seed {recipe.get('seed')}.",
         f"Training manifest sha256: `{meta.get('train_manifest_sha256')}`.",
         "",
         f"## Validation metrics (n = {meta.get('val_n')}, 95% bootstrap CIs)",

@@ -138,7 +138,10 @@ def export_model(model_path: str | Path, calib_data: str | Path, out: str | Path
         meta = build_metadata(train_meta, precision=name, thresholds=thresholds,
                               val_metrics=val_metrics, ood=ood,
                               source_sha256=file_sha256(model_path))
-        write_metadata(path, meta, model_card(meta))
+        card = model_card(meta)
+        write_metadata(path, meta, card)
+        if name == "int8":  # the shipped file's card, also as Markdown beside it
+            (out / "MODEL_CARD.md").write_text(card + "\n")
         results[name] = {"p": o_val["probability"], "meta": meta}
         log(f"{name}: thresholds {thresholds}; val AUC {val_metrics['balanced']['auc']:.4f}")
 

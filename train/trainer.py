@@ -31,7 +31,7 @@ from train.data import (
     make_split,
     manifest_sha256,
 )
-from train.metrics import choose_thresholds, metrics_at
+from train.metrics import choose_thresholds, metrics_at, threshold_details
 
 MODEL_FILE = "model.keras"
 META_FILE = "model.json"
@@ -159,7 +159,6 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
     log(f"model {model.name}: {model.count_params():,} parameters; "
         f"strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
 
-    t_start = time.time()
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         t0 = time.time()
         ds = train_dataset(x_tr, y_tr, weights, batch_size=cfg.batch_size, epoch=epoch,
@@ -205,7 +204,8 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
         "val_n": int(len(y_va)),
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
-        "train_seconds": round(time.time() - t_start, 1),
+        "train_seconds": round(sum(r["seconds"] for r in state["history"]), 1),
+        "threshold_details": threshold_details(y_va, p_val),
         "train_manifest_sha256": manifest_sha256(train_samples),
         "recipe": {
             "augmentation": cfg.augment,

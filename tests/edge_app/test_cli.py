@@ -70,7 +70,7 @@ def test_batch_folder_with_failures(tmp_path, test_model_path, capsys, model):
     assert by_file["missing.png"]["error"]["code"] == "unreadable_file"
     ok = by_file[XRAY_NORMAL.name]
     assert ok["status"] == "ok" and ok["mode"] == "screening"
-    assert ok["threshold"] == pytest.approx(model.thresholds["screening"])
+    assert ok["threshold"] == pytest.approx(model.thresholds["screening"], abs=1e-6)
     for key in ("label", "probability", "model_version", "quality", "timings_ms", "sha256",
                 "message", "ood_distance"):
         assert key in ok

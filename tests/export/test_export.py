@@ -74,7 +74,7 @@ def test_metadata_round_trip(tiny):
 
 def test_parity_report_written(tiny):
     _, _, out, parity = tiny
-    for f in ("parity.md", "parity.json", "parity.png"):
+    for f in ("parity.md", "parity.json", "parity.png", "MODEL_CARD.md"):
         assert (out / f).stat().st_size > 0
     assert set(parity["metrics"]) == {"keras", "fp32", "int8"}
     assert 0.0 <= parity["int8_vs_fp32_label_agreement"] <= 1.0

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from train.metrics import bootstrap_ci, choose_thresholds, metrics_at
+from train.metrics import bootstrap_ci, choose_thresholds, metrics_at, threshold_details
 
 
 def test_thresholds_on_separable_and_noisy_scores():
@@ -14,11 +14,29 @@ def test_thresholds_on_separable_and_noisy_scores():
     assert 0.35 < t["balanced"] < 0.65
     screen = metrics_at(y, p, t["screening"])
     assert screen["sensitivity"] >= 0.95
-    # no other threshold with sensitivity >= 0.95 has a higher specificity
+    # on overlapping classes the 0.95-sensitivity rule binds: no other threshold with
+    # sensitivity >= 0.95 has a higher specificity
     for cand in np.unique(p):
         m = metrics_at(y, p, cand)
         if m["sensitivity"] >= 0.95:
             assert m["specificity"] <= screen["specificity"] + 1e-12
+
+
+def test_nearly_separable_validation_keeps_the_modes_meaningful():
+    rng = np.random.default_rng(3)
+    y = np.r_[np.zeros(270), np.ones(770)].astype(int)
+    p = np.r_[rng.beta(1, 60, 262), rng.uniform(0.2, 0.9, 8),
+              rng.beta(60, 1, 750), rng.uniform(0.05, 0.8, 20)]
+    d = threshold_details(y, p)
+    # J is flat: balanced takes the highest threshold within one SE of the maximum ...
+    assert d["balanced"] >= d["youden_max_threshold"]
+    j = lambda t: metrics_at(y, p, t)["sensitivity"] + metrics_at(y, p, t)["specificity"] - 1  # noqa: E731
+    assert j(d["balanced"]) >= d["youden_max"] - d["youden_se"] - 1e-12
+    # ... and screening is never less sensitive than balanced or the J optimum
+    assert d["screening"] <= min(d["balanced"], d["youden_max_threshold"])
+    sens = lambda t: metrics_at(y, p, t)["sensitivity"]  # noqa: E731
+    assert sens(d["screening"]) >= max(0.95, sens(d["balanced"]))
+    assert choose_thresholds(y, p) == {"balanced": d["balanced"], "screening": d["screening"]}
 
 
 def test_metrics_match_hand_counts():
