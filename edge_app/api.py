@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context, url_for
 
+from edge_app import heatmap as hm
 from edge_app.errors import ApiError
 from edge_app.history import FIELDS, new_id, parse_bound, utc_now_iso
 from edge_app.pipeline import INTENDED_USE
@@ -88,7 +89,7 @@ def predict() -> Response:
     record = result.history_record()
     record.update(id=new_id(), created_at=utc_now_iso(), patient_ref=patient_ref)
     # Committed before we answer: an acknowledged result is never lost.
-    st.history.add(record, heatmap_png=result.heatmap_png,
+    st.history.add(record, heatmap=result.heatmap_source,
                    image=data if st.config["keep_images"] else None)
     body = {"id": record["id"], "created_at": record["created_at"], "patient_ref": patient_ref,
             **result.to_json(),
@@ -194,9 +195,9 @@ def history_item(record_id: str) -> Response:
 def history_heatmap(record_id: str) -> Response:
     """The heatmap overlay of a recent prediction."""
     _record_or_404(record_id)
-    png = _state().history.heatmap(record_id)
-    if png is None:
+    blob = _state().history.heatmap(record_id)
+    if blob is None:
         raise ApiError(404, "heatmap_expired", "The heatmap of this older result is no longer "
                                                "kept; only the most recent ones are.")
-    return Response(png, mimetype="image/png")
+    return Response(hm.render(blob), mimetype="image/png")
 

@@ -4,11 +4,17 @@ The model's ``cam`` output (logit units on a coarse grid over the squashed input
 upsampled to the displayed image (original aspect ratio), normalised per image, coloured
 with a jet-like colour map built in numpy (no matplotlib at runtime) and blended over the
 grayscale X-ray. It shows where the model looked, not an outline of a lesion.
+
+A prediction only `pack`s what the overlay needs (the CAM and a small grayscale copy, about
+a millisecond); the PNG is `render`ed when someone asks for it, so drawing heatmaps costs
+nothing on the request path.
 """
 
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -83,3 +89,35 @@ def png_bytes(img: Image.Image) -> bytes:
 def heatmap_png(gray: Image.Image, original_size: tuple[int, int], cam: np.ndarray) -> bytes:
     """The CAM overlay PNG for a decoded image, at display size."""
     return png_bytes(overlay(display_image(gray, original_size), cam))
+
+
+_PACK_MAGIC = b"PNEUMOCAM1"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_HEADER = struct.Struct("<6I")
+
+
+def pack(gray: Image.Image, original_size: tuple[int, int], cam: np.ndarray) -> bytes:
+    """The inputs of a heatmap overlay, compact, to be rendered later with `render`."""
+    w, h = original_size
+    scale = min(1.0, DISPLAY_MAX_SIDE / max(w, h))
+    shown = (max(1, round(w * scale)), max(1, round(h * scale)))
+    src = gray if max(gray.size) <= DISPLAY_MAX_SIDE else gray.resize(shown, Image.BILINEAR)
+    cam = np.ascontiguousarray(cam, dtype="<f4")
+    header = _HEADER.pack(shown[0], shown[1], src.width, src.height, *cam.shape)
+    return _PACK_MAGIC + header + cam.tobytes() + zlib.compress(src.convert("L").tobytes(), 1)
+
+
+def render(blob: bytes) -> bytes:
+    """The overlay PNG from `pack`'s output (a PNG is passed through unchanged)."""
+    if blob.startswith(_PNG_MAGIC):
+        return blob
+    if not blob.startswith(_PACK_MAGIC):
+        raise ValueError("not a packed heatmap")
+    off = len(_PACK_MAGIC)
+    sw, sh, gw, gh, ch, cw = _HEADER.unpack_from(blob, off)
+    off += _HEADER.size
+    cam = np.frombuffer(blob, dtype="<f4", count=ch * cw, offset=off).reshape(ch, cw)
+    gray = Image.frombytes("L", (gw, gh), zlib.decompress(blob[off + 4 * ch * cw:]))
+    if gray.size != (sw, sh):
+        gray = gray.resize((sw, sh), Image.BICUBIC)
+    return png_bytes(overlay(gray, cam))

@@ -1,7 +1,8 @@
 """Prediction history in SQLite (stdlib sqlite3, WAL, one connection per thread).
 
 Every answered prediction is committed (``synchronous=FULL``) before the HTTP response is
-sent, so a server killed hard loses no acknowledged record. The recent heatmap PNGs are kept
+sent, so a server killed hard loses no acknowledged record. The recent heatmaps (packed CAM +
+small grayscale copy, drawn as PNG on request) are kept
 in the same database (the last ``heatmap_keep``); uploaded images only with ``keep_images``.
 """
 
@@ -123,7 +124,7 @@ class HistoryStore:
                 self._connections.append(conn)
         return conn
 
-    def add(self, record: dict, *, heatmap_png: bytes | None = None,
+    def add(self, record: dict, *, heatmap: bytes | None = None,
             image: bytes | None = None) -> dict:
         """Insert one prediction (and its heatmap / image) and commit; returns the record."""
         rec = {k: record.get(k) for k in FIELDS}
@@ -135,8 +136,8 @@ class HistoryStore:
         with conn:  # one transaction, committed on exit
             conn.execute(f"INSERT INTO predictions ({', '.join(FIELDS)}) "
                          f"VALUES ({', '.join('?' * len(FIELDS))})", [rec[k] for k in FIELDS])
-            if heatmap_png is not None and self.heatmap_keep > 0:
-                conn.execute("INSERT INTO heatmaps(id, png) VALUES (?, ?)", (rec["id"], heatmap_png))
+            if heatmap is not None and self.heatmap_keep > 0:
+                conn.execute("INSERT INTO heatmaps(id, png) VALUES (?, ?)", (rec["id"], heatmap))
                 conn.execute("DELETE FROM heatmaps WHERE rowid <= (SELECT rowid FROM heatmaps "
                              "ORDER BY rowid DESC LIMIT 1 OFFSET ?)", (self.heatmap_keep,))
             if image is not None and self.keep_images:
@@ -166,7 +167,7 @@ class HistoryStore:
         return rec
 
     def heatmap(self, record_id: str) -> bytes | None:
-        """The stored heatmap PNG of a record, or None when absent or pruned."""
+        """The stored heatmap (PNG or `heatmap.pack` source) of a record, or None if pruned."""
         row = self._conn().execute("SELECT png FROM heatmaps WHERE id = ?",
                                    (record_id,)).fetchone()
         return bytes(row[0]) if row else None

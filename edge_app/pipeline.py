@@ -47,8 +47,13 @@ class Prediction:
     quality: list[Finding]
     message: str
     timings_ms: dict[str, float]
-    heatmap_png: bytes | None = field(default=None, repr=False)
+    heatmap_source: bytes | None = field(default=None, repr=False)
     preview_png: bytes | None = field(default=None, repr=False)
+
+    @property
+    def heatmap_png(self) -> bytes | None:
+        """The heatmap overlay as PNG (rendered now from the packed source), if made."""
+        return None if self.heatmap_source is None else hm.render(self.heatmap_source)
 
     def to_json(self) -> dict:
         """The public fields (same for the API and the batch command, minus URLs/ids)."""
@@ -153,14 +158,13 @@ class Predictor:
         prob = float(out.probability[0])
         label, threshold = self.model.label_for(prob, mode)
         t = lap("ood_and_label", t)
-        heat_png = preview_png = None
-        if heatmap or preview:
-            shown = hm.display_image(decoded.gray, decoded.original_size)
-            if heatmap:
-                heat_png = hm.png_bytes(hm.overlay(shown, out.cam[0]))
-            if preview:
-                preview_png = hm.png_bytes(shown)
+        heat_src = preview_png = None
+        if heatmap:  # packed now, drawn when the heatmap URL is fetched
+            heat_src = hm.pack(decoded.gray, decoded.original_size, out.cam[0])
             t = lap("heatmap", t)
+        if preview:
+            preview_png = hm.png_bytes(hm.display_image(decoded.gray, decoded.original_size))
+            t = lap("preview", t)
         timings["total"] = (time.perf_counter() - t0) * 1000.0
         w, h = decoded.original_size
         return Prediction(
@@ -170,5 +174,5 @@ class Predictor:
             format=decoded.format, bit_depth=int(decoded.bit_depth), ood_distance=ood_distance,
             quality=quality,
             message=plain_message(label, prob, float(threshold), self.model.class_names[1]),
-            timings_ms=timings, heatmap_png=heat_png, preview_png=preview_png,
+            timings_ms=timings, heatmap_source=heat_src, preview_png=preview_png,
         )

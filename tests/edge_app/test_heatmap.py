@@ -3,6 +3,7 @@
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from edge_app import heatmap as hm
@@ -50,3 +51,19 @@ def test_display_uses_original_aspect_even_if_decoded_smaller():
     shown = hm.display_image(_gray(300, 250), (3000, 1500))
     assert shown.size == (448, 224)
 
+
+
+def test_packed_heatmap_renders_like_the_direct_overlay():
+    gray = _gray(300, 250)
+    cam = np.random.default_rng(1).normal(size=(14, 14)).astype(np.float32)
+    blob = hm.pack(gray, (1200, 1000), cam)
+    assert len(blob) < 300 * 250  # compact: CAM + compressed small grayscale
+    direct = hm.heatmap_png(gray, (1200, 1000), cam)
+    rendered = hm.render(blob)
+    a = np.asarray(Image.open(io.BytesIO(rendered)))
+    b = np.asarray(Image.open(io.BytesIO(direct)))
+    assert a.shape == b.shape == (373, 448, 3)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+    assert hm.render(rendered) == rendered  # PNGs pass through
+    with pytest.raises(ValueError):
+        hm.render(b"junk")

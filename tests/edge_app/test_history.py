@@ -63,7 +63,7 @@ def test_committed_before_add_returns(tmp_path):
 
 def test_heatmaps_kept_for_last_n_only(tmp_path):
     store = HistoryStore(tmp_path / "h.sqlite3", heatmap_keep=3)
-    ids = [store.add(_rec(i), heatmap_png=b"png%d" % i)["id"] for i in range(6)]
+    ids = [store.add(_rec(i), heatmap=b"png%d" % i)["id"] for i in range(6)]
     assert store.heatmap(ids[0]) is None and store.heatmap(ids[2]) is None
     assert store.heatmap(ids[5]) == b"png5" and store.heatmap(ids[3]) == b"png3"
     assert store.get(ids[0])["has_heatmap"] is False
