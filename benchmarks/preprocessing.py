@@ -62,41 +62,12 @@ def make_png16(img: Image.Image) -> bytes:
 
 
 def make_dicom(img: Image.Image) -> bytes:
-    """Uncompressed 16-bit MONOCHROME2 DICOM (explicit VR little endian) bytes."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import (
-        ExplicitVRLittleEndian,
-        SecondaryCaptureImageStorage,
-        generate_uid,
-    )
+    """Uncompressed 12-bit-in-16 MONOCHROME2 DICOM (explicit VR little endian) with a window."""
+    from edge_app.dicom import encode_dicom
 
     arr = (np.asarray(img, dtype=np.uint16) * 16).astype(np.uint16)  # 12-bit range
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.PatientName = "Benchmark^Synthetic"
-    ds.PatientID = "BENCH"
-    ds.Rows, ds.Columns = arr.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.WindowCenter = 2048
-    ds.WindowWidth = 4096
-    ds.RescaleIntercept = 0
-    ds.RescaleSlope = 1
-    ds.PixelData = arr.tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return encode_dicom(arr, bits_stored=12, slope=1, intercept=0, window=(2048, 4096),
+                        patient_name="Benchmark^Synthetic")
 
 
 def decode_without_draft(data: bytes) -> DecodedImage:

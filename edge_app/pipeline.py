@@ -93,10 +93,19 @@ class Prediction:
         return "data:image/png;base64," + base64.b64encode(self.preview_png).decode()
 
 
+def _percent(p: float, digits: int) -> str:
+    """A probability in words that never claims certainty ("over 99%", "under 1%")."""
+    if 100 * p >= 99.5:
+        return "over 99%"
+    if 100 * p < 0.5:
+        return "under 1%"
+    return f"{100 * p:.{digits}f}%"
+
+
 def plain_message(label: str, probability: float, threshold: float, positive: str) -> str:
     """The result in plain words."""
     digits = 0 if round(100 * probability) != round(100 * threshold) else 1
-    pct = f"{100 * probability:.{digits}f}%"
+    pct = _percent(probability, digits)
     thr = f"{100 * threshold:.{digits}f}%"
     if label == positive:
         return f"Signs of pneumonia likely \u2014 {pct} (threshold {thr}). A clinician must confirm."

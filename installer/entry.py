@@ -198,30 +198,13 @@ def self_test(path: Path) -> int:
 
 def _dicom_check(image: bytes) -> str:
     """Wrap the sample's pixels in a 16-bit DICOM file and decode it as uploads are."""
-    import io
-
     import numpy as np
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
+    from edge_app.dicom import encode_dicom
     from edge_app.imaging import decode_image
 
     gray = np.asarray(decode_image(image).gray, dtype=np.uint16) * 16  # 12-bit range
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PhotometricInterpretation = "DX", "MONOCHROME2"
-    ds.Rows, ds.Columns = gray.shape
-    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 16, 12, 11
-    ds.PixelRepresentation = 0
-    ds.PixelData = gray.tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    decoded = decode_image(buf.getvalue())
+    decoded = decode_image(encode_dicom(gray, bits_stored=12))
     if decoded.format != "DICOM" or decoded.gray.size != (gray.shape[1], gray.shape[0]):
         raise ValueError(f"decoded as {decoded.format} {decoded.gray.size}")
     return f"ok ({decoded.bit_depth}-bit, {decoded.gray.size[0]} x {decoded.gray.size[1]})"

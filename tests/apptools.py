@@ -105,44 +105,15 @@ def dicom_bytes(path: Path = XRAY_NORMAL, *, photometric: str = "MONOCHROME2",
                 window: tuple[float, float] | None = None,
                 transfer_syntax: str | None = None, encapsulated: bytes | None = None) -> bytes:
     """A DICOM file made from a fixture X-ray (16-bit stored values, rescale, window)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.encaps import encapsulate
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from edge_app.dicom import encode_dicom
 
     g = gray_array(path).astype(np.float64)
     shown = g if photometric == "MONOCHROME2" else 255.0 - g
     # Stored values such that slope * stored + intercept = 8 * shown (a 0..2040 "HU" range).
     stored = np.round((8.0 * shown - intercept) / slope).astype(np.uint16)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = transfer_syntax or ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.PatientName = "Test^Fixture"
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.RescaleSlope = slope
-    ds.RescaleIntercept = intercept
-    if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
-    if encapsulated is not None:
-        ds.PixelData = encapsulate([encapsulated])
-        ds["PixelData"].VR = "OB"
-        ds["PixelData"].is_undefined_length = True
-    else:
-        ds.PixelData = stored.tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return encode_dicom(stored, photometric=photometric, slope=slope, intercept=intercept,
+                        window=window, transfer_syntax=transfer_syntax,
+                        encapsulated=encapsulated, patient_name="Test^Fixture")
 
 
 # --- HTTP with the standard library -------------------------------------------------------

@@ -7,6 +7,11 @@ from edge_app.checks import NotAChestXray
 from edge_app.pipeline import BadMode, Predictor, plain_message
 
 
+def test_plain_message_never_claims_certainty():
+    assert "over 99%" in plain_message("PNEUMONIA", 0.9999, 0.64, "PNEUMONIA")
+    assert "under 1%" in plain_message("NORMAL", 0.0001, 0.64, "PNEUMONIA")
+
+
 def test_plain_message():
     assert plain_message("PNEUMONIA", 0.93, 0.76, "PNEUMONIA").startswith(
         "Signs of pneumonia likely \u2014 93%")
