@@ -91,7 +91,23 @@ def sniff_format(data: bytes) -> str | None:
             return name
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
+    if _looks_like_bare_dicom(data):
+        return "DICOM"
     return None
+
+
+def _looks_like_bare_dicom(data: bytes) -> bool:
+    """A DICOM data set written without the 128-byte preamble and 'DICM' (older devices).
+
+    It starts with a little-endian tag of group 0x0002 (file meta) or 0x0008 (identifying),
+    followed by an explicit VR (two capital letters) or an implicit 4-byte length.
+    """
+    if len(data) < 12 or data[:2] not in (b"\x02\x00", b"\x08\x00"):
+        return False
+    vr = data[4:6]
+    if vr.isalpha() and vr.isupper():
+        return True
+    return int.from_bytes(data[4:8], "little") < 1024
 
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "DICOM")
@@ -122,7 +138,7 @@ def _decode_dicom(data: bytes, max_pixels: int) -> DecodedImage:
     except ImportError as exc:  # pragma: no cover - pydicom is a base dependency
         raise UnsupportedImage("DICOM support is not installed.") from exc
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=False)
+        ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
     except Exception as exc:
         raise UnsupportedImage(
             "This DICOM file is damaged and could not be read.", code="undecodable_image"

@@ -167,3 +167,24 @@ def test_pixel_limit():
     with pytest.raises(ImageTooLarge) as exc:
         decode_image(bomb, max_pixels=50_000_000)
     assert exc.value.status == 413
+
+
+def test_dicom_without_preamble_is_still_read():
+    from apptools import dicom_bytes
+
+    from edge_app.imaging import decode_image, sniff_format
+
+    full = dicom_bytes()
+    assert full[128:132] == b"DICM"
+    bare = full[132:]  # the data set as older devices write it: no preamble, no 'DICM'
+    assert sniff_format(bare) == "DICOM"
+    a = np.asarray(decode_image(full).gray)
+    b = np.asarray(decode_image(bare).gray)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_random_bytes_starting_like_a_tag_are_refused():
+    from edge_app.imaging import ImageError, decode_image
+
+    with pytest.raises(ImageError):  # a clear 415, never a crash
+        decode_image(b"\x08\x00\x05\x00" + bytes(range(256)) * 4)
