@@ -106,7 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if getattr(args, "img_size", "absent") is None:
         args.img_size = 148 if getattr(args, "arch", "cnn") == "seed" else 224
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except FileNotFoundError as exc:  # a wrong path is the user's to fix: no traceback
+        print(f"pneumo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _load_optional_subcommands() -> None:
