@@ -18,7 +18,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         data=args.data, out=args.out, epochs=args.epochs, img_size=args.img_size,
         arch=args.arch, seed=args.seed, batch_size=args.batch_size,
-        learning_rate=args.lr, val_fraction=args.val_fraction, augment=args.augment,
+        learning_rate=args.lr, val_fraction=args.val_fraction, split_seed=args.split_seed,
+        augment=args.augment,
         augment_off=args.no_aug or [], synthetic=args.synthetic, patience=args.patience,
         strategy=args.strategy, cache_dir=args.cache_dir,
     )
@@ -45,6 +46,8 @@ def _add_train(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="seed of the patient-grouped validation split (default: --seed)")
     p.add_argument("--augment", choices=["none", "seed", "full"], default="full",
                    help="none; seed (rotation/zoom/shear/flip); full (seed + acquisition)")
     p.add_argument("--no-aug", action="append", metavar="NAME",

@@ -7,8 +7,11 @@ Variants (same architecture, split and budget):
   combined      augmentation + synthetic images
 
 Every run lives in OUT/<variant>/seed<K>/ and is a normal resumable training run: a killed
-ablation restarts where it stopped, finished runs are skipped. Metrics use the fixed 0.5
-threshold (no threshold is tuned on the split the table reports).
+ablation restarts where it stopped, finished runs are skipped. All runs share one
+patient-grouped split (`split_seed`, by default 42, the GAN's): the seeds vary weights,
+batch order and augmentation only. That split must be the one the GAN was trained on, or
+synthetic images of validation patients would leak into training. Metrics use the fixed
+0.5 threshold (no threshold is tuned on the split the table reports).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ def _score(model_dir: Path, samples) -> dict:
 
 def run_ablation(data: str, synthetic: str | None, out: str, *, seeds: int = 3,
                  epochs: int = 8, img_size: int = 128, variants: list[str] | None = None,
-                 eval_data: str | None = None) -> dict:
+                 eval_data: str | None = None, split_seed: int = 42) -> dict:
     """Train and score every (variant, seed); write ablation.md/.json and a bar chart."""
     from train.data import list_class_folder, resolve_split_dirs
     from train.trainer import TrainConfig, train
@@ -77,7 +80,8 @@ def run_ablation(data: str, synthetic: str | None, out: str, *, seeds: int = 3,
             else:
                 log(f"[{done}/{total}] {v} seed {k}: training {epochs} epochs at {img_size} px")
                 cfg = TrainConfig(data=data, out=str(run_dir), epochs=epochs, img_size=img_size,
-                                  seed=k, augment=VARIANTS[v]["augment"],
+                                  seed=k, split_seed=split_seed,
+                                  augment=VARIANTS[v]["augment"],
                                   synthetic=synthetic if VARIANTS[v]["synthetic"] else None,
                                   patience=epochs, cache_dir=str(out_p / "cache"))
                 train(cfg)
@@ -91,7 +95,7 @@ def run_ablation(data: str, synthetic: str | None, out: str, *, seeds: int = 3,
             results[v].append(json.loads((run_dir / "ablation_metrics.json").read_text()))
     summary = summarise(results)
     write_ablation_report(summary, out_p, epochs=epochs, img_size=img_size, seeds=seeds,
-                          synthetic=synthetic)
+                          split_seed=split_seed, synthetic=synthetic)
     return summary
 
 

@@ -42,7 +42,8 @@ def _ablation(args: argparse.Namespace) -> int:
     from train.ablation import run_ablation
 
     run_ablation(args.data, args.synthetic, args.out, seeds=args.seeds, epochs=args.epochs,
-                 img_size=args.img_size, variants=args.variants, eval_data=args.eval_data)
+                 img_size=args.img_size, variants=args.variants, eval_data=args.eval_data,
+                 split_seed=args.split_seed)
     return 0
 
 
@@ -95,4 +96,7 @@ def add_subcommands(sub) -> None:
     a.add_argument("--variants", nargs="+",
                    choices=["baseline", "augmentation", "gan", "combined"])
     a.add_argument("--eval-data", help="an extra folder to score every run on (e.g. a test set)")
+    a.add_argument("--split-seed", type=int, default=42,
+                   help="the validation split shared by all runs; must be the GAN's (--seed of "
+                        "`gan train`, default 42)")
     a.set_defaults(func=_ablation)

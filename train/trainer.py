@@ -51,6 +51,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     val_fraction: float = 0.2
+    split_seed: int | None = None  # seed of the patient-grouped split; None: the run's seed
     augment: str = "full"
     augment_off: list[str] = field(default_factory=list)
     synthetic: str | None = None
@@ -123,7 +124,8 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
     if resuming:
         split = Split.from_json(json.loads((out / "split.json").read_text()))
     else:
-        split = make_split(cfg.data, cfg.val_fraction, cfg.seed)
+        split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+        split = make_split(cfg.data, cfg.val_fraction, split_seed)
         _write_json(out / "split.json", split.to_json())
     synthetic = _synthetic_samples(cfg.synthetic)
     train_samples = split.train + synthetic
@@ -218,6 +220,7 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
             "batch_size": cfg.batch_size,
             "seed": cfg.seed,
             "val_fraction": cfg.val_fraction,
+            "split_seed": split.seed,
         },
         "data": str(cfg.data),
     }

@@ -104,3 +104,7 @@ def test_ablation_skips_finished_runs(tiny_data, tmp_path, capsys):
     assert (tmp_path / "abl" / "ablation.png").exists()
     meta = json.loads((tmp_path / "abl" / "gan" / "seed0" / "model.json").read_text())
     assert meta["recipe"]["synthetic_data"] is True
+    # one split for every run (the GAN's), only the training seed varies
+    splits = {(tmp_path / "abl" / v / f"seed{k}" / "split.json").read_text()
+              for v in ("baseline", "gan") for k in (0, 1)}
+    assert len(splits) == 1
