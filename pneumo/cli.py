@@ -77,26 +77,26 @@ def _add_evaluate(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree of every subcommand."""
+    """The argparse tree of every subcommand (each stage's cli module is light to import)."""
+    from benchmarks.cli import add_subcommands as add_bench
+    from edge_app.cli import add_subcommands as add_app
+    from export.cli import add_subcommands as add_export
+    from train.gan_cli import add_subcommands as add_gan
+
     parser = argparse.ArgumentParser(
         prog="pneumo", description="Pediatric chest X-ray pneumonia screening toolkit."
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in _SUBCOMMANDS:
+    for add in (_add_train, _add_evaluate, add_gan, add_export, add_app, add_bench):
         add(sub)
     return parser
-
-
-_SUBCOMMANDS = [_add_train, _add_evaluate]
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pneumo` console script."""
     # Quiet TensorFlow's C++ info logs (not oneDNN itself: disabling it halves training speed).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    _load_optional_subcommands()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
@@ -114,22 +114,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:  # a wrong path is the user's to fix: no traceback
         print(f"pneumo {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
-
-def _load_optional_subcommands() -> None:
-    """Subcommands defined by the other stages (each module is light to import)."""
-    import importlib
-
-    for mod in ("export.cli", "edge_app.cli", "benchmarks.cli", "train.gan_cli"):
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name and mod.startswith(exc.name):
-                continue
-            raise
-        add = getattr(m, "add_subcommands", None)
-        if add and add not in _SUBCOMMANDS:
-            _SUBCOMMANDS.append(add)
 
 
 if __name__ == "__main__":

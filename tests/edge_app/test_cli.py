@@ -30,7 +30,6 @@ def test_add_subcommands_registers_serve_and_predict():
 def test_pneumo_cli_picks_them_up():
     from pneumo import cli
 
-    cli._load_optional_subcommands()
     parser = cli.build_parser()
     assert callable(parser.parse_args(["serve"]).func)
     assert callable(parser.parse_args(["predict", "x"]).func)
