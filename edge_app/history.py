@@ -4,11 +4,15 @@ Every answered prediction is committed (``synchronous=FULL``) before the HTTP re
 sent, so a server killed hard loses no acknowledged record. The recent heatmaps (packed CAM +
 small grayscale copy, drawn as PNG on request) are kept
 in the same database (the last ``heatmap_keep``); uploaded images only with ``keep_images``.
+
+Schema 2 added ``confidence`` ("clear" | "borderline"); a database made by an older version
+gets the column on open (NULL for its old records: their confidence was never recorded).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -18,7 +22,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 DB_NAME = "history.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -31,6 +37,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     probability REAL NOT NULL,
     threshold REAL NOT NULL,
     mode TEXT NOT NULL,
+    confidence TEXT DEFAULT NULL,
     model_name TEXT,
     model_version TEXT NOT NULL,
     model_sha256 TEXT,
@@ -55,9 +62,12 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
 FIELDS = ("id", "created_at", "sha256", "patient_ref", "label", "probability", "threshold",
-          "mode", "model_name", "model_version", "model_sha256", "width", "height", "format",
+          "mode", "confidence", "model_name", "model_version", "model_sha256", "width", "height", "format",
           "ood_distance", "warnings", "message")
 """Columns of a history record, in CSV order."""
+
+_ADDED_COLUMNS = {"confidence": "TEXT DEFAULT NULL"}
+"""Columns added after schema 1: name -> SQL type and default, added to old databases."""
 
 
 def utc_now_iso() -> str:
@@ -105,9 +115,26 @@ class HistoryStore:
         self._connections: list[sqlite3.Connection] = []
         conn = self._conn()
         conn.executescript(_SCHEMA)
-        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                     (str(SCHEMA_VERSION),))
-        conn.commit()
+        self._migrate(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring an older database up to SCHEMA_VERSION (add missing columns) and record it."""
+        conn.execute("BEGIN IMMEDIATE")  # one process at a time checks and alters
+        try:
+            have = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
+            for name, decl in _ADDED_COLUMNS.items():
+                if name not in have:
+                    conn.execute(f"ALTER TABLE predictions ADD COLUMN {name} {decl}")
+                    log.info("history %s: added column %s (schema %d)", self.path, name,
+                             SCHEMA_VERSION)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None or int(row[0]) < SCHEMA_VERSION:
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) "
+                             "VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
 
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection (opened on first use)."""

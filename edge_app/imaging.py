@@ -281,12 +281,46 @@ def squash(gray: Image.Image, size: int) -> Image.Image:
     return gray.resize((size, size), Image.BICUBIC)
 
 
-def to_model_input(gray: Image.Image, size: int) -> np.ndarray:
-    """8-bit grayscale image -> float32 array (size, size, 1) in [0, 1]."""
+INTENSITY_METHODS = ("none", "equalize", "stretch")
+"""Intensity normalisations a model may ask for (metadata key ``intensity``)."""
+
+
+def normalize_intensity(u8: np.ndarray, method: str = "none") -> np.ndarray:
+    """Per-image intensity normalisation of uint8 pixels (..., H, W) at the model's input size.
+
+    'none' leaves the pixels alone; 'equalize' is histogram equalisation (the cumulative
+    histogram mapped onto 0-255), which removes most exposure, contrast and gamma
+    differences between X-ray units; 'stretch' maps the 1st-99th percentile onto 0-255.
+    """
+    if method == "none":
+        return u8
+    if method not in INTENSITY_METHODS:
+        raise ValueError(f"unknown intensity normalisation {method!r}; use {INTENSITY_METHODS}")
+    if u8.ndim > 2:  # a batch: each image on its own
+        return np.stack([normalize_intensity(im, method) for im in u8])
+    if method == "equalize":
+        hist = np.bincount(u8.ravel(), minlength=256)
+        cdf = np.cumsum(hist)
+        lo = cdf[np.flatnonzero(hist)[0]]  # pixels at the darkest level map to 0
+        span = max(int(cdf[-1] - lo), 1)
+        lut = np.clip(np.round((cdf - lo) * 255.0 / span), 0, 255).astype(np.uint8)
+        return lut[u8]
+    lo, hi = np.percentile(u8, [1.0, 99.0])
+    scaled = (u8.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1.0))
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+
+
+def to_model_input(gray: Image.Image, size: int, intensity: str = "none") -> np.ndarray:
+    """8-bit grayscale image -> float32 array (size, size, 1) in [0, 1].
+
+    `intensity` is the model's normalisation (its metadata ``intensity``), applied after
+    the squash to the input size, exactly as in training.
+    """
     img = squash(gray, DATASET_SIZE)
     if size != DATASET_SIZE:
         img = squash(img, size)
-    return (np.asarray(img, dtype=np.float32) / 255.0)[..., None]
+    u8 = normalize_intensity(np.asarray(img, dtype=np.uint8), intensity)
+    return (u8.astype(np.float32) / 255.0)[..., None]
 
 
 def preprocess_bytes(data: bytes, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS

@@ -7,7 +7,13 @@ Contract between `export` (which writes the file) and the app (which only reads 
   logit units: its mean is the logit), ``embedding`` [N, C] (the pooled features).
 - ``metadata_props["pneumo"]``: a JSON document with name, version, created, git_commit,
   input_size, preprocessing, class_names, thresholds {balanced, screening}, val_metrics,
-  train_manifest_sha256, recipe, ood {...}; ``metadata_props["model_card"]``: Markdown.
+  train_manifest_sha256, recipe, ood {...}, and optionally calibration {method, a, b} (the
+  thresholds are then on the calibrated scale) and intensity ("none" | "equalize" |
+  "stretch": the per-image normalisation the input needs); ``metadata_props["model_card"]``:
+  Markdown.
+
+`OnnxModel.run` / `predict` give CALIBRATED probabilities (`edge_app.calibration`); the
+network's own output stays available as `ModelOutput.raw_probability` / `predict_raw`.
 
 Nothing about a model is hard-coded in the app: it all comes from this file.
 """
@@ -17,11 +23,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
+from edge_app.calibration import apply_calibration, calibration_params
+from edge_app.calibration import confidence as confidence_band
+from edge_app.imaging import INTENSITY_METHODS, to_model_input
 
 # Offline clinic app: ONNX Runtime's telemetry stays off (it must be set before the import).
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
@@ -31,6 +43,8 @@ MODEL_CARD_KEY = "model_card"
 INPUT_NAME = "image"
 OUTPUTS = ("probability", "cam", "embedding")
 DEFAULT_MODEL = Path(__file__).parent / "models" / "pneumo.int8.onnx"
+
+log = logging.getLogger(__name__)
 
 
 def encode_array(a: np.ndarray) -> dict:
@@ -64,9 +78,10 @@ def file_sha256(path: str | Path) -> str:
 class ModelOutput:
     """What one run of the model gives for a batch."""
 
-    probability: np.ndarray  # (N,)
-    cam: np.ndarray  # (N, h, w)
+    probability: np.ndarray  # (N,) calibrated (the thresholds' scale)
+    cam: np.ndarray  # (N, h, w) logit units of the RAW output: mean = logit(raw_probability)
     embedding: np.ndarray  # (N, C)
+    raw_probability: np.ndarray | None = None  # (N,) the network's own output
 
 
 class OnnxModel:
@@ -97,6 +112,12 @@ class OnnxModel:
                                                             ["NORMAL", "PNEUMONIA"]))
         self.thresholds: dict[str, float] = {k: float(v) for k, v in
                                              self.metadata["thresholds"].items()}
+        calibration_params(self.calibration)  # fail at load, not per image, if malformed
+        if self.intensity not in INTENSITY_METHODS:
+            raise ValueError(f"{path}: unknown intensity normalisation {self.intensity!r} "
+                             f"(this app knows {', '.join(INTENSITY_METHODS)})")
+        log.info("model %s %s: calibration %s, intensity %s", self.name, self.version,
+                 (self.calibration or {}).get("method", "none"), self.intensity)
         self._outputs = [o.name for o in self.session.get_outputs()]
         ood = self.metadata.get("ood") or {}
         self._ood_mean = decode_array(ood["mean"]) if "mean" in ood else None
@@ -113,6 +134,16 @@ class OnnxModel:
         return str(self.metadata.get("version", "unknown"))
 
     @property
+    def calibration(self) -> dict | None:
+        """The metadata's calibration block ({"method": "platt", "a", "b"}), or None."""
+        return self.metadata.get("calibration") or None
+
+    @property
+    def intensity(self) -> str:
+        """The per-image intensity normalisation the model's input needs ("none" if absent)."""
+        return str(self.metadata.get("intensity") or "none")
+
+    @property
     def ood(self) -> dict:
         """The out-of-distribution settings (thresholds), without the big arrays."""
         return {k: v for k, v in (self.metadata.get("ood") or {}).items()
@@ -124,15 +155,33 @@ class OnnxModel:
         if batch.ndim == 3:
             batch = batch[None]
         res = dict(zip(self._outputs, self.session.run(None, {INPUT_NAME: batch}), strict=True))
+        raw = res["probability"].reshape(len(batch))
         return ModelOutput(
-            probability=res["probability"].reshape(len(batch)),
+            probability=self.calibrate(raw),
             cam=res.get("cam", np.zeros((len(batch), 1, 1), np.float32)),
             embedding=res.get("embedding", np.zeros((len(batch), 0), np.float32)),
+            raw_probability=raw,
         )
 
+    def calibrate(self, p_raw: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities for raw network outputs (identity without calibration)."""
+        return apply_calibration(p_raw, self.calibration).astype(np.float32)
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Pneumonia probabilities for a batch."""
+        """Calibrated pneumonia probabilities for a batch (the thresholds' scale)."""
         return self.run(batch).probability
+
+    def predict_raw(self, batch: np.ndarray) -> np.ndarray:
+        """The network's uncalibrated pneumonia probabilities for a batch."""
+        return self.run(batch).raw_probability
+
+    def model_input(self, gray: Image.Image) -> np.ndarray:
+        """8-bit grayscale image -> this model's input (S, S, 1), with its intensity step."""
+        return to_model_input(gray, self.input_size, intensity=self.intensity)
+
+    def confidence(self, probability: float) -> str:
+        """'borderline' between the screening and balanced thresholds, else 'clear'."""
+        return confidence_band(probability, self.thresholds)
 
     def ood_distance(self, embedding: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distance of embeddings (N, C) to the training distribution."""

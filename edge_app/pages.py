@@ -7,7 +7,7 @@ import re
 from flask import Blueprint, current_app, render_template
 
 from edge_app.errors import ApiError
-from edge_app.pipeline import INTENDED_USE
+from edge_app.pipeline import BORDERLINE_NOTE, INTENDED_USE
 from edge_app.security import csrf_token
 
 bp = Blueprint("pages", __name__)
@@ -23,6 +23,7 @@ def _context() -> dict:
                   "thresholds": m.thresholds, "input_size": m.input_size},
         "model_card": m.model_card,
         "intended_use": INTENDED_USE,
+        "borderline_note": BORDERLINE_NOTE,
         "max_upload_mb": round(st.config["max_upload_bytes"] / 2**20),
     }
 

@@ -2,7 +2,9 @@
 
 Shared by the HTTP API and the batch command so both give the same answer for a file.
 Everything happens in memory; nothing about the model is hard-coded (it all comes from
-the `OnnxModel`'s metadata).
+the `OnnxModel`'s metadata: input size, intensity normalisation, calibration, thresholds).
+The probability in an answer is the calibrated one; ``confidence`` is "borderline" when it
+lies between the screening and balanced thresholds (the two modes disagree), else "clear".
 """
 
 from __future__ import annotations
@@ -14,13 +16,19 @@ from dataclasses import dataclass, field
 
 from edge_app import heatmap as hm
 from edge_app.checks import Finding, NotAChestXray, cheap_checks, ood_findings
-from edge_app.imaging import DEFAULT_MAX_PIXELS, decode_image, to_model_input
+from edge_app.imaging import DEFAULT_MAX_PIXELS, decode_image
 from edge_app.model import OnnxModel
 
 INTENDED_USE = (
     "Decision support for pediatric frontal chest X-rays. Not a diagnosis: a clinician must "
     "read the image and decide."
 )
+
+BORDERLINE_NOTE = (
+    "Borderline result: the image is between the two operating points (screening and "
+    "balanced). A clinician's review is recommended."
+)
+"""Shown in plain words (page, printed report) when ``confidence`` is "borderline"."""
 
 
 class BadMode(ValueError):
@@ -32,9 +40,10 @@ class Prediction:
     """The answer for one image, plus the images made along the way."""
 
     label: str
-    probability: float
+    probability: float  # calibrated
     threshold: float
     mode: str
+    confidence: str  # "clear" | "borderline"
     model_name: str
     model_version: str
     model_sha256: str
@@ -49,6 +58,7 @@ class Prediction:
     timings_ms: dict[str, float]
     heatmap_source: bytes | None = field(default=None, repr=False)
     preview_png: bytes | None = field(default=None, repr=False)
+    raw_probability: float | None = None  # the network's own output, before calibration
 
     @property
     def heatmap_png(self) -> bytes | None:
@@ -62,6 +72,7 @@ class Prediction:
             "probability": round(self.probability, 6),
             "threshold": round(self.threshold, 6),
             "mode": self.mode,
+            "confidence": self.confidence,
             "message": self.message,
             "model_name": self.model_name,
             "model_version": self.model_version,
@@ -79,7 +90,8 @@ class Prediction:
         """The fields stored in the history database."""
         return {
             "sha256": self.sha256, "label": self.label, "probability": self.probability,
-            "threshold": self.threshold, "mode": self.mode, "model_name": self.model_name,
+            "threshold": self.threshold, "mode": self.mode, "confidence": self.confidence,
+            "model_name": self.model_name,
             "model_version": self.model_version, "model_sha256": self.model_sha256,
             "width": self.width, "height": self.height, "format": self.format,
             "ood_distance": self.ood_distance, "message": self.message,
@@ -151,7 +163,7 @@ class Predictor:
         if not checks.ok:
             raise NotAChestXray(checks.rejections)
         t = lap("checks", t)
-        x = to_model_input(decoded.gray, self.model.input_size)
+        x = self.model.model_input(decoded.gray)  # the model's size and intensity step
         t = lap("preprocess", t)
         out = self.model.run(x[None])
         t = lap("inference", t)
@@ -164,8 +176,9 @@ class Predictor:
                 raise NotAChestXray([reject])
             if warn:
                 quality.append(warn)
-        prob = float(out.probability[0])
+        prob = float(out.probability[0])  # calibrated: the thresholds' scale
         label, threshold = self.model.label_for(prob, mode)
+        confidence = self.model.confidence(prob)
         t = lap("ood_and_label", t)
         heat_src = preview_png = None
         if heatmap:  # packed now, drawn when the heatmap URL is fetched
@@ -178,10 +191,12 @@ class Predictor:
         w, h = decoded.original_size
         return Prediction(
             label=label, probability=prob, threshold=float(threshold), mode=mode,
+            confidence=confidence,
             model_name=self.model.name, model_version=self.model.version,
             model_sha256=self.model.sha256, sha256=sha, width=int(w), height=int(h),
             format=decoded.format, bit_depth=int(decoded.bit_depth), ood_distance=ood_distance,
             quality=quality,
             message=plain_message(label, prob, float(threshold), self.model.class_names[1]),
             timings_ms=timings, heatmap_source=heat_src, preview_png=preview_png,
+            raw_probability=float(out.raw_probability[0]),
         )

@@ -116,6 +116,26 @@ def dicom_bytes(path: Path = XRAY_NORMAL, *, photometric: str = "MONOCHROME2",
                         encapsulated=encapsulated, patient_name="Test^Fixture")
 
 
+def rewrite_model(src: Path, dst: Path, **changes) -> Path:
+    """Copy an ONNX model to `dst` with its "pneumo" metadata updated (a None value deletes)."""
+    import onnx
+
+    from edge_app.model import METADATA_KEY
+
+    m = onnx.load(str(src))
+    prop = next(p for p in m.metadata_props if p.key == METADATA_KEY)
+    meta = json.loads(prop.value)
+    for key, value in changes.items():
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+    prop.value = json.dumps(meta)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(m, str(dst))
+    return dst
+
+
 # --- HTTP with the standard library -------------------------------------------------------
 
 @dataclass

@@ -70,6 +70,10 @@
     var verdict = $("result-text");
     text(verdict, r.message);
     verdict.className = "verdict " + (r.label === "PNEUMONIA" ? "positive" : "negative");
+    var borderline = r.confidence === "borderline";
+    $("r-borderline").hidden = !borderline;
+    text($("r-confidence"), borderline ? "Borderline (between the two operating points)"
+                                       : "Clear");
     $("meter-bar").style.width = (100 * r.probability).toFixed(1) + "%";
     $("meter-threshold").style.left = (100 * r.threshold).toFixed(1) + "%";
     text($("r-prob"), pct(r.probability) + " (" + r.label + ")");
@@ -151,7 +155,8 @@
           var tr = document.createElement("tr");
           cell(tr, r.created_at.replace("T", " ").replace(/\.\d+Z$/, ""));
           cell(tr, r.patient_ref || "—");
-          cell(tr, r.label, "label-" + r.label);
+          cell(tr, r.label + (r.confidence === "borderline" ? " (borderline)" : ""),
+               "label-" + r.label);
           cell(tr, pct(r.probability));
           cell(tr, r.mode);
           cell(tr, (r.warnings || []).map(function (w) { return w.code; }).join(", "));

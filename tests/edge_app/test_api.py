@@ -54,6 +54,7 @@ def test_model_endpoint(client, model):
     assert body["thresholds"] == model.thresholds
     assert "mean" not in body["metadata"]["ood"] and "precision" not in body["metadata"]["ood"]
     assert body["model_card"] == model.model_card
+    assert body["intensity"] == model.intensity and body["calibration"] == model.calibration
     assert len(client.get("/api/v1/model").data) < 200_000
 
 
@@ -68,6 +69,8 @@ def test_predict_jpeg(client, model, path):
     assert b["mode"] == "balanced"
     assert b["threshold"] == pytest.approx(model.thresholds["balanced"], abs=1e-6)
     assert b["label"] == model.label_for(b["probability"], "balanced")[0]
+    assert b["confidence"] in ("clear", "borderline")
+    assert b["confidence"] == model.confidence(b["probability"])
     assert b["model_version"] == model.version
     assert b["sha256"] == hashlib.sha256(data).hexdigest()
     assert b["input"] == {"format": "JPEG", "width": 224, "height": 224, "bit_depth": 8}
@@ -84,6 +87,7 @@ def test_predict_jpeg(client, model, path):
     assert rec["sha256"] == b["sha256"] and rec["label"] == b["label"]
     assert rec["patient_ref"] == "PAT-001" and rec["probability"] == pytest.approx(b["probability"], abs=1e-6)
     assert rec["width"] == 224 and rec["mode"] == "balanced"
+    assert rec["confidence"] == b["confidence"]
 
 
 def test_screening_mode(client, model):
@@ -267,6 +271,7 @@ def test_history_csv(client):
     rows = list(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
     assert len(rows) == 4
     assert rows[0]["patient_ref"] == "P0" and rows[0]["label"] in ("NORMAL", "PNEUMONIA")
+    assert rows[0]["confidence"] in ("clear", "borderline")
     assert rows[-1]["patient_ref"].startswith("'=")  # not a live spreadsheet formula
     filtered = client.get("/api/v1/history.csv?to=2000-01-01").get_data(as_text=True)
     assert len(filtered.strip().splitlines()) == 1

@@ -71,13 +71,15 @@ def test_batch_folder_with_failures(tmp_path, test_model_path, capsys, model):
     assert ok["status"] == "ok" and ok["mode"] == "screening"
     assert ok["threshold"] == pytest.approx(model.thresholds["screening"], abs=1e-6)
     for key in ("label", "probability", "model_version", "quality", "timings_ms", "sha256",
-                "message", "ood_distance"):
+                "message", "ood_distance", "confidence"):
         assert key in ok
     assert "id" not in ok and "heatmap_url" not in ok
     assert "FAILED" in cap.err and "noise.png" in cap.err and f"/{n_fixtures + 3}]" in cap.err
     rows = list(csv.DictReader(out_csv.open(encoding="utf-8")))
     assert len(rows) == n_fixtures + 3
     assert {r["status"] for r in rows} == {"ok", "error"}
+    assert {r["confidence"] for r in rows if r["status"] == "ok"} <= {"clear", "borderline"}
+    assert all(r["confidence"] == "" for r in rows if r["status"] == "error")
 
 
 def test_batch_all_ok_and_bad_mode(test_model_path, capsys):

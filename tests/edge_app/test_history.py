@@ -123,3 +123,76 @@ def test_fields_cover_the_required_record():
     for name in ("created_at", "sha256", "patient_ref", "label", "probability", "threshold",
                  "mode", "model_version", "width", "height", "warnings"):
         assert name in FIELDS
+
+
+_SCHEMA_V1 = """
+CREATE TABLE predictions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL,
+    sha256 TEXT NOT NULL, patient_ref TEXT, label TEXT NOT NULL, probability REAL NOT NULL,
+    threshold REAL NOT NULL, mode TEXT NOT NULL, model_name TEXT, model_version TEXT NOT NULL,
+    model_sha256 TEXT, width INTEGER, height INTEGER, format TEXT, ood_distance REAL,
+    warnings TEXT NOT NULL DEFAULT '[]', message TEXT);
+CREATE INDEX predictions_created ON predictions(created_at);
+CREATE TABLE heatmaps (id TEXT PRIMARY KEY REFERENCES predictions(id) ON DELETE CASCADE,
+                       png BLOB NOT NULL);
+CREATE TABLE images (id TEXT PRIMARY KEY REFERENCES predictions(id) ON DELETE CASCADE,
+                     format TEXT, data BLOB NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+INSERT INTO meta VALUES ('schema_version', '1');
+INSERT INTO predictions (id, created_at, sha256, label, probability, threshold, mode,
+                         model_version, warnings)
+VALUES ('0123456789abcdef0123456789abcdef', '2025-01-01T00:00:00.000Z', 'ab', 'NORMAL', 0.2, 0.6,
+        'balanced', 'v0', '[]');
+"""
+
+
+def test_confidence_stored(tmp_path):
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    rid = store.add(_rec(confidence="borderline"))["id"]
+    assert store.get(rid)["confidence"] == "borderline"
+    assert store.add(_rec(1))["confidence"] is None
+    store.close()
+
+
+def test_old_database_is_migrated(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(_SCHEMA_V1)
+    conn.close()
+    old_id = "0123456789abcdef0123456789abcdef"
+    for _ in range(2):  # opening twice must not try to add the column again
+        store = HistoryStore(path)
+        old = store.get(old_id)
+        assert old["label"] == "NORMAL" and old["confidence"] is None
+        rid = store.add(_rec(7, confidence="clear"))["id"]
+        assert store.get(rid)["confidence"] == "clear"
+        assert [r["id"] for r in store.iter_all()][0] == old_id
+        store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+    assert conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 3
+    conn.close()
+
+
+def test_old_database_served_by_the_app(model, tmp_path):
+    import io
+
+    from apptools import XRAY_NORMAL
+
+    from edge_app.app import create_app
+    from edge_app.history import DB_NAME
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    conn = sqlite3.connect(data_dir / DB_NAME)
+    conn.executescript(_SCHEMA_V1)
+    conn.close()
+    app = create_app({"model": model, "data_dir": data_dir, "secret_key": "test-secret"})
+    client = app.test_client()
+    b = client.post("/api/v1/predict", content_type="multipart/form-data",
+                    data={"image": (io.BytesIO(XRAY_NORMAL.read_bytes()), "x.jpeg")}).get_json()
+    items = client.get("/api/v1/history").get_json()["items"]
+    assert [r["confidence"] for r in items] == [b["confidence"], None]
+    assert client.get("/api/v1/history.csv").status_code == 200
+    assert client.get(f"/report/{items[1]['id']}").status_code == 200  # old record, no band
+    app.extensions["pneumo"].history.close()
