@@ -21,7 +21,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         learning_rate=args.lr, val_fraction=args.val_fraction, split_seed=args.split_seed,
         augment=args.augment,
         augment_off=args.no_aug or [], synthetic=args.synthetic, patience=args.patience,
-        strategy=args.strategy, cache_dir=args.cache_dir,
+        strategy=args.strategy, cache_dir=args.cache_dir, external_val=args.external_val,
+        intensity=args.intensity, label_smoothing=args.label_smoothing, mixup=args.mixup,
+        balance=args.balance, width=args.width, select=args.select,
+        augment_set=args.aug_set or [], weight_decay=args.weight_decay,
     )
     train(cfg, resume=not args.no_resume)
     return 0
@@ -31,7 +34,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from train.evaluate import evaluate_cli
 
     return evaluate_cli(args.model, args.data, json_path=args.json, report_dir=args.report,
-                        split=args.split, shifts=args.shifts)
+                        split=args.split, shifts=args.shifts, external_val=args.external_val)
 
 
 def _add_train(sub) -> None:
@@ -53,7 +56,25 @@ def _add_train(sub) -> None:
     p.add_argument("--no-aug", action="append", metavar="NAME",
                    help="switch one augmentation off (rotation, zoom, shear, shift, flip, "
                         "brightness, contrast, gamma, noise, lowres); repeatable")
+    p.add_argument("--aug-set", action="append", metavar="NAME=VALUE",
+                   help="set one augmentation strength, e.g. gamma=0.5 or erasing=0.5; "
+                        "repeatable")
     p.add_argument("--synthetic", help="extra training images (Kaggle layout), never validation")
+    p.add_argument("--external-val", metavar="DIR",
+                   help="labelled folder (NORMAL/, PNEUMONIA/) judged after every epoch and at "
+                        "the end, e.g. ../shared/data/external_val; never trained on and never "
+                        "used to pick the epoch")
+    p.add_argument("--intensity", choices=["none", "equalize", "stretch"], default="none",
+                   help="per-image intensity normalisation, done by the app too")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                   help="mixup within each batch, Beta(ALPHA, ALPHA); 0 = off")
+    p.add_argument("--balance", choices=["weights", "sampling"], default="weights",
+                   help="class imbalance: loss weights or balanced sampling")
+    p.add_argument("--width", type=float, default=1.0, help="CNN channel width multiplier")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    p.add_argument("--select", choices=["val_auc", "last"], default="val_auc",
+                   help="the run's model: best internal validation AUC, or the last epoch")
     p.add_argument("--patience", type=int, default=8, help="early stopping on val AUC")
     p.add_argument("--strategy", choices=["auto", "mirrored", "multiworker"], default="auto")
     p.add_argument("--cache-dir", help="where decoded arrays are cached (default OUT/cache)")
@@ -73,6 +94,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--report", help="write a Markdown report with PNG plots into this folder")
     p.add_argument("--shifts", action="store_true",
                    help="also report metrics under acquisition shifts (contrast, gamma, noise...)")
+    p.add_argument("--external-val", metavar="DIR",
+                   help="also judge the model on this labelled folder (NORMAL/, PNEUMONIA/), "
+                        "reported beside --data as external validation")
     p.set_defaults(func=_cmd_evaluate)
 
 

@@ -30,6 +30,7 @@ class AugmentConfig:
     gamma: float = 0.30
     noise: float = 0.03
     lowres: float = 0.3
+    erasing: float = 0.0  # probability of one random rectangle set to the image mean
 
     @classmethod
     def none(cls) -> AugmentConfig:
@@ -59,6 +60,20 @@ class AugmentConfig:
             if not hasattr(cfg, key):
                 raise ValueError(f"unknown augmentation {name!r}")
             setattr(cfg, key, False if isinstance(getattr(cfg, key), bool) else 0.0)
+        return cfg
+
+    def with_values(self, assignments: list[str] | None) -> AugmentConfig:
+        """A copy with NAME=VALUE assignments applied (e.g. 'gamma=0.5', 'erasing=0.5')."""
+        cfg = AugmentConfig(**asdict(self))
+        for item in assignments or []:
+            name, sep, value = item.partition("=")
+            key = {"rotation": "rotation_deg", "shear": "shear_deg"}.get(name.strip(), name.strip())
+            if not sep or not hasattr(cfg, key):
+                raise ValueError(f"bad augmentation setting {item!r}; use NAME=VALUE with NAME "
+                                 f"one of {[f.name for f in fields(cfg)]}")
+            current = getattr(cfg, key)
+            setattr(cfg, key, value.strip().lower() in ("1", "true", "yes")
+                    if isinstance(current, bool) else float(value))
         return cfg
 
     @property
@@ -92,6 +107,22 @@ def _affine_transforms(cfg: AugmentConfig, n, size: int, seed) -> tf.Tensor:
     b1 = c - a10 * c - a11 * c + ty
     zeros = tf.zeros_like(a00)
     return tf.stack([a00, a01, b0, a10, a11, b1, zeros, zeros], axis=1)
+
+
+def _random_erasing(images: tf.Tensor, prob: float, seed) -> tf.Tensor:
+    """Replace one random rectangle (10-35 % of each side) by the image mean, with prob."""
+    n, size = tf.shape(images)[0], int(images.shape[1])
+    s = tf.random.experimental.stateless_split(seed, 5)
+    h = _uniform(s[0], [n, 1, 1, 1], 0.10, 0.35) * size
+    w = _uniform(s[1], [n, 1, 1, 1], 0.10, 0.35) * size
+    top = _uniform(s[2], [n, 1, 1, 1], 0.0, 1.0) * (size - h)
+    left = _uniform(s[3], [n, 1, 1, 1], 0.0, 1.0) * (size - w)
+    rows = tf.range(size, dtype=tf.float32)[None, :, None, None]
+    cols = tf.range(size, dtype=tf.float32)[None, None, :, None]
+    inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
+    inside &= _uniform(s[4], [n, 1, 1, 1], 0.0, 1.0) < prob
+    mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+    return tf.where(inside, mean, images)
 
 
 def augment_batch(images: tf.Tensor, cfg: AugmentConfig, seed) -> tf.Tensor:
@@ -128,4 +159,6 @@ def augment_batch(images: tf.Tensor, cfg: AugmentConfig, seed) -> tf.Tensor:
     if cfg.noise:
         sigma = _uniform(seeds[5], [n, 1, 1, 1], 0.0, cfg.noise)
         images = images + sigma * tf.random.stateless_normal(tf.shape(images), seed=seeds[6])
+    if cfg.erasing:
+        images = _random_erasing(images, cfg.erasing, seeds[7])
     return tf.clip_by_value(images, 0.0, 1.0)

@@ -20,6 +20,8 @@ import numpy as np
 from edge_app.imaging import load_uint8
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
+EXTERNAL_LABEL = "external validation (half of the official test split)"
+"""How every figure measured on ../shared/data/external_val is named (never 'test')."""
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".dcm"}
 
 _PERSON = re.compile(r"^(person\d+)_", re.IGNORECASE)

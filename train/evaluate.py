@@ -15,6 +15,7 @@ import numpy as np
 
 from train.data import (
     CLASS_NAMES,
+    EXTERNAL_LABEL,
     Sample,
     Split,
     list_class_folder,
@@ -94,8 +95,11 @@ def evaluate(predict: Predictor, meta: dict, samples: list[Sample], *, n_boot: i
     With `shifts`, also the metrics at the balanced threshold under each acquisition shift
     of `train.shifts` (a proxy for images from another hospital).
     """
-    size = int(meta["input_size"])
-    x, y = load_arrays(samples, size, progress=len(samples) > 500)
+    from edge_app.imaging import normalize_intensity
+
+    size, intensity = int(meta["input_size"]), meta.get("intensity", "none")
+    x_raw, y = load_arrays(samples, size, progress=len(samples) > 500)
+    x = normalize_intensity(x_raw, intensity)
     probs = _predict_all(predict, x)
     result = {
         "model": {k: meta.get(k) for k in ("name", "version", "input_size", "thresholds")},
@@ -111,22 +115,34 @@ def evaluate(predict: Predictor, meta: dict, samples: list[Sample], *, n_boot: i
         from train.shifts import shifted_versions
 
         t = float(meta["thresholds"]["balanced"])
-        result["acquisition_shifts"] = {
-            name: metrics_at(y, _predict_all(predict, xs), t)
-            for name, xs in shifted_versions(x.astype(np.float32)[..., None] / 255.0).items()
+        result["acquisition_shifts"] = {  # shift the raw pixels, then normalise as the app does
+            name: metrics_at(y, _predict_all(predict, _renormalised(xs, intensity)), t)
+            for name, xs in shifted_versions(x_raw.astype(np.float32)[..., None] / 255.0).items()
         }
     result["_y"], result["_p"] = y, probs
     return result
 
 
+def _renormalised(x: np.ndarray, intensity: str) -> np.ndarray:
+    """Float images in [0, 1] through the model's intensity normalisation (if any)."""
+    if intensity == "none":
+        return x
+    from edge_app.imaging import normalize_intensity
+
+    u8 = np.clip(np.round(x[..., 0] * 255.0), 0, 255).astype(np.uint8)
+    return normalize_intensity(u8, intensity)
+
+
 def public(result: dict) -> dict:
     """The JSON-serialisable part of an evaluation result."""
-    return {k: v for k, v in result.items() if not k.startswith("_")}
+    return {k: public(v) if k == "external" else v
+            for k, v in result.items() if not k.startswith("_")}
 
 
 def format_table(result: dict) -> str:
-    """A plain-text table of the metrics with CIs."""
-    lines = [f"n = {result['n']} ({result['n_per_class']})"]
+    """A plain-text table of the metrics with CIs (and the external set's, when evaluated)."""
+    lines = [f"[{result.get('label', 'evaluation data')}]",
+             f"n = {result['n']} ({result['n_per_class']})"]
     for mode, m in result["operating_points"].items():
         lines.append(f"[{mode}] threshold {m['threshold']:.4f}")
         for k in ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc"):
@@ -139,13 +155,19 @@ def format_table(result: dict) -> str:
         for name, m in result["acquisition_shifts"].items():
             lines.append(f"  {name:<16} {m['accuracy']:.4f}    {m['sensitivity']:.4f}       "
                          f"{m['specificity']:.4f}       {m['auc']:.4f}")
+    if "external" in result:
+        lines += ["", format_table(result["external"])]
     return "\n".join(lines)
 
 
 def evaluate_cli(model: str, data: str, *, json_path: str | None = None,
-                 report_dir: str | None = None, split: str = "auto", shifts: bool = False
-                 ) -> int:
-    """Run `pneumo evaluate`; print the table, optionally write JSON and a report."""
+                 report_dir: str | None = None, split: str = "auto", shifts: bool = False,
+                 external_val: str | None = None) -> int:
+    """Run `pneumo evaluate`; print the table, optionally write JSON and a report.
+
+    With `external_val` (a labelled folder), the same model is also judged there and both
+    sets are reported side by side, the external one named as such.
+    """
     predict, meta = load_predictor(model)
     samples, source = resolve_eval_samples(model, data, split)
     if not samples:
@@ -154,6 +176,18 @@ def evaluate_cli(model: str, data: str, *, json_path: str | None = None,
     print(f"evaluating {model} on {len(samples)} images from {source}", file=sys.stderr)
     result = evaluate(predict, meta, samples, shifts=shifts)
     result["data"] = source
+    result["label"] = ("internal validation" if source.startswith("validation split")
+                       else f"evaluation data ({source})")
+    if external_val:
+        ext_samples = list_class_folder(Path(external_val))
+        if not ext_samples:
+            print(f"no images found in {external_val}/NORMAL or /PNEUMONIA", file=sys.stderr)
+            return 2
+        print(f"and on {len(ext_samples)} images of {EXTERNAL_LABEL} from {external_val}",
+              file=sys.stderr)
+        ext = evaluate(predict, meta, ext_samples, shifts=False)
+        ext["data"], ext["label"] = str(external_val), EXTERNAL_LABEL
+        result["external"] = ext
     print(format_table(result))
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)

@@ -54,10 +54,11 @@ def build_seed(img_size: int = 148) -> keras.Model:
     return keras.Model(inputs, outputs, name="seed_cnn")
 
 
-def build_model(arch: str, img_size: int) -> keras.Model:
-    """Build an architecture by name ('cnn' or 'seed')."""
+def build_model(arch: str, img_size: int, width: float = 1.0) -> keras.Model:
+    """Build an architecture by name ('cnn' or 'seed'); `width` scales the CNN's channels."""
     if arch == "cnn":
-        return build_cnn(img_size)
+        widths = tuple(max(8, int(round(w * width / 8)) * 8) for w in DEFAULT_WIDTHS)
+        return build_cnn(img_size, widths)
     if arch == "seed":
         return build_seed(img_size)
     raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES}")

@@ -12,26 +12,61 @@ def _to_float(x: tf.Tensor) -> tf.Tensor:
     return tf.cast(x, tf.float32)[..., None] / 255.0
 
 
+def epoch_order(y: np.ndarray, *, seed: int, epoch: int, balanced: bool = False) -> np.ndarray:
+    """The image order of one epoch: a permutation, or (balanced) as many draws of each class.
+
+    Balanced sampling draws len(y) indices, half from each class (with replacement for the
+    smaller one), so every batch is about 50:50 without loss weights.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    if not balanced:
+        return rng.permutation(len(y))
+    half = len(y) // 2
+    parts = [rng.choice(np.flatnonzero(y == c), size=n, replace=True)
+             for c, n in ((0, half), (1, len(y) - half))]
+    return rng.permutation(np.concatenate(parts))
+
+
+def _mixup(images, labels, weights, alpha: float, seed):
+    """Mix each image with another of the batch: lam ~ Beta(alpha, alpha), labels mixed too."""
+    n = tf.shape(images)[0]
+    s = tf.random.experimental.stateless_split(seed, 3)
+    g1 = tf.random.stateless_gamma([n], seed=s[0], alpha=alpha)
+    g2 = tf.random.stateless_gamma([n], seed=s[1], alpha=alpha)
+    lam = g1 / (g1 + g2)
+    lam = tf.maximum(lam, 1.0 - lam)  # the first image stays the dominant one
+    perm = tf.argsort(tf.random.stateless_uniform([n], seed=s[2]))
+    lam_img = lam[:, None, None, None]
+    images = lam_img * images + (1.0 - lam_img) * tf.gather(images, perm)
+    labels = lam[:, None] * labels + (1.0 - lam[:, None]) * tf.gather(labels, perm)
+    weights = lam * weights + (1.0 - lam) * tf.gather(weights, perm)
+    return images, labels, weights
+
+
 def train_dataset(x: np.ndarray, y: np.ndarray, weights: dict[int, float], *, batch_size: int,
-                  epoch: int, seed: int, augment: AugmentConfig) -> tf.data.Dataset:
+                  epoch: int, seed: int, augment: AugmentConfig, mixup: float = 0.0,
+                  balanced_sampling: bool = False) -> tf.data.Dataset:
     """One epoch of shuffled, augmented (image, label, sample weight) batches.
 
     The order and the augmentation draws depend only on (seed, epoch), so a resumed run
     sees exactly the batches it would have seen.
     """
-    perm = np.random.default_rng([seed, epoch]).permutation(len(y))
+    order = epoch_order(y, seed=seed, epoch=epoch, balanced=balanced_sampling)
     x_t = tf.constant(x)
     y_t = tf.constant(y.astype(np.float32))
     w_t = tf.constant(np.array([weights[int(c)] for c in y], dtype=np.float32))
 
     def make(i, idx):
         images = _to_float(tf.gather(x_t, idx))
+        batch_seed = tf.stack([tf.cast(seed, tf.int64), epoch * 100_003 + i])
         if augment.active:
-            images = augment_batch(images, augment, tf.stack([tf.cast(seed, tf.int64),
-                                                              epoch * 100_003 + i]))
-        return images, tf.gather(y_t, idx)[:, None], tf.gather(w_t, idx)
+            images = augment_batch(images, augment, batch_seed)
+        labels, w = tf.gather(y_t, idx)[:, None], tf.gather(w_t, idx)
+        if mixup > 0:
+            images, labels, w = _mixup(images, labels, w, mixup, batch_seed + 7)
+        return images, labels, w
 
-    ds = tf.data.Dataset.from_tensor_slices(perm.astype(np.int64)).batch(batch_size).enumerate()
+    ds = tf.data.Dataset.from_tensor_slices(order.astype(np.int64)).batch(batch_size).enumerate()
     ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 

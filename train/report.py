@@ -88,12 +88,45 @@ def plot_history(history_csv: Path, path: Path) -> None:
     a1.set(xlabel="epoch", ylabel="loss", title="Loss")
     a1.legend()
     a2.plot(ep, [float(r["auc"]) for r in rows], label="train")
-    a2.plot(ep, [float(r["val_auc"]) for r in rows], label="validation")
+    a2.plot(ep, [float(r["val_auc"]) for r in rows], label="internal validation")
+    if rows[0].get("ext_auc"):
+        a2.plot(ep, [float(r["ext_auc"]) for r in rows], label="external validation")
+        a2.plot(ep, [float(r["ext_spec_at_sens95"]) for r in rows], ":",
+                label="external: specificity at sensitivity 0.95")
     a2.set(xlabel="epoch", ylabel="ROC AUC", title="AUC")
     a2.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _side_by_side(result: dict) -> list[str]:
+    """Internal and external figures at the same thresholds, one row per set and mode."""
+    lines = ["| set | operating point | threshold | accuracy | sensitivity | specificity | AUC |",
+             "|---|---|---|---|---|---|---|"]
+    for res in (result, result["external"]):
+        for mode, m in res["operating_points"].items():
+            cells = []
+            for k in ("accuracy", "sensitivity", "specificity", "auc"):
+                lo, hi = m["ci95"].get(k, [float("nan")] * 2)
+                cells.append(f"{m[k]:.3f} ({lo:.3f}-{hi:.3f})")
+            lines.append(f"| {res.get('label', 'evaluation data')} (n={res['n']}) | {mode} | "
+                         f"{m['threshold']:.4f} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _external_section(result: dict, out: Path, plots: list) -> list[str]:
+    """The external set: side-by-side table, its own ROC and reliability plots."""
+    ext = result["external"]
+    y, p = ext["_y"], ext["_p"]
+    plot_roc(y, p, ext["operating_points"], out / "roc_external.png")
+    plot_calibration(y, p, out / "calibration_external.png")
+    plots += [(f"ROC, {ext['label']}", "roc_external.png"),
+              (f"Calibration, {ext['label']}", "calibration_external.png")]
+    return ["## Internal and external validation side by side", "",
+            f"External: `{ext.get('data')}`, {ext['label']}; n = {ext['n']} "
+            + ", ".join(f"{k} {v}" for k, v in ext["n_per_class"].items()) + ".", "",
+            *_side_by_side(result), ""]
 
 
 def write_report(result: dict, out: Path, *, model_path: str,
@@ -147,6 +180,8 @@ def write_report(result: dict, out: Path, *, model_path: str,
             lines.append(f"| {name} | {m['accuracy']:.3f} | {m['sensitivity']:.3f} | "
                          f"{m['specificity']:.3f} | {m['auc']:.3f} |")
         lines.append("")
+    if "external" in result:
+        lines += _external_section(result, out, plots)
     for title, fname in plots:
         lines += [f"## {title}", "", f"![{title}]({fname})", ""]
     path = out / "report.md"

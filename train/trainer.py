@@ -24,6 +24,7 @@ import numpy as np
 
 from train.data import (
     CLASS_NAMES,
+    EXTERNAL_LABEL,
     Split,
     cached_arrays,
     class_weights,
@@ -31,10 +32,25 @@ from train.data import (
     make_split,
     manifest_sha256,
 )
-from train.metrics import choose_thresholds, metrics_at, threshold_details
+from train.metrics import (
+    choose_thresholds,
+    metrics_at,
+    specificity_at_sensitivity,
+    threshold_details,
+)
 
 MODEL_FILE = "model.keras"
 META_FILE = "model.json"
+EXTERNAL_PREDICTIONS_FILE = "external_predictions.csv"
+
+
+def write_predictions(path: Path, samples: list, probabilities: np.ndarray) -> None:
+    """One row per image: file name, true label, the model's probability of PNEUMONIA."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label", "probability"])
+        for s, p in zip(samples, probabilities, strict=True):
+            w.writerow([s.name, s.label, f"{float(p):.6f}"])
 
 
 @dataclass
@@ -54,10 +70,18 @@ class TrainConfig:
     split_seed: int | None = None  # seed of the patient-grouped split; None: the run's seed
     augment: str = "full"
     augment_off: list[str] = field(default_factory=list)
+    augment_set: list[str] = field(default_factory=list)  # NAME=VALUE strengths
     synthetic: str | None = None
     patience: int = 8
     strategy: str = "auto"
     cache_dir: str | None = None
+    external_val: str | None = None  # labelled folder judged after every epoch, never trained on
+    intensity: str = "none"  # per-image intensity normalisation (edge_app.imaging)
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(alpha, alpha) mixing within a batch; 0 = off
+    balance: str = "weights"  # class imbalance: 'weights' (loss weights) or 'sampling'
+    width: float = 1.0  # multiplier of the CNN's channel widths
+    select: str = "val_auc"  # which epoch is the result: best internal 'val_auc' or 'last'
 
 
 def log(msg: str) -> None:
@@ -98,11 +122,58 @@ def _synthetic_samples(folder: str | None):
     return samples
 
 
+def load_external(folder: str, size: int, intensity: str, cache: str
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """An external labelled folder (NORMAL/, PNEUMONIA/) as normalised uint8 arrays."""
+    from edge_app.imaging import normalize_intensity
+
+    samples = list_class_folder(Path(folder))
+    if not samples or len({s.label for s in samples}) < 2:
+        raise FileNotFoundError(f"{folder} needs images in both NORMAL/ and PNEUMONIA/")
+    x, y = cached_arrays(samples, size, cache)
+    return normalize_intensity(x, intensity), y
+
+
+def external_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Per-epoch figures on external data: AUC and specificity at sensitivity 0.95 / 0.98."""
+    from sklearn.metrics import roc_auc_score
+
+    return {"ext_auc": float(roc_auc_score(y, p)),
+            "ext_spec_at_sens95": specificity_at_sensitivity(y, p, 0.95),
+            "ext_spec_at_sens98": specificity_at_sensitivity(y, p, 0.98)}
+
+
+def _compile(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(
+        cfg.learning_rate * 0.1, decay_steps=cfg.epochs * steps_per_epoch,
+        warmup_target=cfg.learning_rate, warmup_steps=steps_per_epoch,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay),
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing),
+        metrics=[keras.metrics.AUC(name="auc")],
+    )
+
+
+def _load_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, bool]:
+    """The config to use: a resumed run keeps its saved one (epochs may be extended)."""
+    out = Path(cfg.out)
+    resuming = resume and (out / "state.json").exists() and (out / "checkpoint.keras").exists()
+    if resuming:
+        saved = json.loads((out / "config.json").read_text())
+        saved.update(epochs=cfg.epochs, out=cfg.out)
+        cfg = TrainConfig(**{**asdict(TrainConfig(data=cfg.data, out=cfg.out)), **saved})
+    return cfg, resuming
+
+
 def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
     """Train (or resume) a run; returns the final metadata written to model.json."""
     import keras
     import tensorflow as tf
 
+    from edge_app.imaging import normalize_intensity
     from train.augment import AugmentConfig
     from train.model import build_model
     from train.pipeline import eval_dataset, train_dataset
@@ -110,16 +181,13 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     state_path, ckpt_path = out / "state.json", out / "checkpoint.keras"
-    resuming = resume and state_path.exists() and ckpt_path.exists()
-    if resuming:
-        saved = json.loads((out / "config.json").read_text())
-        saved.update(epochs=cfg.epochs, out=cfg.out)  # a resumed run may be extended
-        cfg = TrainConfig(**saved)
+    cfg, resuming = _load_run(cfg, resume)
     _write_json(out / "config.json", asdict(cfg))
 
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
-    augment = AugmentConfig.from_name(cfg.augment).with_overrides(cfg.augment_off)
+    augment = (AugmentConfig.from_name(cfg.augment).with_overrides(cfg.augment_off)
+               .with_values(cfg.augment_set))
 
     if resuming:
         split = Split.from_json(json.loads((out / "split.json").read_text()))
@@ -130,14 +198,22 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
     synthetic = _synthetic_samples(cfg.synthetic)
     train_samples = split.train + synthetic
     log(f"data: {len(split.train)} train + {len(synthetic)} synthetic, {len(split.val)} val images; "
-        f"img_size={cfg.img_size} arch={cfg.arch} augment={cfg.augment}")
+        f"img_size={cfg.img_size} arch={cfg.arch} augment={cfg.augment} "
+        f"intensity={cfg.intensity}")
 
     cache = cfg.cache_dir or str(out / "cache")
     x_tr, y_tr = cached_arrays(train_samples, cfg.img_size, cache)
     x_va, y_va = cached_arrays(split.val, cfg.img_size, cache)
-    weights = class_weights(y_tr)
-    log(f"class weights {weights}")
+    x_tr, x_va = normalize_intensity(x_tr, cfg.intensity), normalize_intensity(x_va, cfg.intensity)
+    weights = class_weights(y_tr) if cfg.balance == "weights" else {0: 1.0, 1: 1.0}
+    log(f"class balance: {cfg.balance}, weights {weights}")
     val_ds = eval_dataset(x_va)
+    ext_ds = y_ext = None
+    if cfg.external_val:
+        x_ext, y_ext = load_external(cfg.external_val, cfg.img_size, cfg.intensity, cache)
+        ext_ds = eval_dataset(x_ext)
+        log(f"{EXTERNAL_LABEL}: {len(y_ext)} images from {cfg.external_val} "
+            "(judged after every epoch, never trained on, never used to pick the epoch)")
 
     strategy = make_strategy(cfg.strategy)
     steps_per_epoch = int(np.ceil(len(y_tr) / cfg.batch_size))
@@ -147,59 +223,81 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
             state = json.loads(state_path.read_text())
             log(f"resuming after epoch {state['epoch']} (best val AUC {state['best_auc']:.4f})")
         else:
-            model = build_model(cfg.arch, cfg.img_size)
-            schedule = keras.optimizers.schedules.CosineDecay(
-                cfg.learning_rate * 0.1, decay_steps=cfg.epochs * steps_per_epoch,
-                warmup_target=cfg.learning_rate, warmup_steps=steps_per_epoch,
-            )
-            model.compile(
-                optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay),
-                loss="binary_crossentropy",
-                metrics=[keras.metrics.AUC(name="auc")],
-            )
+            model = build_model(cfg.arch, cfg.img_size, width=cfg.width)
+            _compile(model, cfg, steps_per_epoch)
             state = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "history": []}
     log(f"model {model.name}: {model.count_params():,} parameters; "
         f"strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
 
+    from sklearn.metrics import roc_auc_score
+
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         t0 = time.time()
         ds = train_dataset(x_tr, y_tr, weights, batch_size=cfg.batch_size, epoch=epoch,
-                           seed=cfg.seed, augment=augment)
+                           seed=cfg.seed, augment=augment, mixup=cfg.mixup,
+                           balanced_sampling=cfg.balance == "sampling")
         hist = model.fit(ds, epochs=1, verbose=0, shuffle=False)
         p_val = model.predict(val_ds, verbose=0).ravel()
-        from sklearn.metrics import roc_auc_score
-
         val_auc = float(roc_auc_score(y_va, p_val))
         val_loss = float(keras.losses.binary_crossentropy(y_va.astype("float32"),
                                                            p_val.astype("float32")).numpy())
         row = {"epoch": epoch, "loss": float(hist.history["loss"][-1]),
-               "auc": float(hist.history["auc"][-1]), "val_loss": val_loss, "val_auc": val_auc,
-               "seconds": round(time.time() - t0, 1)}
+               "auc": float(hist.history["auc"][-1]), "val_loss": val_loss, "val_auc": val_auc}
+        if ext_ds is not None:
+            row.update(external_scores(y_ext, model.predict(ext_ds, verbose=0).ravel()))
+        row["seconds"] = round(time.time() - t0, 1)
         state["history"].append(row)
-        improved = val_auc > state["best_auc"]
+        improved = val_auc > state["best_auc"] if cfg.select == "val_auc" else True
         if improved:
-            state["best_auc"], state["best_epoch"] = val_auc, epoch
+            state["best_auc"], state["best_epoch"] = max(val_auc, state["best_auc"]), epoch
             model.save(out / MODEL_FILE)
         model.save(ckpt_path)
         state["epoch"] = epoch
         _write_json(state_path, state)
+        ext = (f" | external AUC {row['ext_auc']:.4f} spec@sens0.95 "
+               f"{row['ext_spec_at_sens95']:.3f}" if ext_ds is not None else "")
         log(f"epoch {epoch}/{cfg.epochs} loss {row['loss']:.4f} auc {row['auc']:.4f} "
-            f"val_loss {val_loss:.4f} val_auc {val_auc:.4f} {'*' if improved else ' '} "
-            f"({row['seconds']}s)")
-        if epoch - state["best_epoch"] >= cfg.patience:
+            f"val_loss {val_loss:.4f} val_auc {val_auc:.4f} {'*' if improved else ' '}"
+            f"{ext} ({row['seconds']}s)")
+        if cfg.select == "val_auc" and epoch - state["best_epoch"] >= cfg.patience:
             log(f"early stop: no val AUC gain for {cfg.patience} epochs")
             break
     _write_history_csv(out / "history.csv", state["history"])
 
     best = keras.models.load_model(out / MODEL_FILE)
     p_val = best.predict(val_ds, verbose=0).ravel()
+    meta = _run_metadata(cfg, state, split, train_samples, synthetic, weights, augment,
+                         y_va, p_val)
+    if ext_ds is not None:
+        p_ext = best.predict(ext_ds, verbose=0).ravel()
+        write_predictions(out / EXTERNAL_PREDICTIONS_FILE,
+                          list_class_folder(Path(cfg.external_val)), p_ext)
+        meta["external_val"] = {
+            "label": EXTERNAL_LABEL, "folder": str(cfg.external_val), "n": int(len(y_ext)),
+            **external_scores(y_ext, p_ext),
+            "at_internal_thresholds": {m: metrics_at(y_ext, p_ext, t)
+                                       for m, t in meta["thresholds"].items()},
+        }
+    _write_json(out / META_FILE, meta)
+    log(f"done: best epoch {state['best_epoch']} val AUC {state['best_auc']:.4f}; "
+        f"thresholds {meta['thresholds']}"
+        + (f"; {EXTERNAL_LABEL} AUC {meta['external_val']['ext_auc']:.4f}, spec@sens0.95 "
+           f"{meta['external_val']['ext_spec_at_sens95']:.3f}" if ext_ds is not None else ""))
+    return meta
+
+
+def _run_metadata(cfg: TrainConfig, state: dict, split: Split, train_samples: list,
+                  synthetic: list, weights: dict, augment, y_va: np.ndarray,
+                  p_val: np.ndarray) -> dict:
+    """model.json: what the run made, from what, and how it did on internal validation."""
     thresholds = choose_thresholds(y_va, p_val)
-    meta = {
+    return {
         "name": f"pneumo-{cfg.arch}",
         "version": time.strftime("%Y.%m.%d") + f"-{cfg.arch}{cfg.img_size}-s{cfg.seed}",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "arch": cfg.arch,
         "input_size": cfg.img_size,
+        "intensity": cfg.intensity,
         "class_names": list(CLASS_NAMES),
         "thresholds": thresholds,
         "val_metrics": {mode: metrics_at(y_va, p_val, t) for mode, t in thresholds.items()},
@@ -212,22 +310,27 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
         "recipe": {
             "augmentation": cfg.augment,
             "augmentation_off": cfg.augment_off,
+            "augmentation_set": cfg.augment_set,
             "augment_params": asdict(augment),
             "synthetic_data": bool(synthetic),
             "synthetic_n": len(synthetic),
+            "class_balance": cfg.balance,
             "class_weights": {CLASS_NAMES[k]: v for k, v in weights.items()},
+            "intensity": cfg.intensity,
+            "label_smoothing": cfg.label_smoothing,
+            "mixup": cfg.mixup,
+            "width": cfg.width,
+            "select": cfg.select,
             "epochs": cfg.epochs,
             "batch_size": cfg.batch_size,
+            "learning_rate": cfg.learning_rate,
+            "weight_decay": cfg.weight_decay,
             "seed": cfg.seed,
             "val_fraction": cfg.val_fraction,
             "split_seed": split.seed,
         },
         "data": str(cfg.data),
     }
-    _write_json(out / META_FILE, meta)
-    log(f"done: best epoch {state['best_epoch']} val AUC {state['best_auc']:.4f}; "
-        f"thresholds {thresholds}")
-    return meta
 
 
 def _write_history_csv(path: Path, history: list[dict]) -> None:
