@@ -3,28 +3,48 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+
+log = logging.getLogger(__name__)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from export.pipeline import ParityError, export_model
 
+    if not logging.getLogger().handlers:  # progress on stderr, as before
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="[export %(asctime)s] %(message)s", datefmt="%H:%M:%S")
+    models = args.model[0] if len(args.model) == 1 else args.model
     try:
-        export_model(args.model, args.calib_data, args.out, n_calib=args.n_calib,
-                     min_agreement=args.min_agreement, max_auc_drop=args.max_auc_drop)
+        export_model(models, args.calib_data, args.out, n_calib=args.n_calib,
+                     min_agreement=args.min_agreement, max_auc_drop=args.max_auc_drop,
+                     external_val=args.external_val, calibration=args.calibration,
+                     cross_fit_seed=args.cross_fit_seed)
     except ParityError as exc:
-        print(f"export FAILED: {exc}", file=sys.stderr)
+        log.error("export FAILED: %s", exc)
         return 1
     return 0
 
 
 def add_subcommands(sub) -> None:
     """Register `pneumo export`."""
-    p = sub.add_parser("export", help="Keras run -> fp32 + int8 ONNX with metadata and parity")
-    p.add_argument("--model", required=True, help="the run's model.keras (split.json beside it)")
+    p = sub.add_parser("export", help="Keras run(s) -> fp32 + int8 ONNX with metadata and parity")
+    p.add_argument("--model", required=True, action="append", metavar="RUN",
+                   help="a run's model.keras or run folder (split.json beside it); repeat it "
+                        "to export one ensemble graph (mean of the members' logits)")
     p.add_argument("--calib-data", required=True, help="Kaggle folder with the training images")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--n-calib", type=int, default=300, help="calibration images (default 300)")
     p.add_argument("--min-agreement", type=float, default=0.99)
     p.add_argument("--max-auc-drop", type=float, default=0.005)
+    p.add_argument("--external-val", metavar="DIR",
+                   help="labelled folder (NORMAL/, PNEUMONIA/), e.g. ../shared/data/external_val: "
+                        "fit the probability calibration and choose the operating points there "
+                        "(sensitivity >= 0.95 / 0.98), reported cross-fitted; without it the "
+                        "thresholds come from the internal validation split")
+    p.add_argument("--calibration", choices=["auto", "platt", "temperature"], default="auto",
+                   help="with --external-val: the calibration fit (auto: lower cross-fitted ECE)")
+    p.add_argument("--cross-fit-seed", type=int, default=0,
+                   help="seed of the patient-grouped halves used for cross-fitting")
     p.set_defaults(func=_cmd_export)

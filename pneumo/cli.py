@@ -100,6 +100,44 @@ def _add_evaluate(sub) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from train.recipe_report import write_recipe_report
+
+    def pairs(items: list[str] | None, what: str) -> dict[str, str]:
+        out = {}
+        for item in items or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name or not value:
+                raise SystemExit(f"{what} must be NAME=VALUE, got {item!r}")
+            out[name] = value
+        return out
+
+    ensembles = {k: v.split(",") for k, v in pairs(args.ensemble, "--ensemble").items()}
+    exported = {k: Path(v) for k, v in pairs(args.exported, "--exported").items()}
+    path = write_recipe_report(Path(args.runs), Path(args.out), ensembles=ensembles,
+                               exported=exported,
+                               commands=Path(args.commands) if args.commands else None,
+                               only=args.only)
+    print(path.read_text())
+    return 0
+
+
+def _add_recipes(sub) -> None:
+    p = sub.add_parser("recipes", help="the recipe search table, judged on external validation")
+    p.add_argument("--runs", required=True,
+                   help="folder of training runs made with --external-val")
+    p.add_argument("--out", required=True, help="report folder (README.md, recipes.json/png)")
+    p.add_argument("--ensemble", action="append", metavar="NAME=RUN,RUN,...",
+                   help="also score an ensemble of these runs (mean logit); repeatable")
+    p.add_argument("--exported", action="append", metavar="NAME=MODEL.onnx",
+                   help="int8 size and one-core latency of a row's exported model; repeatable")
+    p.add_argument("--only", nargs="*", help="score only these run names (plus ensembles)")
+    p.add_argument("--commands", help="a script whose text is quoted as the commands")
+    p.set_defaults(func=_cmd_recipes)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand (each stage's cli module is light to import)."""
     from benchmarks.cli import add_subcommands as add_bench
@@ -112,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_train, _add_evaluate, add_gan, add_export, add_app, add_bench):
+    for add in (_add_train, _add_evaluate, _add_recipes, add_gan, add_export, add_app,
+                add_bench):
         add(sub)
     return parser
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +23,10 @@ from pathlib import Path
 import numpy as np
 
 GAN_KINDS = ("dcgan", "sngan")
+GAN_SIZES = (32, 64, 96, 128, 160, 192, 224, 256)
+"""Image sides the GANs build for (base x 2**k with base 3..7; 64 is the default)."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,15 +47,33 @@ class GanConfig:
     sample_every: int = 250
     checkpoint_every: int = 250
     val_fraction: float = 0.2
+    log_every: int = 50
 
 
-def log(msg: str) -> None:
-    """Progress to stderr."""
-    print(f"[gan {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+def refuse_external_val(folder: str | Path | None, role: str) -> None:
+    """Raise if `folder` is (inside) an external_val folder: it is never trained on."""
+    if folder and "external_val" in Path(folder).resolve().parts:
+        raise ValueError(f"{folder} is external validation (half of the official test split); "
+                         f"it must never be used as {role}")
+
+
+def size_stages(img_size: int) -> tuple[int, int]:
+    """(base, k) with img_size == base * 2**k, 3 <= base <= 7, k >= 2: the up/down stages.
+
+    Powers of two start from 4 x 4 (64 -> 4 * 2**4, as the seed paper's DCGAN); 96 starts
+    from 6 x 6, 224 (the classifier's input) from 7 x 7.
+    """
+    base, k = int(img_size), 0
+    while base > 7 and base % 2 == 0:
+        base, k = base // 2, k + 1
+    if not 3 <= base <= 7 or k < 2:
+        raise ValueError(f"GAN image size {img_size} must be base * 2**k with base 3..7 and "
+                         f"k >= 2 (e.g. {', '.join(map(str, GAN_SIZES))})")
+    return base, k
 
 
 def _base_width(size: int) -> int:
-    return {32: 256, 64: 512, 128: 512}.get(size, 512)
+    return 256 if size <= 32 else 512
 
 
 def build_generator(kind: str, img_size: int, z_dim: int, n_classes: int):
@@ -59,7 +81,7 @@ def build_generator(kind: str, img_size: int, z_dim: int, n_classes: int):
     import keras
     from keras import layers
 
-    n_up = int(np.log2(img_size // 4))
+    base, n_up = size_stages(img_size)
     z = keras.Input((z_dim,), name="z")
     inputs = [z]
     h = z
@@ -68,8 +90,8 @@ def build_generator(kind: str, img_size: int, z_dim: int, n_classes: int):
         inputs.append(c)
         h = layers.Concatenate()([z, layers.Flatten()(layers.Embedding(n_classes, z_dim)(c))])
     width = _base_width(img_size)
-    h = layers.Dense(4 * 4 * width, use_bias=False)(h)
-    h = layers.Reshape((4, 4, width))(h)
+    h = layers.Dense(base * base * width, use_bias=False)(h)
+    h = layers.Reshape((base, base, width))(h)
     h = layers.ReLU()(layers.BatchNormalization()(h))
     for _ in range(n_up - 1):
         width = max(32, width // 2)
@@ -90,7 +112,7 @@ def build_discriminator(kind: str, img_size: int, n_classes: int):
     inputs = [x]
     h = x
     width = 64
-    for i in range(int(np.log2(img_size // 4))):
+    for i in range(size_stages(img_size)[1]):
         h = sn(layers.Conv2D(width, 4, strides=2, padding="same"))(h)
         if kind == "dcgan" and i > 0:
             h = layers.BatchNormalization()(h)
@@ -228,57 +250,105 @@ class GanTrainer:
         grid = imgs.reshape(4, 4, s, s).transpose(0, 2, 1, 3).reshape(4 * s, 4 * s)
         Image.fromarray(np.round(grid * 255).astype(np.uint8)).save(path)
 
+    def _batch_indices(self, step: int, n: int) -> np.ndarray:
+        """The images of one step: a function of (seed, step) only, so a resume is exact."""
+        bs = self.cfg.batch_size
+        epoch, offset = divmod(step * bs, n)
+        perm = np.random.default_rng([self.cfg.seed, epoch]).permutation(n)
+        idx = perm[offset:offset + bs]
+        while len(idx) < bs:  # wrap into the next epoch's order
+            epoch += 1
+            nxt = np.random.default_rng([self.cfg.seed, epoch]).permutation(n)
+            idx = np.concatenate([idx, nxt[: bs - len(idx)]])
+        return idx
+
+    def save_checkpoint(self) -> Path:
+        """Save the full training state (models, optimizers, random state, step)."""
+        return Path(self.manager.save(checkpoint_number=int(self.step.numpy())))
+
     def train(self, x: np.ndarray, labels: np.ndarray) -> dict:
-        """Run until cfg.steps, logging losses, writing sample grids and checkpoints."""
+        """Run until cfg.steps, logging losses, writing sample grids and checkpoints.
+
+        A checkpoint is written every cfg.checkpoint_every steps, at the end, and when the
+        run is interrupted (Ctrl-C), so `--resume` loses at most the step in flight.
+        """
         import tensorflow as tf
 
-        out = Path(self.cfg.out)
+        cfg = self.cfg
+        out = Path(cfg.out)
         (out / "samples").mkdir(parents=True, exist_ok=True)
         log_path = out / "losses.csv"
         start = int(self.step.numpy())
-        if start == 0:
-            log_path.write_text("step,loss_d,loss_g,seconds\n")
-        bs = self.cfg.batch_size
+        _truncate_losses(log_path, start)
         t0 = time.time()
-        while int(self.step.numpy()) < self.cfg.steps:
-            step = int(self.step.numpy())
-            epoch, offset = divmod(step * bs, len(x))
-            perm = np.random.default_rng([self.cfg.seed, epoch]).permutation(len(x))
-            idx = perm[offset:offset + bs]
-            if len(idx) < bs:  # wrap into the next epoch's order
-                nxt = np.random.default_rng([self.cfg.seed, epoch + 1]).permutation(len(x))
-                idx = np.concatenate([idx, nxt[: bs - len(idx)]])
-            loss_d, loss_g = self._train_step(tf.constant(x[idx]), tf.constant(labels[idx]))
-            step += 1
-            if step % 50 == 0 or step == self.cfg.steps:
-                with log_path.open("a") as f:
-                    f.write(f"{step},{float(loss_d):.5f},{float(loss_g):.5f},"
-                            f"{time.time() - t0:.1f}\n")
-                log(f"step {step}/{self.cfg.steps} loss_d {float(loss_d):.4f} "
-                    f"loss_g {float(loss_g):.4f} ({(time.time() - t0) / (step - start):.2f}s/step)")
-            if step % self.cfg.sample_every == 0 or step == self.cfg.steps:
-                self.save_grid(out / "samples" / f"step{step:06d}.png")
-            if step % self.cfg.checkpoint_every == 0 or step == self.cfg.steps:
-                self.manager.save(checkpoint_number=step)
+        step = start
+        try:
+            while step < cfg.steps:
+                idx = self._batch_indices(step, len(x))
+                loss_d, loss_g = self._train_step(tf.constant(x[idx]), tf.constant(labels[idx]))
+                step += 1
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    secs = time.time() - t0
+                    with log_path.open("a") as f:
+                        f.write(f"{step},{float(loss_d):.5f},{float(loss_g):.5f},{secs:.1f}\n")
+                    per_step = secs / (step - start)
+                    log.info("step %d/%d loss_d %.4f loss_g %.4f (%.2f s/step, %.0f s left)",
+                             step, cfg.steps, float(loss_d), float(loss_g), per_step,
+                             per_step * (cfg.steps - step))
+                if step % cfg.sample_every == 0 or step == cfg.steps:
+                    self.save_grid(out / "samples" / f"step{step:06d}.png")
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    self.save_checkpoint()
+                    log.info("checkpoint at step %d in %s", step, out / "ckpt")
+        except KeyboardInterrupt:
+            if int(self.step.numpy()) > start:
+                self.save_checkpoint()
+                log.warning("interrupted: checkpoint at step %d; continue with --resume",
+                            int(self.step.numpy()))
+            raise
         return {"steps": int(self.step.numpy()), "seconds": round(time.time() - t0, 1)}
+
+
+def _truncate_losses(path: Path, start: int) -> None:
+    """losses.csv up to `start` (rows logged after the last checkpoint of a killed run go)."""
+    header = "step,loss_d,loss_g,seconds\n"
+    if start == 0 or not path.exists():
+        path.write_text(header)
+        return
+    lines = path.read_text().splitlines(keepends=True)[1:]
+    kept = [ln for ln in lines if ln.strip() and int(ln.split(",", 1)[0]) <= start]
+    path.write_text(header + "".join(kept))
+
+
+_STATE_FIELDS = ("kind", "classes", "img_size", "z_dim", "batch_size", "lr_g", "lr_d", "seed",
+                 "val_fraction")
+"""GanConfig fields a resumed run keeps from its saved config (they define its state)."""
 
 
 def train_gan(cfg: GanConfig, *, resume: bool = False) -> dict:
     """`pneumo gan train`: train (or resume) a GAN run in cfg.out."""
+    refuse_external_val(cfg.data, "GAN training data")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "gan_config.json"
     if resume and cfg_path.exists():
         saved = json.loads(cfg_path.read_text())
-        saved.update(steps=cfg.steps, out=cfg.out)
         saved["classes"] = tuple(saved["classes"])
-        cfg = GanConfig(**saved)
+        changed = [k for k in _STATE_FIELDS if k in saved and saved[k] != getattr(cfg, k)]
+        if changed:
+            log.warning("resuming with the saved %s (the run's own), not the ones given",
+                        ", ".join(f"{k}={saved[k]}" for k in changed))
+        cfg = GanConfig(**{**asdict(cfg), **{k: saved[k] for k in _STATE_FIELDS if k in saved}})
+    elif (out / "ckpt" / "checkpoint").exists():
+        log.warning("%s already holds a GAN checkpoint: starting over (pass --resume to "
+                    "continue it)", out)
     cfg_path.write_text(json.dumps(asdict(cfg), indent=2))
     trainer = GanTrainer(cfg)
     if resume and trainer.restore():
-        log(f"resumed at step {int(trainer.step.numpy())}")
+        log.info("resumed at step %d of %d", int(trainer.step.numpy()), cfg.steps)
     x, labels = load_gan_images(cfg)
-    log(f"{cfg.kind}: {len(x)} training images of {list(cfg.classes)} at {cfg.img_size} px")
+    log.info("%s: %d training images of %s at %d px; %d steps, checkpoint every %d",
+             cfg.kind, len(x), list(cfg.classes), cfg.img_size, cfg.steps, cfg.checkpoint_every)
     return trainer.train(x, labels)
 
 
@@ -290,40 +360,56 @@ def load_trainer(checkpoint_dir: str | Path) -> GanTrainer:
     saved = json.loads((run / "gan_config.json").read_text())
     saved["classes"] = tuple(saved["classes"])
     saved["out"] = str(run)
-    trainer = GanTrainer(GanConfig(**saved))
+    known = set(GanConfig.__dataclass_fields__)
+    trainer = GanTrainer(GanConfig(**{k: v for k, v in saved.items() if k in known}))
     if not trainer.restore():
         raise FileNotFoundError(f"no checkpoint under {run / 'ckpt'}")
     return trainer
 
 
+def sample_classes(trained: list[str], wanted: str | None) -> list[str]:
+    """Which classes `gan sample` writes: None = the GAN's first, 'both' = every class."""
+    if wanted is None:
+        return trained[:1]
+    chosen = list(trained) if wanted == "both" else [wanted]
+    missing = [c for c in chosen if c not in trained]
+    if missing or (wanted == "both" and len(trained) < 2):
+        raise ValueError(f"this GAN was trained on {trained}, not {wanted}")
+    return chosen
+
+
 def sample_gan(checkpoint: str | Path, n: int, out: str | Path, *, seed: int = 0,
                class_name: str | None = None) -> Path:
-    """Write n synthetic PNGs in the Kaggle layout (OUT/CLASS/...) with manifest.csv."""
+    """Write n synthetic PNGs per class in the Kaggle layout (OUT/CLASS/...) with manifest.csv.
+
+    Images have the GAN's own size (gan_config.json img_size). `class_name` is one class,
+    'both' (a conditional GAN's every class) or None (the GAN's first class).
+    """
     from PIL import Image
 
     trainer = load_trainer(checkpoint)
     classes = list(trainer.cfg.classes)
-    if class_name and class_name not in classes:
-        raise ValueError(f"this GAN was trained on {classes}, not {class_name}")
+    chosen = sample_classes(classes, class_name)
     out = Path(out)
     rng = np.random.default_rng(seed)
-    z = rng.standard_normal((n, trainer.cfg.z_dim)).astype(np.float32)
-    idx = classes.index(class_name) if class_name else 0
-    labels = np.full(n, idx, dtype=np.int32)
-    imgs = trainer.generate(z, labels)
     step = int(trainer.step.numpy())
     rows = []
-    for i, img in enumerate(imgs):
-        cls = classes[labels[i]]
+    for cls in chosen:
+        z = rng.standard_normal((n, trainer.cfg.z_dim)).astype(np.float32)
+        labels = np.full(n, classes.index(cls), dtype=np.int32)
+        imgs = trainer.generate(z, labels)
         (out / cls).mkdir(parents=True, exist_ok=True)
-        name = f"synthetic-{trainer.cfg.kind}-s{seed}-{i:05d}.png"
-        Image.fromarray(np.round(np.clip(img[..., 0], 0, 1) * 255).astype(np.uint8)).save(
-            out / cls / name)
-        rows.append({"file": f"{cls}/{name}", "class": cls, "gan": trainer.cfg.kind,
-                     "checkpoint_step": step, "sample_seed": seed, "index": i})
+        for i, img in enumerate(imgs):
+            name = f"synthetic-{trainer.cfg.kind}-s{seed}-{i:05d}.png"
+            Image.fromarray(np.round(np.clip(img[..., 0], 0, 1) * 255).astype(np.uint8)).save(
+                out / cls / name)
+            rows.append({"file": f"{cls}/{name}", "class": cls, "gan": trainer.cfg.kind,
+                         "checkpoint_step": step, "sample_seed": seed, "index": i,
+                         "size": trainer.cfg.img_size})
     with (out / "manifest.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    log(f"wrote {n} images to {out} (checkpoint step {step})")
+    log.info("wrote %d images of %s at %d px to %s (checkpoint step %d)", len(rows), chosen,
+             trainer.cfg.img_size, out, step)
     return out

@@ -3,18 +3,49 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+
+from train.gan import GAN_SIZES
+
+CLASS_CHOICES = ["NORMAL", "PNEUMONIA"]
+
+
+def _setup_logging(name: str) -> None:
+    """Progress on stderr unless the caller configured logging already."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format=f"[{name} %(asctime)s] %(message)s", datefmt="%H:%M:%S")
+
+
+def train_classes(kind: str, classes: list[str] | None, cls: str | None) -> tuple[str, ...]:
+    """The classes a GAN learns: --classes (NORMAL, PNEUMONIA or both), else --class.
+
+    The DCGAN is unconditional (one class per model, NORMAL by default); the SN-GAN is
+    conditional and learns both classes unless told otherwise.
+    """
+    if classes:
+        chosen = tuple(CLASS_CHOICES) if "both" in classes else tuple(dict.fromkeys(classes))
+    elif cls:
+        chosen = (cls,)
+    else:
+        chosen = tuple(CLASS_CHOICES) if kind == "sngan" else ("NORMAL",)
+    if kind == "dcgan" and len(chosen) > 1:
+        raise ValueError("the DCGAN is unconditional: train one per class (--classes NORMAL, "
+                         "then --classes PNEUMONIA into another --out), or use --kind sngan")
+    return chosen
 
 
 def _gan_train(args: argparse.Namespace) -> int:
     from train.gan import GanConfig, train_gan
 
-    classes = tuple(args.classes) if args.kind == "sngan" and args.classes else (args.cls,)
-    if args.kind == "sngan" and not args.classes:
-        classes = ("NORMAL", "PNEUMONIA")
-    cfg = GanConfig(data=args.data, out=args.out, kind=args.kind, classes=classes,
+    _setup_logging("gan")
+    cfg = GanConfig(data=args.data, out=args.out, kind=args.kind,
+                    classes=train_classes(args.kind, args.classes, args.cls),
                     img_size=args.img_size, steps=args.steps, batch_size=args.batch_size,
                     seed=args.seed, sample_every=args.sample_every,
-                    checkpoint_every=args.sample_every)
+                    checkpoint_every=args.checkpoint_every or args.sample_every,
+                    log_every=args.log_every)
     train_gan(cfg, resume=args.resume)
     return 0
 
@@ -22,6 +53,7 @@ def _gan_train(args: argparse.Namespace) -> int:
 def _gan_sample(args: argparse.Namespace) -> int:
     from train.gan import sample_gan
 
+    _setup_logging("gan")
     sample_gan(args.checkpoint, args.n, args.out, seed=args.seed, class_name=args.cls)
     return 0
 
@@ -41,9 +73,16 @@ def _gan_evaluate(args: argparse.Namespace) -> int:
 def _ablation(args: argparse.Namespace) -> int:
     from train.ablation import run_ablation
 
+    _setup_logging("ablation")
+    recipe = {"arch": args.arch, "batch_size": args.batch_size, "learning_rate": args.lr,
+              "weight_decay": args.weight_decay, "intensity": args.intensity,
+              "label_smoothing": args.label_smoothing, "mixup": args.mixup,
+              "balance": args.balance, "width": args.width, "select": args.select,
+              "augment_set": args.aug_set or []}
     run_ablation(args.data, args.synthetic, args.out, seeds=args.seeds, epochs=args.epochs,
                  img_size=args.img_size, variants=args.variants, eval_data=args.eval_data,
-                 split_seed=args.split_seed)
+                 split_seed=args.split_seed, eval_name=args.eval_label, augment=args.augment,
+                 recipe=recipe, n_boot=args.n_boot)
     return 0
 
 
@@ -58,23 +97,36 @@ def add_subcommands(sub) -> None:
     t.add_argument("--kind", choices=["dcgan", "sngan"], default="dcgan",
                    help="dcgan: the seed paper's; sngan: conditional, spectral norm, hinge, "
                         "DiffAugment")
-    t.add_argument("--class", dest="cls", default="NORMAL", choices=["NORMAL", "PNEUMONIA"])
-    t.add_argument("--classes", nargs="+", choices=["NORMAL", "PNEUMONIA"],
-                   help="sngan: classes to condition on (default both)")
-    t.add_argument("--img-size", type=int, default=64, choices=[32, 64, 128])
+    t.add_argument("--class", dest="cls", default=None, choices=CLASS_CHOICES,
+                   help="the one class to synthesise (dcgan default NORMAL); or --classes")
+    t.add_argument("--classes", nargs="+", choices=CLASS_CHOICES + ["both"],
+                   help="the class(es) to synthesise: NORMAL, PNEUMONIA or both (both: sngan "
+                        "only; its default)")
+    t.add_argument("--size", "--img-size", dest="img_size", type=int, default=64,
+                   choices=GAN_SIZES, metavar="PX",
+                   help="side of the generated images; use the classifier's input size (e.g. "
+                        "128) so it need not upsample them (default 64; one of "
+                        f"{', '.join(map(str, GAN_SIZES))})")
     t.add_argument("--steps", type=int, default=3000)
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--sample-every", type=int, default=250,
-                   help="write a sample grid and a checkpoint every N steps")
+                   help="write a sample grid (and, by default, a checkpoint) every N steps")
+    t.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="write a checkpoint every N steps (default: --sample-every)")
+    t.add_argument("--log-every", type=int, default=50, metavar="N",
+                   help="log step, losses and time left every N steps (and to losses.csv)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     t.set_defaults(func=_gan_train)
 
     s = gsub.add_parser("sample", help="write synthetic PNGs in the Kaggle layout")
     s.add_argument("--checkpoint", required=True, help="a `gan train` output folder")
-    s.add_argument("--n", type=int, required=True)
+    s.add_argument("--n", type=int, required=True, help="images per class")
     s.add_argument("--out", required=True)
-    s.add_argument("--class", dest="cls", default=None, choices=["NORMAL", "PNEUMONIA"])
+    s.add_argument("--class", "--classes", dest="cls", default=None,
+                   choices=CLASS_CHOICES + ["both"],
+                   help="class to write (default: the GAN's first); both: every class of a "
+                        "conditional GAN. Images have the GAN's own size")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_gan_sample)
 
@@ -82,7 +134,7 @@ def add_subcommands(sub) -> None:
     e.add_argument("--real", required=True, help="Kaggle folder of the real data")
     e.add_argument("--synthetic", required=True, help="folder written by `gan sample`")
     e.add_argument("--model", help="ONNX feature model (default: the bundled model)")
-    e.add_argument("--class", dest="cls", default="NORMAL", choices=["NORMAL", "PNEUMONIA"])
+    e.add_argument("--class", dest="cls", default="NORMAL", choices=CLASS_CHOICES)
     e.add_argument("--out", required=True)
     e.set_defaults(func=_gan_evaluate)
 
@@ -91,12 +143,38 @@ def add_subcommands(sub) -> None:
     a.add_argument("--synthetic", help="synthetic images (Kaggle layout) for gan/combined")
     a.add_argument("--out", required=True)
     a.add_argument("--seeds", type=int, default=3)
-    a.add_argument("--epochs", type=int, default=8)
-    a.add_argument("--img-size", type=int, default=128)
     a.add_argument("--variants", nargs="+",
                    choices=["baseline", "augmentation", "gan", "combined"])
-    a.add_argument("--eval-data", help="an extra folder to score every run on (e.g. a test set)")
+    a.add_argument("--eval-data", metavar="DIR",
+                   help="labelled folder (NORMAL/, PNEUMONIA/), e.g. ../shared/data/external_val: "
+                        "judged after every epoch and at the end, and the set of the paired "
+                        "comparison with the baseline; never trained on")
+    a.add_argument("--eval-label", metavar="TEXT",
+                   help="name of the --eval-data set in the report (default: 'external "
+                        "validation (half of the official test split)' for an external_val "
+                        "folder, else the folder)")
+    a.add_argument("--n-boot", type=int, default=1000,
+                   help="paired bootstrap draws for the CIs of the differences")
     a.add_argument("--split-seed", type=int, default=42,
                    help="the validation split shared by all runs; must be the GAN's (--seed of "
                         "`gan train`, default 42)")
+    r = a.add_argument_group("recipe", "shared by every run (as `pneumo train`)")
+    r.add_argument("--epochs", type=int, default=8)
+    r.add_argument("--img-size", type=int, default=128)
+    r.add_argument("--arch", choices=["cnn", "seed"], default="cnn")
+    r.add_argument("--batch-size", type=int, default=32)
+    r.add_argument("--lr", type=float, default=1e-3)
+    r.add_argument("--weight-decay", type=float, default=1e-4)
+    r.add_argument("--intensity", choices=["none", "equalize", "stretch"], default="none")
+    r.add_argument("--label-smoothing", type=float, default=0.0)
+    r.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA")
+    r.add_argument("--balance", choices=["weights", "sampling"], default="weights")
+    r.add_argument("--width", type=float, default=1.0)
+    r.add_argument("--select", choices=["val_auc", "last"], default="val_auc",
+                   help="the run's model: best internal validation AUC, or the last epoch")
+    r.add_argument("--augment", choices=["seed", "full"], default="seed",
+                   help="augmentation of the augmentation/combined variants (baseline and gan: "
+                        "none)")
+    r.add_argument("--aug-set", action="append", metavar="NAME=VALUE",
+                   help="augmentation strength for the augmented variants; repeatable")
     a.set_defaults(func=_ablation)

@@ -267,7 +267,7 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
     best = keras.models.load_model(out / MODEL_FILE)
     p_val = best.predict(val_ds, verbose=0).ravel()
     meta = _run_metadata(cfg, state, split, train_samples, synthetic, weights, augment,
-                         y_va, p_val)
+                         y_va, p_val, best.count_params())
     if ext_ds is not None:
         p_ext = best.predict(ext_ds, verbose=0).ravel()
         write_predictions(out / EXTERNAL_PREDICTIONS_FILE,
@@ -288,7 +288,7 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
 
 def _run_metadata(cfg: TrainConfig, state: dict, split: Split, train_samples: list,
                   synthetic: list, weights: dict, augment, y_va: np.ndarray,
-                  p_val: np.ndarray) -> dict:
+                  p_val: np.ndarray, parameters: int) -> dict:
     """model.json: what the run made, from what, and how it did on internal validation."""
     thresholds = choose_thresholds(y_va, p_val)
     return {
@@ -298,6 +298,7 @@ def _run_metadata(cfg: TrainConfig, state: dict, split: Split, train_samples: li
         "arch": cfg.arch,
         "input_size": cfg.img_size,
         "intensity": cfg.intensity,
+        "parameters": int(parameters),
         "class_names": list(CLASS_NAMES),
         "thresholds": thresholds,
         "val_metrics": {mode: metrics_at(y_va, p_val, t) for mode, t in thresholds.items()},

@@ -84,7 +84,7 @@ def test_memorisation_check_flags_exact_copies(tiny_data, tmp_path):
     assert json.loads((tmp_path / "q" / "gan_quality.json").read_text())["domain_fid"] >= 0
 
 
-def test_ablation_skips_finished_runs(tiny_data, tmp_path, capsys):
+def test_ablation_skips_finished_runs(tiny_data, tmp_path, caplog):
     syn = tmp_path / "syn" / "NORMAL"
     syn.mkdir(parents=True)
     for p in sorted((FIXTURES / "NORMAL").glob("*.jpeg")):
@@ -92,12 +92,13 @@ def test_ablation_skips_finished_runs(tiny_data, tmp_path, capsys):
     args = ["ablation", "--data", str(tiny_data), "--synthetic", str(tmp_path / "syn"),
             "--out", str(tmp_path / "abl"), "--seeds", "2", "--epochs", "1",
             "--img-size", "32", "--variants", "baseline", "gan"]
+    caplog.set_level("INFO", logger="train.ablation")
     assert main(args) == 0
     model = tmp_path / "abl" / "gan" / "seed1" / "model.keras"
     stamp = model.stat().st_mtime_ns
     assert main(args) == 0
     assert model.stat().st_mtime_ns == stamp
-    assert capsys.readouterr().err.count("finished earlier, skipped") == 4
+    assert caplog.text.count("finished earlier, skipped") == 4
     summary = json.loads((tmp_path / "abl" / "ablation.json").read_text())["summary"]
     assert set(summary["val"]) == {"baseline", "gan"}
     assert len(summary["val"]["gan"]["auc"]["values"]) == 2

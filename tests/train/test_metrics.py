@@ -57,3 +57,36 @@ def test_bootstrap_ci_contains_point_estimate():
     m = metrics_at(y, p, 0.5)
     for k in ("accuracy", "auc", "sensitivity"):
         assert ci[k][0] <= m[k] <= ci[k][1]
+
+
+def test_threshold_for_sensitivity_meets_constraint_with_max_specificity():
+    from train.metrics import external_operating_points, threshold_for_sensitivity
+
+    rng = np.random.default_rng(4)
+    y = np.r_[np.zeros(120), np.ones(200)].astype(int)
+    p = np.round(np.clip(np.r_[rng.normal(0.4, 0.2, 120), rng.normal(0.7, 0.2, 200)], 0, 1), 2)
+    for min_sens in (0.9, 0.95, 0.98, 1.0):
+        t = threshold_for_sensitivity(y, p, min_sens)
+        m = metrics_at(y, p, t)
+        assert m["sensitivity"] >= min_sens
+        feasible = [c for c in np.unique(p) if metrics_at(y, p, c)["sensitivity"] >= min_sens]
+        best = max(metrics_at(y, p, c)["specificity"] for c in feasible)
+        assert m["specificity"] == best
+        assert t == max(c for c in feasible if metrics_at(y, p, c)["specificity"] == best)
+    ops = external_operating_points(y, p)
+    assert ops["screening"] <= ops["balanced"]
+    assert ops["balanced"] == threshold_for_sensitivity(y, p, 0.95)
+    assert ops["screening"] == threshold_for_sensitivity(y, p, 0.98)
+
+
+def test_threshold_for_sensitivity_by_hand_and_ties():
+    from train.metrics import threshold_for_sensitivity
+
+    y = np.array([0, 0, 0, 1, 1, 1, 1])
+    p = np.array([0.1, 0.3, 0.6, 0.2, 0.5, 0.7, 0.9])
+    assert threshold_for_sensitivity(y, p, 0.75) == 0.5  # 3/4 positives, spec 2/3
+    assert threshold_for_sensitivity(y, p, 1.0) == 0.2  # all positives, spec 1/3
+    # separable: every threshold in (0.3, 0.5] has spec 1 and sens 1; the highest is taken
+    assert threshold_for_sensitivity([0, 0, 1, 1], [0.1, 0.3, 0.5, 0.8], 0.95) == 0.5
+    with pytest.raises(ValueError):
+        threshold_for_sensitivity([0, 0], [0.1, 0.2], 0.95)

