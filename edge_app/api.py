@@ -13,11 +13,16 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 from edge_app import heatmap as hm
 from edge_app.errors import ApiError
 from edge_app.history import FIELDS, new_id, parse_bound, utc_now_iso
-from edge_app.pipeline import INTENDED_USE
+from edge_app.pipeline import INTENDED_USE, headline, next_steps, probability_text
 
 API_VERSION = "v1"
 MAX_PATIENT_REF = 64
+MAX_FILE_NAME = 255
 MAX_PER_PAGE = 500
+
+CSV_COLUMNS = (*FIELDS, "warning_messages", "headline", "probability_text", "next_steps")
+"""History CSV columns: every stored field (``warnings`` as codes), the warnings' sentences,
+and the plain words of the answer (as the predict answer gives them)."""
 
 bp = Blueprint("api", __name__)
 
@@ -73,6 +78,12 @@ def _patient_ref() -> str | None:
     return ref or None
 
 
+def _file_name(raw: str | None) -> str | None:
+    """The uploaded file's own name (no folders, no control characters), or None."""
+    name = _CONTROL_RE.sub("", (raw or "").replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    return name[:MAX_FILE_NAME] or None
+
+
 def _flag(name: str) -> bool:
     return (request.form.get(name) or request.args.get(name) or "").lower() in ("1", "true", "yes")
 
@@ -89,15 +100,19 @@ def predict() -> Response:
                                              "the field 'image'.")
     patient_ref = _patient_ref()
     data = upload.read()
+    upload.close()  # frees the parsed copy of the upload before decoding (memory)
     result = st.predictor.predict(data, mode, heatmap=True, preview=_flag("preview"))
     record = result.history_record()
-    record.update(id=new_id(), created_at=utc_now_iso(), patient_ref=patient_ref)
+    file_name = _file_name(upload.filename)
+    record.update(id=new_id(), created_at=utc_now_iso(), patient_ref=patient_ref,
+                  file_name=file_name)
     # Committed before we answer: an acknowledged result is never lost.
     st.history.add(record, heatmap=result.heatmap_source,
                    image=data if st.config["keep_images"] else None)
     body = {"id": record["id"], "created_at": record["created_at"], "patient_ref": patient_ref,
-            **result.to_json(),
-            "heatmap_url": url_for("api.history_heatmap", record_id=record["id"])}
+            "file_name": file_name, **result.to_json(),
+            "heatmap_url": url_for("api.history_heatmap", record_id=record["id"]),
+            "image_url": url_for("api.history_image", record_id=record["id"])}
     if result.preview_png is not None:
         body["preview"] = result.preview_data_url()
     return jsonify(body)
@@ -128,6 +143,7 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
 def _public(rec: dict) -> dict:
     has = rec.pop("has_heatmap", False)
     rec["heatmap_url"] = (url_for("api.history_heatmap", record_id=rec["id"]) if has else None)
+    rec["image_url"] = (url_for("api.history_image", record_id=rec["id"]) if has else None)
     return rec
 
 
@@ -146,6 +162,8 @@ def _csv_cell(value) -> str:
     """A CSV cell that spreadsheets will not run as a formula."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, list):
         value = "; ".join(w.get("code", "") for w in value)
     text = str(value)
@@ -157,19 +175,36 @@ def _csv_cell(value) -> str:
     return text
 
 
+def _csv_row(rec: dict, positive: str) -> list[str]:
+    """One history record as CSV cells, in CSV_COLUMNS order."""
+    warnings = rec.get("warnings") or []
+    extra = {
+        "warning_messages": " | ".join(w.get("message", "") for w in warnings),
+        "headline": headline(rec["label"], positive, rec.get("confidence")),
+        "probability_text": probability_text(
+            rec["probability"], rec["threshold"],
+            rec.get("calibrated_on") if rec.get("calibrated") else None),
+        "next_steps": " | ".join(next_steps(rec["label"], rec.get("confidence"),
+                                            [w.get("code", "") for w in warnings], positive)),
+    }
+    return [_csv_cell(extra[k] if k in extra else rec[k]) for k in CSV_COLUMNS]
+
+
 @bp.get(f"/api/{API_VERSION}/history.csv")
 def history_csv() -> Response:
-    """The history as CSV (from, to filters), oldest first."""
+    """The history as CSV (from, to filters), oldest first, UTF-8 with a byte-order mark."""
     date_from, date_to = _range()
     store = _state().history
+    positive = _state().model.class_names[1]
 
     def rows() -> Iterator[str]:
         """CSV text in chunks of about 32 kB."""
         buf = io.StringIO()
+        buf.write("\ufeff")  # spreadsheet programs then read accents and dashes as UTF-8
         writer = csv.writer(buf)
-        writer.writerow(FIELDS)
+        writer.writerow(CSV_COLUMNS)
         for rec in store.iter_all(date_from, date_to):
-            writer.writerow([_csv_cell(rec[k]) for k in FIELDS])
+            writer.writerow(_csv_row(rec, positive))
             if buf.tell() > 32768:
                 yield buf.getvalue()
                 buf.seek(0)
@@ -205,3 +240,15 @@ def history_heatmap(record_id: str) -> Response:
                                                "kept; only the most recent ones are.")
     return Response(hm.render(blob), mimetype="image/png")
 
+
+
+@bp.get(f"/api/{API_VERSION}/history/<record_id>/image.png")
+def history_image(record_id: str) -> Response:
+    """The X-ray of a recent prediction (grayscale, display size; kept with its heatmap)."""
+    _record_or_404(record_id)
+    blob = _state().history.heatmap(record_id)
+    png = hm.render_image(blob) if blob is not None else None
+    if png is None:
+        raise ApiError(404, "image_expired", "The X-ray of this older result is no longer "
+                                             "kept; only the most recent ones are.")
+    return Response(png, mimetype="image/png")

@@ -6,11 +6,12 @@ import io
 import secrets
 from dataclasses import dataclass
 
-from flask import Flask, Request
+from flask import Flask, Request, request
 
 from edge_app import api, errors, pages, security
 from edge_app.config import resolve
 from edge_app.history import DB_NAME, HistoryStore
+from edge_app.imaging import map_large_buffers, release_memory
 from edge_app.model import OnnxModel
 from edge_app.pipeline import Predictor
 
@@ -36,6 +37,7 @@ class AppState:
 def create_app(config: dict | None = None) -> Flask:
     """Build the app from settings (see edge_app.config.DEFAULTS for the keys)."""
     cfg = resolve(config)
+    map_large_buffers()  # freed image buffers go back to the OS (RSS returns to baseline)
     app = Flask("edge_app", static_folder="static", template_folder="templates")
     app.request_class = InMemoryRequest
     app.config.update(
@@ -51,11 +53,20 @@ def create_app(config: dict | None = None) -> Flask:
     history = HistoryStore(cfg["data_dir"] / DB_NAME, heatmap_keep=cfg["heatmap_keep"],
                            keep_images=cfg["keep_images"])
     app.extensions["pneumo"] = AppState(
-        config=cfg, model=model, predictor=Predictor(model, max_pixels=cfg["max_pixels"]),
+        config=cfg, model=model,
+        predictor=Predictor(model, max_pixels=cfg["max_pixels"],
+                            large_decodes=cfg["max_large_decodes"]),
         history=history,
     )
     security.init_app(app)
     errors.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
+
+    @app.teardown_request
+    def _give_memory_back(exc: BaseException | None) -> None:
+        """After an upload, hand the decoder's freed memory back to the OS (RSS to baseline)."""
+        if request.method == "POST":
+            release_memory()
+
     return app

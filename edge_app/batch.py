@@ -85,7 +85,7 @@ def run_batch(paths: list[str], *, model_path: str, mode: str = "balanced",
         print("error: no image files found", file=err)
         return 2
     failures: list[dict] = []
-    csv_file = open(csv_path, "w", newline="", encoding="utf-8") if csv_path else None  # noqa: SIM115
+    csv_file = open(csv_path, "w", newline="", encoding="utf-8-sig") if csv_path else None  # noqa: SIM115
     try:
         writer = csv.DictWriter(csv_file, fieldnames=CSV_FIELDS) if csv_file else None
         if writer:

@@ -11,6 +11,9 @@ The model must only judge pediatric frontal chest X-rays. Two gates:
    training embeddings, compared with ``ood.reject_distance`` / ``ood.warn_distance`` from the
    model file's metadata.
 
+Before both, a DICOM file's header is judged (`dicom_header_checks`) before any pixel is
+decoded: only CR and DX radiographs, frontal views, the chest, single frames.
+
 Calibration (tests/edge_app/test_checks_calibration.py, slow): on all 5216 real training
 X-rays of shared/data/chest_xray/train the cheap checks reject 2 (99.96 % pass), and they
 reject every scikit-image sample photo (`skimage.data`). The thresholds below were chosen
@@ -22,6 +25,7 @@ warnings.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -121,10 +125,157 @@ class NotAChestXray(ImageError):
     status = 422
     code = "not_a_chest_xray"
 
-    def __init__(self, reasons: list[Finding]):
+    def __init__(self, reasons: list[Finding], *,
+                 lead: str = "This does not look like a chest X-ray:"):
         first = reasons[0].message if reasons else "it does not look like a chest X-ray."
-        super().__init__(f"This does not look like a chest X-ray: {first} {SCOPE}")
+        super().__init__(f"{lead} {first} {SCOPE}")
         self.reasons = reasons
+
+
+# --- DICOM header rules (decided before any pixel is decoded) ---
+
+XRAY_MODALITIES = ("CR", "DX")
+"""Projection radiography: the only modalities the model may judge."""
+
+MODALITY_NAMES = {
+    "CT": "a CT scan", "MR": "an MRI scan", "NM": "a nuclear medicine image",
+    "US": "an ultrasound image", "PT": "a PET scan", "XA": "an angiography image",
+    "RF": "a fluoroscopy image", "SR": "a structured report, not an image",
+    "MG": "a mammogram", "IO": "an intra-oral dental X-ray", "PX": "a panoramic dental X-ray",
+    "DOC": "a document", "OT": "an image of another kind", "SC": "a secondary capture",
+    "XC": "a photograph", "ES": "an endoscopy image", "OP": "an eye photograph",
+    "SM": "a microscopy slide", "ECG": "an ECG", "RTIMAGE": "a radiotherapy image",
+    "BMD": "a bone density scan", "PR": "a presentation state, not an image",
+    "KO": "a key-object note, not an image",
+}
+
+SOP_CLASS_MODALITY = {
+    "1.2.840.10008.5.1.4.1.1.1": "CR",
+    "1.2.840.10008.5.1.4.1.1.1.1": "DX", "1.2.840.10008.5.1.4.1.1.1.1.1": "DX",
+    "1.2.840.10008.5.1.4.1.1.1.2": "MG", "1.2.840.10008.5.1.4.1.1.1.2.1": "MG",
+    "1.2.840.10008.5.1.4.1.1.1.3": "IO", "1.2.840.10008.5.1.4.1.1.1.3.1": "IO",
+    "1.2.840.10008.5.1.4.1.1.2": "CT", "1.2.840.10008.5.1.4.1.1.2.1": "CT",
+    "1.2.840.10008.5.1.4.1.1.2.2": "CT",
+    "1.2.840.10008.5.1.4.1.1.4": "MR", "1.2.840.10008.5.1.4.1.1.4.1": "MR",
+    "1.2.840.10008.5.1.4.1.1.4.2": "MR",
+    "1.2.840.10008.5.1.4.1.1.20": "NM",
+    "1.2.840.10008.5.1.4.1.1.3.1": "US", "1.2.840.10008.5.1.4.1.1.6.1": "US",
+    "1.2.840.10008.5.1.4.1.1.6.2": "US",
+    "1.2.840.10008.5.1.4.1.1.128": "PT", "1.2.840.10008.5.1.4.1.1.130": "PT",
+    "1.2.840.10008.5.1.4.1.1.12.1": "XA", "1.2.840.10008.5.1.4.1.1.12.1.1": "XA",
+    "1.2.840.10008.5.1.4.1.1.12.2": "RF", "1.2.840.10008.5.1.4.1.1.12.2.1": "RF",
+    "1.2.840.10008.5.1.4.1.1.104.1": "DOC",
+}
+"""Storage SOP classes that imply a modality (checked as well as the Modality attribute)."""
+
+FOR_PROCESSING_CLASSES = ("1.2.840.10008.5.1.4.1.1.1.1.1",)
+"""Digital X-Ray Image Storage - For Processing: raw detector data, not meant for viewing."""
+
+LATERAL_VIEWS = ("LL", "RL", "LATERAL", "LAT", "LLAT", "RLAT")
+OBLIQUE_VIEWS = ("LLO", "RLO", "LAO", "RAO", "LPO", "RPO", "OBLIQUE")
+DECUBITUS_VIEWS = ("LLD", "RLD")
+
+CHEST_WORDS = ("CHEST", "THORAX", "THORAC", "LUNG", "TORAX", "TORACE", "BRUST", "POITRINE",
+               "PECHO", "PETTO")
+"""A BodyPartExamined containing one of these (spaces and punctuation removed) is the chest."""
+
+NOT_CHEST_PARTS = frozenset({
+    "SKULL", "HEAD", "BRAIN", "FACE", "SINUS", "ORBIT", "NOSE", "JAW", "MANDIBLE", "TMJ",
+    "ZYGOMA", "IAC", "NECK", "CSPINE", "TSPINE", "LSPINE", "SSPINE", "CTSPINE", "TLSPINE",
+    "LSSPINE", "SPINE", "SACRUM", "COCCYX", "CLAVICLE", "SCAPULA", "SHOULDER", "ARM",
+    "HUMERUS", "ELBOW", "FOREARM", "RADIUS", "ULNA", "WRIST", "HAND", "FINGER", "THUMB",
+    "ABDOMEN", "ABDOMENPELVIS", "PELVIS", "HIP", "HIPS", "SIJOINT", "LEG", "FEMUR", "KNEE",
+    "PATELLA", "TIBIA", "FIBULA", "ANKLE", "HEEL", "CALCANEUS", "FOOT", "TOE", "EXTREMITY",
+    "LOWLIMB", "UPRLIMB", "LOWEREXTREMITY", "UPPEREXTREMITY", "BREAST", "KIDNEY", "BLADDER",
+    "STOMACH", "COLON", "ESOPHAGUS", "HEART", "WHOLEBODY",
+})
+"""BodyPartExamined values (DICOM defined terms) that are known not to be the chest."""
+
+
+def _dicom_text(ds, keyword: str) -> str:
+    """A DICOM attribute as upper-case text ('' when absent, empty or unreadable)."""
+    try:
+        value = ds.get(keyword)
+    except Exception:  # a badly encoded value must not stop the checks
+        return ""
+    if value is None:
+        return ""
+    if not isinstance(value, str | bytes) and hasattr(value, "__len__"):
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip().upper()
+
+
+def _view_code_meaning(ds) -> str:
+    """The meaning of the first ViewCodeSequence item, upper case ('' if none)."""
+    try:
+        seq = ds.get("ViewCodeSequence")
+        return str(seq[0].get("CodeMeaning", "")).strip().upper() if seq else ""
+    except Exception:
+        return ""
+
+
+def dicom_header_checks(ds) -> list[Finding]:
+    """Judge a DICOM header (no pixels): raises NotAChestXray, or returns warnings.
+
+    Accepted: CR and DX (Modality, and their storage classes "for presentation"), frontal
+    views, the chest (or no body part given), a single frame. A missing Modality is accepted
+    with a warning: the image checks and the model's distance still apply.
+    """
+    rej: list[Finding] = []
+    warn: list[Finding] = []
+    modality = _dicom_text(ds, "Modality")
+    sop_class = _dicom_text(ds, "SOPClassUID")
+    implied = SOP_CLASS_MODALITY.get(sop_class)
+    for m in dict.fromkeys(x for x in (modality, implied) if x):
+        if m not in XRAY_MODALITIES:
+            name = MODALITY_NAMES.get(m, "an image of another kind")
+            rej.append(Finding(f"modality_{m.lower()}",
+                               f"its DICOM header says it is {name} (modality {m}), not a "
+                               "plain radiograph (CR or DX)."))
+    if sop_class in FOR_PROCESSING_CLASSES:
+        rej.append(Finding("for_processing_image",
+                           "it is raw detector data (\"for processing\"), not an image meant "
+                           "for viewing; send the \"for presentation\" image."))
+    if not modality and not implied:
+        warn.append(Finding("dicom_modality_missing",
+                            "The DICOM file does not say which kind of device made it: check "
+                            "that it is a chest X-ray."))
+    view = _dicom_text(ds, "ViewPosition")
+    meaning = _view_code_meaning(ds)
+    if view in LATERAL_VIEWS or ("LATERAL" in meaning and "DECUBITUS" not in meaning):
+        rej.append(Finding("lateral_view",
+                           f"its DICOM header says it is a lateral view ({view or meaning}); "
+                           "only frontal (PA or AP) views can be judged."))
+    elif view in OBLIQUE_VIEWS or "OBLIQUE" in meaning:
+        rej.append(Finding("oblique_view",
+                           f"its DICOM header says it is an oblique view ({view or meaning}); "
+                           "only frontal (PA or AP) views can be judged."))
+    elif view in DECUBITUS_VIEWS or "DECUBITUS" in meaning:
+        warn.append(Finding("decubitus_view", "Decubitus view (the child lying on one side): "
+                                              "the model was trained on standard frontal views."))
+    part = _dicom_text(ds, "BodyPartExamined")
+    squeezed = "".join(ch for ch in unicodedata.normalize("NFKD", part) if ch.isalnum()
+                       and not unicodedata.combining(ch))
+    if squeezed and not any(w in squeezed for w in CHEST_WORDS):
+        if squeezed in NOT_CHEST_PARTS:
+            rej.append(Finding("body_part_not_chest",
+                               f"its DICOM header says the body part is {part}, not the chest."))
+        else:
+            warn.append(Finding("unknown_body_part",
+                                f"The DICOM header names the body part \"{part}\": check "
+                                "that this is a chest X-ray."))
+    frames = _dicom_text(ds, "NumberOfFrames")
+    try:
+        n_frames = int(float(frames)) if frames else 1
+    except ValueError:
+        n_frames = 1
+    if n_frames > 1:
+        rej.append(Finding("multi_frame",
+                           f"it holds {n_frames} frames (a series or a moving sequence), not a "
+                           "single radiograph."))
+    if rej:
+        raise NotAChestXray(rej, lead="This is not a frontal chest X-ray:")
+    return warn
 
 
 def _box(g: np.ndarray, n: int) -> np.ndarray:
@@ -171,6 +322,18 @@ def measure(decoded: DecodedImage) -> dict[str, float]:
     }
 
 
+def _graphic_reason(f: dict[str, float]) -> str | None:
+    """Why the image looks drawn or photographed rather than X-rayed (what was measured)."""
+    if f["mode_fraction"] > MAX_MODE_FRACTION:
+        return "large areas are one flat shade, as in graphics and screenshots."
+    if f["extreme_fraction"] > MAX_EXTREME_FRACTION:
+        return "most of it is pure black or pure white, as in documents and drawings."
+    if f["edge_fraction"] > MAX_EDGE_FRACTION:
+        return ("it has many sharp, high-contrast edges (as in text, line art or photographs); "
+                "X-rays have soft edges.")
+    return None
+
+
 def cheap_checks(decoded: DecodedImage) -> CheckResult:
     """Run the fast image checks: rejections for non-X-rays, warnings for poor quality."""
     f = measure(decoded)
@@ -191,10 +354,9 @@ def cheap_checks(decoded: DecodedImage) -> CheckResult:
     else:
         if f["coarse_corr"] < MIN_COARSE_CORR:
             rej.append(Finding("noise_image", "the image looks like noise or a texture."))
-        if (f["mode_fraction"] > MAX_MODE_FRACTION or f["extreme_fraction"] > MAX_EXTREME_FRACTION
-                or f["edge_fraction"] > MAX_EDGE_FRACTION):
-            rej.append(Finding("document_or_graphic",
-                               "it looks like a document, screenshot or drawing."))
+        graphic = _graphic_reason(f)
+        if graphic:
+            rej.append(Finding("document_or_graphic", graphic))
         if f["layout"] < INVERTED_LAYOUT:
             rej.append(Finding("inverted_image", "it looks like an inverted (negative) image; "
                                                  "bones must appear bright."))
@@ -226,6 +388,7 @@ def cheap_checks(decoded: DecodedImage) -> CheckResult:
                                                   "8 bits for the model."))
     for note in decoded.notes:
         warn.append(Finding("decoder_note", note[:1].upper() + note[1:] + "."))
+    warn.extend(Finding(code, message) for code, message in decoded.warnings)
     return CheckResult(warnings=warn, features=f)
 
 

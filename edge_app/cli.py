@@ -28,6 +28,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "keep_images": args.keep_images,
         "token": args.token,
         "threads": args.threads,
+        "clinic_name": args.clinic_name,
     }
     if not os.path.isfile(args.model):
         print(f"error: model file not found: {args.model}", file=sys.stderr)
@@ -51,6 +52,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return run_batch(args.paths, model_path=args.model, mode=args.mode, csv_path=args.csv)
 
 
+def add_clinic_name_option(p: argparse.ArgumentParser) -> None:
+    """--clinic-name (shared with the pneumo-edge launcher; default from config.DEFAULTS)."""
+    p.add_argument("--clinic-name", default=DEFAULTS["clinic_name"], metavar="NAME",
+                   help="clinic name shown on the page and on printed reports "
+                        "(default: none)")
+
+
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Register `serve` and `predict` on an argparse subparsers object."""
     p = sub.add_parser("serve", help="run the clinic web app (Waitress)")
@@ -67,6 +75,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                    help="access token (required off-loopback; generated and printed if absent)")
     p.add_argument("--threads", type=int, default=DEFAULTS["threads"],
                    help="worker threads (default 4)")
+    add_clinic_name_option(p)
     p.set_defaults(func=_cmd_serve)
 
     q = sub.add_parser("predict", help="predict image files/folders without a server")

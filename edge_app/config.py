@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -23,10 +24,17 @@ DEFAULTS: dict = {
     "threads": 4,  # Waitress worker threads
     "max_upload_bytes": 30 * 1024 * 1024,  # request body limit (HTTP 413)
     "max_pixels": 50_000_000,  # decoded image pixel limit (HTTP 413)
+    "max_large_decodes": 1,  # images over 8 MB of pixels decoded at once (others wait): memory
     "heatmap_keep": 200,  # heatmaps kept in the history database (most recent)
     "secret_key": None,  # session signing key; None -> random per process
     "trusted_hosts": None,  # Host header names accepted without a token; None -> loopback names
+    "clinic_name": "",  # shown on the page and the printed report ("" -> not shown)
 }
+
+MAX_CLINIC_NAME = 120
+"""Longest clinic name (characters) for the page and report header."""
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 
@@ -65,8 +73,14 @@ def resolve(config: dict | None) -> dict:
         raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
     cfg.update({k: v for k, v in (config or {}).items()})
     cfg["data_dir"] = Path(cfg["data_dir"]).expanduser() if cfg["data_dir"] else default_data_dir()
-    for key in ("threads", "max_upload_bytes", "max_pixels", "heatmap_keep", "port"):
+    for key in ("threads", "max_upload_bytes", "max_pixels", "max_large_decodes",
+                "heatmap_keep", "port"):
         cfg[key] = int(cfg[key])
+    if cfg["max_large_decodes"] < 1:
+        raise ValueError("max_large_decodes must be at least 1")
+    cfg["clinic_name"] = " ".join(_CONTROL_RE.sub(" ", str(cfg["clinic_name"] or "")).split())
+    if len(cfg["clinic_name"]) > MAX_CLINIC_NAME:
+        raise ValueError(f"the clinic name must have at most {MAX_CLINIC_NAME} characters")
     if cfg["threads"] < 1:
         raise ValueError("threads must be at least 1")
     if cfg["token"] is not None:

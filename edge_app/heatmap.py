@@ -107,10 +107,8 @@ def pack(gray: Image.Image, original_size: tuple[int, int], cam: np.ndarray) -> 
     return _PACK_MAGIC + header + cam.tobytes() + zlib.compress(src.convert("L").tobytes(), 1)
 
 
-def render(blob: bytes) -> bytes:
-    """The overlay PNG from `pack`'s output (a PNG is passed through unchanged)."""
-    if blob.startswith(_PNG_MAGIC):
-        return blob
+def _unpack(blob: bytes) -> tuple[Image.Image, np.ndarray]:
+    """(grayscale image at display size, CAM) from `pack`'s output."""
     if not blob.startswith(_PACK_MAGIC):
         raise ValueError("not a packed heatmap")
     off = len(_PACK_MAGIC)
@@ -120,4 +118,19 @@ def render(blob: bytes) -> bytes:
     gray = Image.frombytes("L", (gw, gh), zlib.decompress(blob[off + 4 * ch * cw:]))
     if gray.size != (sw, sh):
         gray = gray.resize((sw, sh), Image.BICUBIC)
+    return gray, cam
+
+
+def render(blob: bytes) -> bytes:
+    """The overlay PNG from `pack`'s output (a PNG is passed through unchanged)."""
+    if blob.startswith(_PNG_MAGIC):
+        return blob
+    gray, cam = _unpack(blob)
     return png_bytes(overlay(gray, cam))
+
+
+def render_image(blob: bytes) -> bytes | None:
+    """The plain grayscale X-ray PNG (display size) from `pack`'s output; None for old PNGs."""
+    if blob.startswith(_PNG_MAGIC):
+        return None  # stored before packing existed: only the overlay is there
+    return png_bytes(_unpack(blob)[0])

@@ -5,8 +5,10 @@ sent, so a server killed hard loses no acknowledged record. The recent heatmaps 
 small grayscale copy, drawn as PNG on request) are kept
 in the same database (the last ``heatmap_keep``); uploaded images only with ``keep_images``.
 
-Schema 2 added ``confidence`` ("clear" | "borderline"); a database made by an older version
-gets the column on open (NULL for its old records: their confidence was never recorded).
+Schema 2 added ``confidence`` ("clear" | "borderline"); schema 3 the uploaded file's name
+(``file_name``), ``bit_depth``, and whether the probability was calibrated (``calibrated``,
+``calibrated_on``). A database made by an older version gets the missing columns on open
+(NULL for its old records: those facts were never recorded).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 DB_NAME = "history.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,11 @@ CREATE TABLE IF NOT EXISTS predictions (
     format TEXT,
     ood_distance REAL,
     warnings TEXT NOT NULL DEFAULT '[]',
-    message TEXT
+    message TEXT,
+    file_name TEXT DEFAULT NULL,
+    bit_depth INTEGER DEFAULT NULL,
+    calibrated INTEGER DEFAULT NULL,
+    calibrated_on TEXT DEFAULT NULL
 );
 CREATE INDEX IF NOT EXISTS predictions_created ON predictions(created_at);
 CREATE TABLE IF NOT EXISTS heatmaps (
@@ -61,12 +67,19 @@ CREATE TABLE IF NOT EXISTS images (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
-FIELDS = ("id", "created_at", "sha256", "patient_ref", "label", "probability", "threshold",
-          "mode", "confidence", "model_name", "model_version", "model_sha256", "width", "height", "format",
+FIELDS = ("id", "created_at", "file_name", "sha256", "patient_ref", "label", "probability",
+          "calibrated", "calibrated_on", "threshold", "mode", "confidence", "model_name",
+          "model_version", "model_sha256", "width", "height", "format", "bit_depth",
           "ood_distance", "warnings", "message")
 """Columns of a history record, in CSV order."""
 
-_ADDED_COLUMNS = {"confidence": "TEXT DEFAULT NULL"}
+_ADDED_COLUMNS = {
+    "confidence": "TEXT DEFAULT NULL",  # schema 2
+    "file_name": "TEXT DEFAULT NULL",  # schema 3
+    "bit_depth": "INTEGER DEFAULT NULL",
+    "calibrated": "INTEGER DEFAULT NULL",
+    "calibrated_on": "TEXT DEFAULT NULL",
+}
 """Columns added after schema 1: name -> SQL type and default, added to old databases."""
 
 
@@ -176,6 +189,8 @@ class HistoryStore:
     def _decode(row) -> dict:
         """A database row as a JSON-ready dict."""
         rec = {k: row[k] for k in FIELDS}
+        if rec["calibrated"] is not None:
+            rec["calibrated"] = bool(rec["calibrated"])
         try:
             rec["warnings"] = json.loads(rec["warnings"] or "[]")
         except ValueError:

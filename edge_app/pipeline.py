@@ -5,6 +5,8 @@ Everything happens in memory; nothing about the model is hard-coded (it all come
 the `OnnxModel`'s metadata: input size, intensity normalisation, calibration, thresholds).
 The probability in an answer is the calibrated one; ``confidence`` is "borderline" when it
 lies between the screening and balanced thresholds (the two modes disagree), else "clear".
+The plain words say what the number is: an "estimated chance" only when the model file
+carries a calibration, else a "model score" (never read as a chance of disease).
 """
 
 from __future__ import annotations
@@ -15,8 +17,15 @@ import time
 from dataclasses import dataclass, field
 
 from edge_app import heatmap as hm
-from edge_app.checks import Finding, NotAChestXray, cheap_checks, ood_findings
-from edge_app.imaging import DEFAULT_MAX_PIXELS, decode_image
+from edge_app.checks import (
+    Finding,
+    NotAChestXray,
+    cheap_checks,
+    dicom_header_checks,
+    ood_findings,
+)
+from edge_app.config import DEFAULTS
+from edge_app.imaging import DEFAULT_MAX_PIXELS, DecodeGate, decode_image
 from edge_app.model import OnnxModel
 
 INTENDED_USE = (
@@ -25,10 +34,34 @@ INTENDED_USE = (
 )
 
 BORDERLINE_NOTE = (
-    "Borderline result: the image is between the two operating points (screening and "
-    "balanced). A clinician's review is recommended."
+    "Borderline result: the screening and balanced settings disagree on this image, so the "
+    "answer is uncertain."
 )
 """Shown in plain words (page, printed report) when ``confidence`` is "borderline"."""
+
+GUIDANCE_LABEL = "What to do next (guidance, not a protocol)"
+"""Heading of the next-steps lines: they support local clinical protocols, never replace them."""
+
+NEXT_STEP_POSITIVE = ("Assess the child clinically and consider referral using the criteria of "
+                      "your local protocol.")
+NEXT_STEP_NEGATIVE = ("Clinical judgement still applies: an X-ray without signs of pneumonia "
+                      "does not rule it out.")
+NEXT_STEP_BORDERLINE = "A clinician should review the X-ray and the child before deciding."
+NEXT_STEP_RETAKE = ("Consider retaking the X-ray: the image quality warnings make the result "
+                    "less reliable.")
+
+RETAKE_WARNINGS = frozenset({
+    "low_resolution", "unusual_aspect_ratio", "low_contrast", "noisy", "underexposed",
+    "overexposed", "unusual_layout", "unusual_image",
+})
+"""Image quality warnings that a new X-ray may cure (others only note how it was read)."""
+
+HEATMAP_NOTE = {
+    "positive": "Shows where the model looked; red marks the areas that weighed most towards "
+                "pneumonia. Not an outline of a lesion.",
+    "negative": "Shows where the model looked. On a NORMAL result it does not mark disease.",
+}
+"""Caption of the heatmap, by outcome."""
 
 
 class BadMode(ValueError):
@@ -59,6 +92,13 @@ class Prediction:
     heatmap_source: bytes | None = field(default=None, repr=False)
     preview_png: bytes | None = field(default=None, repr=False)
     raw_probability: float | None = None  # the network's own output, before calibration
+    calibrated_on: str | None = None  # where the probability was calibrated; None: a score
+    positive: str = "PNEUMONIA"  # the model's positive class name
+
+    @property
+    def calibrated(self) -> bool:
+        """True when `probability` is a calibrated probability (else a model score)."""
+        return self.calibrated_on is not None
 
     @property
     def heatmap_png(self) -> bytes | None:
@@ -74,6 +114,13 @@ class Prediction:
             "mode": self.mode,
             "confidence": self.confidence,
             "message": self.message,
+            "headline": headline(self.label, self.positive, self.confidence),
+            "probability_text": probability_text(self.probability, self.threshold,
+                                                 self.calibrated_on),
+            "calibrated": self.calibrated,
+            "calibrated_on": self.calibrated_on,
+            "next_steps": next_steps(self.label, self.confidence,
+                                     [w.code for w in self.quality], self.positive),
             "model_name": self.model_name,
             "model_version": self.model_version,
             "model_sha256": self.model_sha256,
@@ -94,6 +141,8 @@ class Prediction:
             "model_name": self.model_name,
             "model_version": self.model_version, "model_sha256": self.model_sha256,
             "width": self.width, "height": self.height, "format": self.format,
+            "bit_depth": self.bit_depth, "calibrated": self.calibrated,
+            "calibrated_on": self.calibrated_on,
             "ood_distance": self.ood_distance, "message": self.message,
             "warnings": [w.to_json() for w in self.quality],
         }
@@ -106,31 +155,68 @@ class Prediction:
 
 
 def _percent(p: float, digits: int) -> str:
-    """A probability in words that never claims certainty ("over 99%", "under 1%")."""
+    """A probability as a number of 100 that never claims certainty ("over 99", "under 1")."""
     if 100 * p >= 99.5:
-        return "over 99%"
+        return "over 99"
     if 100 * p < 0.5:
-        return "under 1%"
-    return f"{100 * p:.{digits}f}%"
+        return "under 1"
+    return f"{100 * p:.{digits}f}"
 
 
-def plain_message(label: str, probability: float, threshold: float, positive: str) -> str:
-    """The result in plain words."""
+def calibration_source(model: OnnxModel) -> str | None:
+    """Where the model's probabilities were calibrated, in words; None when they are not."""
+    cal = model.calibration
+    if not cal or cal.get("method") == "none":
+        return None
+    source = str(model.metadata.get("operating_points_source") or cal.get("set") or "")
+    return "external validation images" if "external" in source.lower() else "validation images"
+
+
+def headline(label: str, positive: str, confidence: str | None = None) -> str:
+    """The outcome in a few words ("Signs of pneumonia likely")."""
+    words = "Signs of pneumonia likely" if label == positive else "No signs of pneumonia detected"
+    return words + (" (borderline)" if confidence == "borderline" else "")
+
+
+def probability_text(probability: float, threshold: float, calibrated_on: str | None) -> str:
+    """What the number is: a calibrated chance (and where calibrated) or a model score."""
+    # One decimal when whole numbers would blur probability and threshold ("64 vs 64").
     digits = 0 if round(100 * probability) != round(100 * threshold) else 1
-    pct = _percent(probability, digits)
-    thr = f"{100 * threshold:.{digits}f}%"
-    if label == positive:
-        return f"Signs of pneumonia likely \u2014 {pct} (threshold {thr}). A clinician must confirm."
-    return (f"No signs of pneumonia detected \u2014 pneumonia score {pct}, below the {thr} "
-            "threshold. This does not rule out disease.")
+    value = _percent(probability, digits)
+    if calibrated_on:
+        return f"estimated chance of pneumonia signs: {value}% (calibrated on {calibrated_on})"
+    return f"model score {value} out of 100 (a score, not a chance of disease)"
+
+
+def plain_message(label: str, probability: float, threshold: float, positive: str,
+                  calibrated_on: str | None = None, confidence: str | None = None) -> str:
+    """The result in plain words: outcome, what the number is, and what it does not mean."""
+    tail = ("A clinician must confirm." if label == positive
+            else "This does not rule out disease.")
+    return (f"{headline(label, positive, confidence)} \u2014 "
+            f"{probability_text(probability, threshold, calibrated_on)}. {tail}")
+
+
+def next_steps(label: str, confidence: str | None, warning_codes: list[str],
+               positive: str = "PNEUMONIA") -> list[str]:
+    """Short guidance lines for this outcome (guidance, not a protocol)."""
+    steps = [NEXT_STEP_POSITIVE if label == positive else NEXT_STEP_NEGATIVE]
+    if confidence == "borderline":
+        steps.insert(0, NEXT_STEP_BORDERLINE)
+    if any(code in RETAKE_WARNINGS for code in warning_codes):
+        steps.append(NEXT_STEP_RETAKE)
+    return steps
 
 
 class Predictor:
     """Runs the whole pipeline for one image with a shared, thread-safe model."""
 
-    def __init__(self, model: OnnxModel, *, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(self, model: OnnxModel, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 large_decodes: int = DEFAULTS["max_large_decodes"]):
         self.model = model
         self.max_pixels = int(max_pixels)
+        self.gate = DecodeGate(int(large_decodes))  # bounds the memory of concurrent decodes
+        self.calibrated_on = calibration_source(model)
 
     @property
     def modes(self) -> list[str]:
@@ -157,7 +243,8 @@ class Predictor:
             return now
 
         sha = hashlib.sha256(data).hexdigest()
-        decoded = decode_image(data, max_pixels=self.max_pixels)
+        decoded = decode_image(data, max_pixels=self.max_pixels, gate=self.gate,
+                               dicom_header_check=dicom_header_checks)
         t = lap("decode", t0)
         checks = cheap_checks(decoded)
         if not checks.ok:
@@ -196,7 +283,9 @@ class Predictor:
             model_sha256=self.model.sha256, sha256=sha, width=int(w), height=int(h),
             format=decoded.format, bit_depth=int(decoded.bit_depth), ood_distance=ood_distance,
             quality=quality,
-            message=plain_message(label, prob, float(threshold), self.model.class_names[1]),
+            message=plain_message(label, prob, float(threshold), self.model.class_names[1],
+                                  self.calibrated_on, confidence),
             timings_ms=timings, heatmap_source=heat_src, preview_png=preview_png,
-            raw_probability=float(out.raw_probability[0]),
+            raw_probability=float(out.raw_probability[0]), calibrated_on=self.calibrated_on,
+            positive=self.model.class_names[1],
         )

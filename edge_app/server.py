@@ -58,6 +58,8 @@ def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None =
     state = app.extensions["pneumo"]
     print(f"pneumo clinic app listening on {url}", file=out)
     print(f"model: {state.model.name} {state.model.version} ({state.model.path})", file=out)
+    if cfg["clinic_name"]:
+        print(f"clinic: {cfg['clinic_name']}", file=out)
     print(f"history: {cfg['data_dir'] / DB_NAME}"
           + (" (uploaded images kept)" if cfg["keep_images"] else ""), file=out)
     if cfg["token"]:

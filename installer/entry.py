@@ -1,7 +1,7 @@
 """Launcher of the `pneumo-edge` executable: the clinic app, served by Waitress.
 
 Same serving flags as `pneumo serve` (--host, --port, --model, --data-dir, --keep-images,
---token, --threads) plus --no-browser, --version and --self-test. The serving itself is
+--token, --threads, --clinic-name) plus --no-browser, --version and --self-test. The serving itself is
 `edge_app.server.run_server`; this file only adds what a double-clicked program needs: a
 free port when the default one is taken, the browser opened at the page, and a clean stop
 on Ctrl+C, SIGTERM/SIGHUP, Ctrl+Break and (Windows) closing the console window.
@@ -67,6 +67,7 @@ def app_version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The executable's command line."""
+    from edge_app.cli import add_clinic_name_option
     from edge_app.config import DATA_DIR_ENV, DEFAULTS
 
     p = argparse.ArgumentParser(
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="access token (required off-loopback; generated and printed if absent)")
     p.add_argument("--threads", type=int, default=DEFAULTS["threads"],
                    help=f"worker threads (default {DEFAULTS['threads']})")
+    add_clinic_name_option(p)
     p.add_argument("--no-browser", action="store_true",
                    help="do not open the page in the default browser")
     p.add_argument("--version", action="store_true",
@@ -273,6 +275,7 @@ def serve(args: argparse.Namespace, path: Path) -> int:
         "keep_images": bool(args.keep_images),
         "token": args.token,
         "threads": args.threads,
+        "clinic_name": args.clinic_name,
     }
     open_browser = not args.no_browser
     if open_browser:

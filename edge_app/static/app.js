@@ -1,12 +1,49 @@
-/* pneumo clinic app page logic: upload, result, history. No dependencies, no inline code. */
+/* pneumo clinic app page logic: upload, result, history. No dependencies, no inline code.
+   Safety rules of the per-patient workflow: choosing a new file clears the previous result,
+   image and patient reference (with a visible "Keep it"); an error replaces the result; an
+   answer that arrives after a new file was chosen is not shown; "Next patient" resets all. */
 (function () {
   "use strict";
 
   function $(id) { return document.getElementById(id); }
   function text(el, value) { if (el) { el.textContent = value == null ? "" : String(value); } }
-  function pct(p) { return (100 * p).toFixed(1) + "%"; }
 
-  // Print buttons (page and report).
+  // Times: the API speaks ISO 8601 UTC; people read the laptop's own time zone.
+  var zone = "";
+  try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { zone = ""; }
+  var timeFormat = null;
+  try {
+    timeFormat = new Intl.DateTimeFormat(undefined, {
+      year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+      timeZoneName: "short"
+    });
+  } catch (e) { timeFormat = null; }
+  function localTime(iso) {
+    var d = new Date(iso);
+    if (!iso || isNaN(d.getTime())) { return iso || ""; }
+    return timeFormat ? timeFormat.format(d) : d.toString();
+  }
+  function showTime(el, iso) {
+    if (!el) { return; }
+    el.setAttribute("datetime", iso || "");
+    el.textContent = localTime(iso);
+    el.title = (iso || "") + " (UTC)" + (zone ? "; shown in " + zone : "");
+  }
+  Array.prototype.forEach.call(document.querySelectorAll("time.local-time"), function (el) {
+    showTime(el, el.getAttribute("datetime"));
+  });
+
+  // Print: open the disclosures (technical details) for paper, close them again after.
+  var openedForPrint = [];
+  window.addEventListener("beforeprint", function () {
+    openedForPrint = Array.prototype.filter.call(
+      document.querySelectorAll("details:not([open])"), function (d) { return d.closest(".tech"); });
+    openedForPrint.forEach(function (d) { d.open = true; });
+  });
+  window.addEventListener("afterprint", function () {
+    openedForPrint.forEach(function (d) { d.open = false; });
+    openedForPrint = [];
+  });
   document.addEventListener("click", function (ev) {
     var t = ev.target.closest ? ev.target.closest("[data-action=print]") : null;
     if (t) { ev.preventDefault(); window.print(); }
@@ -20,16 +57,70 @@
   var input = $("image-input");
   var dropzone = $("dropzone");
   var submit = $("submit");
+  var refInput = $("patient-ref");
   var chosen = null;
+  var generation = 0;    // bumped whenever the patient/file changes: stale answers are dropped
+  var usedRef = null;    // the reference sent with the last analysis (belongs to that X-ray)
+  var clearedRef = null; // the reference cleared for a new file, offered back by "Keep it"
+
+  function hideRefNote() { $("ref-note").hidden = true; clearedRef = null; }
+
+  function clearResult() {
+    $("error").hidden = true;
+    $("error").textContent = "";
+    $("result").hidden = true;
+    $("result-empty").hidden = false;
+    ["result-text", "r-prob", "r-patient", "r-file", "r-time", "r-label", "r-mode",
+     "r-confidence", "r-input", "r-model", "r-id", "r-heat-note"].forEach(function (id) {
+      text($(id), "");
+    });
+    $("r-next").textContent = "";
+    $("r-warnings").textContent = "";
+    ["r-image", "r-heatmap"].forEach(function (id) { $(id).removeAttribute("src"); });
+    $("r-report").setAttribute("href", "#");
+  }
 
   function setFile(file) {
+    generation += 1;
     chosen = file || null;
     text($("file-name"), chosen ? chosen.name + " (" + Math.round(chosen.size / 1024) + " kB)"
                                 : "No file chosen.");
     submit.disabled = !chosen;
+    clearResult();
+    // A reference typed for the previous X-ray must not follow the next one unnoticed.
+    if (usedRef && refInput.value === usedRef) {
+      clearedRef = usedRef;
+      refInput.value = "";
+      text($("ref-note-text"), "The patient reference \u201c" + clearedRef +
+           "\u201d of the previous X-ray was cleared.");
+      $("ref-note").hidden = false;
+    }
+    usedRef = null;
+  }
+
+  function nextPatient() {
+    generation += 1;
+    chosen = null;
+    input.value = "";
+    text($("file-name"), "No file chosen.");
+    submit.disabled = true;
+    refInput.value = "";
+    usedRef = null;
+    hideRefNote();
+    clearResult();
+    $("busy").hidden = true;
+    window.scrollTo(0, 0);
+    input.focus();
   }
 
   input.addEventListener("change", function () { setFile(input.files[0]); });
+  refInput.addEventListener("input", hideRefNote);
+  $("ref-keep").addEventListener("click", function () {
+    if (clearedRef != null) { refInput.value = clearedRef; }
+    hideRefNote();
+    refInput.focus();
+  });
+  $("next-patient").addEventListener("click", nextPatient);
   ["dragenter", "dragover"].forEach(function (name) {
     dropzone.addEventListener(name, function (ev) {
       ev.preventDefault(); dropzone.classList.add("dragover");
@@ -48,51 +139,97 @@
   window.addEventListener("dragover", function (ev) { ev.preventDefault(); });
   window.addEventListener("drop", function (ev) { ev.preventDefault(); });
 
+  // Bring the answer (or the error) into view and give it the focus, keyboard or mouse.
+  function reveal(focusEl) {
+    var card = $("result-card");
+    var rect = card.getBoundingClientRect();
+    if (rect.top < 0 || rect.bottom > window.innerHeight) {
+      card.scrollIntoView({ block: "start" });
+    }
+    focusEl.focus({ preventScroll: true });
+  }
+
   function showError(err) {
+    clearResult();
     var box = $("error");
-    box.textContent = "";
     var p = document.createElement("p");
     p.textContent = err.message || "The request failed.";
     box.appendChild(p);
-    if (err.reasons && err.reasons.length > 1) {
+    // The message already names the first reason: list only the others, each once.
+    var seen = {};
+    var others = (err.reasons || []).filter(function (r) {
+      var m = (r && r.message) || "";
+      if (!m || seen[m] || (err.message || "").indexOf(m) >= 0) { return false; }
+      seen[m] = true;
+      return true;
+    });
+    if (others.length) {
+      var also = document.createElement("p");
+      also.textContent = "Other reasons:";
+      box.appendChild(also);
       var ul = document.createElement("ul");
-      err.reasons.forEach(function (r) {
+      others.forEach(function (r) {
         var li = document.createElement("li"); li.textContent = r.message; ul.appendChild(li);
       });
       box.appendChild(ul);
     }
     box.hidden = false;
+    $("result-empty").hidden = true;
+    reveal(box);
   }
 
+  function listInto(ul, items) {
+    ul.textContent = "";
+    (items || []).forEach(function (item) {
+      var li = document.createElement("li"); li.textContent = item; ul.appendChild(li);
+    });
+  }
+
+  function capital(s) { return s ? s.charAt(0).toUpperCase() + s.slice(1) : ""; }
+
   function showResult(r) {
-    $("error").hidden = true;
+    clearResult();
     $("result-empty").hidden = true;
+    var positive = r.label === "PNEUMONIA";
     var verdict = $("result-text");
-    text(verdict, r.message);
-    verdict.className = "verdict " + (r.label === "PNEUMONIA" ? "positive" : "negative");
+    text(verdict, r.headline || r.message);
+    verdict.className = "verdict " + (positive ? "positive" : "negative");
+    text($("r-prob"), capital(r.probability_text) + ".");
     var borderline = r.confidence === "borderline";
     $("r-borderline").hidden = !borderline;
-    text($("r-confidence"), borderline ? "Borderline (between the two operating points)"
+    listInto($("r-next"), r.next_steps);
+    listInto($("r-warnings"), (r.quality || []).map(function (w) { return w.message; }));
+    text($("r-patient"), r.patient_ref || "\u2014");
+    text($("r-file"), r.file_name || "\u2014");
+    showTime($("r-time"), r.created_at);
+    text($("r-label"), r.label);
+    text($("r-mode"), r.mode + ": threshold " + r.threshold.toFixed(3) + ", model output " +
+         r.probability.toFixed(3) + (r.calibrated ? " (calibrated)" : ""));
+    text($("r-confidence"), borderline ? "Borderline (the screening and balanced settings disagree)"
                                        : "Clear");
-    $("meter-bar").style.width = (100 * r.probability).toFixed(1) + "%";
-    $("meter-threshold").style.left = (100 * r.threshold).toFixed(1) + "%";
-    text($("r-prob"), pct(r.probability) + " (" + r.label + ")");
-    text($("r-mode"), r.mode + " / " + pct(r.threshold));
-    text($("r-patient"), r.patient_ref || "—");
-    text($("r-time"), r.created_at);
-    text($("r-input"), r.input.format + " " + r.input.width + " × " + r.input.height + " px");
-    text($("r-model"), r.model_name + " " + r.model_version);
-    var ul = $("r-warnings");
-    ul.textContent = "";
-    (r.quality || []).forEach(function (w) {
-      var li = document.createElement("li"); li.textContent = w.message; ul.appendChild(li);
-    });
+    text($("r-input"), r.input.format + " " + r.input.width + " \u00d7 " + r.input.height + " px, " +
+         r.input.bit_depth + "-bit, sha256 " + r.sha256.slice(0, 16) + "\u2026");
+    text($("r-model"), r.model_name + " " + r.model_version + ", sha256 " +
+         (r.model_sha256 || "").slice(0, 16) + "\u2026");
+    text($("r-id"), r.id);
     var img = $("r-image");
-    if (r.preview) { img.src = r.preview; img.hidden = false; } else { img.hidden = true; }
-    $("r-heatmap").src = r.heatmap_url;
+    if (r.preview) { img.src = r.preview; } else if (r.image_url) { img.src = r.image_url; }
+    // A NORMAL heatmap is easily misread as disease: shown only on request, and explained.
+    var heat = $("r-heatmap");
+    var note = $("r-heat-note");
+    text(note, note.getAttribute(positive ? "data-positive" : "data-negative"));
+    heat.src = r.heatmap_url;
+    heat.hidden = !positive;
+    $("r-heat-show").hidden = positive;
     $("r-report").href = "/report/" + encodeURIComponent(r.id);
     $("result").hidden = false;
+    reveal(verdict);
   }
+  $("r-heat-show").addEventListener("click", function () {
+    $("r-heatmap").hidden = false;
+    $("r-heat-show").hidden = true;
+    $("r-heatmap").focus();
+  });
 
   form.addEventListener("submit", function (ev) {
     ev.preventDefault();
@@ -100,8 +237,12 @@
     var data = new FormData();
     data.append("image", chosen, chosen.name);
     data.append("mode", $("mode").value);
-    data.append("patient_ref", $("patient-ref").value);
+    data.append("patient_ref", refInput.value);
     data.append("preview", "1");
+    var mine = generation;
+    var ref = refInput.value;
+    clearResult();
+    hideRefNote();
     submit.disabled = true;
     $("busy").hidden = false;
     fetch("/api/v1/predict", {
@@ -112,27 +253,39 @@
         return { error: { message: "The server answered " + resp.status + "." } };
       });
     }).then(function (body) {
+      if (mine !== generation) { loadHistory(1); return; }  // another patient by now
+      usedRef = ref || null;
       if (body.error) { showError(body.error); } else { showResult(body); loadHistory(1); }
     }).catch(function () {
-      showError({ message: "Could not reach the app. Is it still running?" });
+      if (mine === generation) { showError({ message: "Could not reach the app. Is it still running?" }); }
     }).then(function () {
-      submit.disabled = !chosen;
-      $("busy").hidden = true;
+      if (mine === generation) { submit.disabled = !chosen; $("busy").hidden = true; }
     });
   });
 
   // History
   var page = 1;
+  text($("h-zone"), zone ? "(" + zone + ")" : "");
+  function dayBound(value, end) {
+    // A date picked here means that day in the laptop's time zone: send its UTC instant.
+    var parts = value.split("-").map(Number);
+    var d = new Date(parts[0], parts[1] - 1, parts[2] + (end ? 1 : 0));
+    return isNaN(d.getTime()) ? value : d.toISOString();
+  }
   function filters() {
     var q = [];
-    if ($("h-from").value) { q.push("from=" + encodeURIComponent($("h-from").value)); }
-    if ($("h-to").value) { q.push("to=" + encodeURIComponent($("h-to").value)); }
+    if ($("h-from").value) { q.push("from=" + encodeURIComponent(dayBound($("h-from").value, false))); }
+    if ($("h-to").value) { q.push("to=" + encodeURIComponent(dayBound($("h-to").value, true))); }
     return q;
   }
   function cell(tr, value, cls) {
     var td = document.createElement("td"); td.textContent = value;
     if (cls) { td.className = cls; }
     tr.appendChild(td); return td;
+  }
+  function estimate(r) {
+    var pct = Math.round(100 * r.probability);
+    return r.calibrated ? pct + "%" : "score " + pct;
   }
   function loadHistory(p) {
     page = p;
@@ -144,20 +297,22 @@
         var tb = $("history-body");
         tb.textContent = "";
         if (body.error) {
-          var tr0 = document.createElement("tr"); cell(tr0, body.error.message).colSpan = 7;
+          var tr0 = document.createElement("tr"); cell(tr0, body.error.message).colSpan = 8;
           tb.appendChild(tr0); return;
         }
         if (!body.items.length) {
-          var tr1 = document.createElement("tr"); cell(tr1, "No results yet.", "muted").colSpan = 7;
+          var tr1 = document.createElement("tr"); cell(tr1, "No results yet.", "muted").colSpan = 8;
           tb.appendChild(tr1);
         }
         body.items.forEach(function (r) {
           var tr = document.createElement("tr");
-          cell(tr, r.created_at.replace("T", " ").replace(/\.\d+Z$/, ""));
-          cell(tr, r.patient_ref || "—");
+          var td0 = cell(tr, "");
+          var t = document.createElement("time"); showTime(t, r.created_at); td0.appendChild(t);
+          cell(tr, r.patient_ref || "\u2014");
+          cell(tr, r.file_name || "\u2014", "file");
           cell(tr, r.label + (r.confidence === "borderline" ? " (borderline)" : ""),
                "label-" + r.label);
-          cell(tr, pct(r.probability));
+          cell(tr, estimate(r));
           cell(tr, r.mode);
           cell(tr, (r.warnings || []).map(function (w) { return w.code; }).join(", "));
           var td = cell(tr, "");

@@ -7,7 +7,7 @@
 # Usage: bash reports/recipe/search.sh [NAME ...]     (default: every candidate, in order)
 # On 2 cores, two lanes with one TensorFlow thread each use the CPU better than one run
 # with two threads (TF's thread pool stalls when anything else runs):
-#   bash reports/recipe/search.sh base96 reg96 & bash reports/recipe/search.sh eq96 eqreg96 &
+#   bash reports/recipe/search.sh base96 reg96 & bash reports/recipe/search.sh eq96 noflip96 &
 set -uo pipefail
 RUNS=${RUNS:-runs/recipe}
 DATA=${DATA:-../shared/data/chest_xray}
@@ -18,9 +18,10 @@ declare -A RECIPE=(  # a 2 x 2 design: intensity normalisation x regularisation
   [base96]=""                                                        # today's recipe at 96 px
   [eq96]="--intensity equalize"                                      # histogram equalisation, also in the app
   [reg96]="--mixup 0.2 --label-smoothing 0.1 --aug-set erasing=0.5"  # mixup, label smoothing, random erasing
-  [eqreg96]="--intensity equalize --mixup 0.2 --label-smoothing 0.1 --aug-set erasing=0.5"
+  [eqreg96]="--intensity equalize --mixup 0.2 --label-smoothing 0.1 --aug-set erasing=0.5"  # stopped: eq96 showed no gain
+  [noflip96]="--no-aug flip"                                         # no left-right flip: chest X-rays are not symmetric
 )
-ORDER=(base96 eq96 reg96 eqreg96)
+ORDER=(base96 eq96 reg96 noflip96)
 mkdir -p "$RUNS"
 for name in "${@:-${ORDER[@]}}"; do
   if [ -f "$RUNS/$name/model.json" ]; then echo "skip $name (done)"; continue; fi

@@ -75,7 +75,8 @@ def test_batch_folder_with_failures(tmp_path, test_model_path, capsys, model):
         assert key in ok
     assert "id" not in ok and "heatmap_url" not in ok
     assert "FAILED" in cap.err and "noise.png" in cap.err and f"/{n_fixtures + 3}]" in cap.err
-    rows = list(csv.DictReader(out_csv.open(encoding="utf-8")))
+    rows = list(csv.DictReader(out_csv.open(encoding="utf-8-sig")))
+    assert out_csv.read_bytes().startswith(b"\xef\xbb\xbf")  # spreadsheets read UTF-8
     assert len(rows) == n_fixtures + 3
     assert {r["status"] for r in rows} == {"ok", "error"}
     assert {r["confidence"] for r in rows if r["status"] == "ok"} <= {"clear", "borderline"}

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from edge_app.history import FIELDS, HistoryStore, parse_bound
+from edge_app.history import FIELDS, SCHEMA_VERSION, HistoryStore, parse_bound
 
 
 def _rec(i=0, **kw):
@@ -169,8 +169,37 @@ def test_old_database_is_migrated(tmp_path):
         assert [r["id"] for r in store.iter_all()][0] == old_id
         store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == (
+        str(SCHEMA_VERSION))
     assert conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 3
+    conn.close()
+
+
+_SCHEMA_V2 = _SCHEMA_V1.replace("mode TEXT NOT NULL,", "mode TEXT NOT NULL, confidence TEXT "
+                                "DEFAULT NULL,").replace("('schema_version', '1')",
+                                                         "('schema_version', '2')")
+
+
+def test_schema_2_database_gets_file_name_and_calibration(tmp_path):
+    path = tmp_path / "v2.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(_SCHEMA_V2)
+    conn.execute("UPDATE predictions SET confidence = 'clear'")
+    conn.commit()
+    conn.close()
+    old_id = "0123456789abcdef0123456789abcdef"
+    store = HistoryStore(path)
+    old = store.get(old_id)
+    assert old["confidence"] == "clear"
+    assert old["file_name"] is None and old["calibrated"] is None and old["bit_depth"] is None
+    rid = store.add(_rec(3, file_name="Radiografía – niño.png", bit_depth=16, calibrated=True,
+                         calibrated_on="external validation images"))["id"]
+    new = store.get(rid)
+    assert new["file_name"] == "Radiografía – niño.png" and new["bit_depth"] == 16
+    assert new["calibrated"] is True and new["calibrated_on"] == "external validation images"
+    store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
     conn.close()
 
 

@@ -14,6 +14,7 @@ from edge_app.imaging import (
     decode_image,
     preprocess_bytes,
     sniff_format,
+    squash,
     to_model_input,
 )
 
@@ -188,3 +189,119 @@ def test_random_bytes_starting_like_a_tag_are_refused():
 
     with pytest.raises(ImageError):  # a clear 415, never a crash
         decode_image(b"\x08\x00\x05\x00" + bytes(range(256)) * 4)
+
+
+# --- bounded memory: large images are reduced first, never copied full-size as floats ----
+
+def _reference_gray(a: np.ndarray) -> np.ndarray:
+    """What the full-size path gives: min..max to 8 bits, squashed to 224."""
+    a = a.astype(np.float64)
+    u8 = np.round((a - a.min()) * 255.0 / (a.max() - a.min())).astype(np.uint8)
+    return np.asarray(Image.fromarray(u8).resize((DATASET_SIZE, DATASET_SIZE), Image.BICUBIC))
+
+
+def _big_gray(side: int = 2000) -> np.ndarray:
+    return np.asarray(Image.fromarray(gray_array()).resize((side, side), Image.BILINEAR))
+
+
+@pytest.mark.parametrize("width,height,factor", [
+    (224, 224, 1), (895, 4000, 1), (896, 896, 2), (2000, 2500, 4), (7000, 7000, 15),
+    (40000, 1000, 4), (1000, 9000, 2),
+])
+def test_reduce_factor(width, height, factor):
+    from edge_app.imaging import WORK_MAX_PIXELS, reduce_factor
+
+    f = reduce_factor(width, height)
+    assert f == factor
+    assert (width // f) * (height // f) <= WORK_MAX_PIXELS
+
+
+@pytest.mark.parametrize("kind", ["png16", "float_tiff", "int32_tiff", "rgba", "palette", "la"])
+def test_large_images_are_reduced_first(kind):
+    g = _big_gray()
+    if kind == "png16":
+        data, depth = encode(Image.fromarray(g.astype(np.uint16) * 257), "PNG"), 16
+    elif kind == "float_tiff":
+        data, depth = encode(Image.fromarray(g.astype(np.float32) / 7.0), "TIFF"), 32
+    elif kind == "int32_tiff":
+        data, depth = encode(Image.fromarray(g.astype(np.int32) * 100), "TIFF"), 16
+    elif kind == "rgba":
+        data, depth = encode(Image.fromarray(g).convert("RGBA"), "PNG"), 8
+    elif kind == "palette":
+        data, depth = encode(Image.fromarray(g).convert("P"), "PNG"), 8
+    else:
+        data, depth = encode(Image.fromarray(g).convert("LA"), "PNG"), 8
+    decoded = decode_image(data)
+    assert decoded.original_size == (2000, 2000) and decoded.bit_depth == depth
+    assert decoded.gray.size == (500, 500) and decoded.gray.mode == "L"
+    got = np.asarray(to_model_input(decoded.gray, DATASET_SIZE)[..., 0] * 255.0)
+    diff = np.abs(got - _reference_gray(g).astype(np.float64))
+    assert diff.mean() < 1.0 and diff.max() <= 12
+
+
+def test_reduced_image_keeps_exif_orientation():
+    a = np.zeros((1000, 2000), np.uint8)
+    a[:300, :600] = 255  # bright block in the stored top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    decoded = decode_image(encode(Image.fromarray(a), "PNG", exif=exif.tobytes()))
+    assert decoded.original_size == (1000, 2000) and decoded.gray.size == (500, 1000)
+    want = np.rot90(a, -1)[::2, ::2]
+    _close(decoded.gray, want, 1)
+
+
+def test_large_16_bit_dicom_is_reduced_first():
+    from apptools import dicom_bytes
+
+    from edge_app.dicom import encode_dicom
+
+    stored = _big_gray().astype(np.uint16) * 16
+    decoded = decode_image(encode_dicom(stored, bits_stored=12))
+    assert decoded.original_size == (2000, 2000) and decoded.gray.size == (500, 500)
+    got = np.asarray(squash(decoded.gray, DATASET_SIZE)).astype(int)
+    assert np.abs(got - _reference_gray(stored).astype(int)).mean() < 1.0
+    small = decode_image(dicom_bytes())  # at or below 895 px: not reduced
+    assert small.gray.size == (224, 224)
+
+
+def test_decode_gate_serialises_large_decodes():
+    import threading
+    import time
+
+    from edge_app.imaging import LARGE_DECODE_BYTES, DecodeGate, ImageError
+
+    gate = DecodeGate(1, timeout_s=0.2)
+    inside = threading.Event()
+    release = threading.Event()
+
+    def hold():
+        with gate.hold(LARGE_DECODE_BYTES):
+            inside.set()
+            release.wait(5)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert inside.wait(5)
+    with gate.hold(LARGE_DECODE_BYTES - 1):  # small decodes never wait
+        pass
+    t0 = time.monotonic()
+    with pytest.raises(ImageError) as exc, gate.hold(LARGE_DECODE_BYTES):
+        pass
+    assert time.monotonic() - t0 >= 0.2
+    assert exc.value.status == 503 and exc.value.code == "server_busy"
+    release.set()
+    t.join()
+    with gate.hold(10 * LARGE_DECODE_BYTES):  # free again
+        pass
+
+
+def test_large_decode_slots_come_from_the_config(model, tmp_path):
+    from edge_app.app import create_app
+    from edge_app.config import DEFAULTS
+
+    app = create_app({"model": model, "data_dir": tmp_path})
+    assert app.extensions["pneumo"].predictor.gate.slots == DEFAULTS["max_large_decodes"] == 1
+    app2 = create_app({"model": model, "data_dir": tmp_path / "b", "max_large_decodes": 3})
+    assert app2.extensions["pneumo"].predictor.gate.slots == 3
+    with pytest.raises(ValueError):
+        create_app({"model": model, "data_dir": tmp_path / "c", "max_large_decodes": 0})

@@ -11,7 +11,7 @@ from edge_app.app import create_app
 from edge_app.calibration import apply_calibration
 from edge_app.imaging import decode_image, preprocess_path, to_model_input
 from edge_app.model import OnnxModel
-from edge_app.pipeline import BORDERLINE_NOTE, Predictor
+from edge_app.pipeline import BORDERLINE_NOTE, NEXT_STEP_BORDERLINE, Predictor
 
 pytest.importorskip("onnx")
 
@@ -106,8 +106,9 @@ def test_borderline_answer_page_report_and_history(borderline_client, mode, labe
         borderline_client.get("/api/v1/history.csv").get_data(as_text=True))))
     assert rows[-1]["confidence"] == "borderline"
     report = borderline_client.get(f"/report/{b['id']}").get_data(as_text=True)
-    assert "Borderline result" in report and "review is recommended" in report
-    assert "Borderline (between the two operating points)" in report
+    assert "Borderline result" in report and "A clinician should review" in report
+    assert "Borderline (the screening and balanced settings disagree)" in report
+    assert "(borderline)" in b["headline"] and b["next_steps"][0] == NEXT_STEP_BORDERLINE
 
 
 def test_clear_report_has_no_borderline_note(client):
@@ -119,8 +120,8 @@ def test_clear_report_has_no_borderline_note(client):
 
 def test_page_carries_the_borderline_note_in_words(client):
     html = client.get("/").get_data(as_text=True)
-    assert 'id="r-borderline"' in html and "A clinician&#39;s review is recommended" in html
-    assert "Borderline result: the image is between the two operating points" in BORDERLINE_NOTE
+    assert 'id="r-borderline"' in html and "settings disagree on this image" in html
+    assert "Borderline result: the screening and balanced settings disagree" in BORDERLINE_NOTE
     js = client.get("/static/app.js").get_data(as_text=True)
     assert 'r.confidence === "borderline"' in js and "r-borderline" in js
 
