@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context, url_for
 
 from edge_app import heatmap as hm
+from edge_app.config import clean_text
 from edge_app.errors import ApiError
 from edge_app.history import FIELDS, new_id, parse_bound, utc_now_iso
 from edge_app.pipeline import INTENDED_USE, headline, next_steps, probability_text
@@ -27,7 +28,6 @@ and the plain words of the answer (as the predict answer gives them)."""
 bp = Blueprint("api", __name__)
 
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _state():
@@ -71,7 +71,7 @@ def _patient_ref() -> str | None:
     ref = request.form.get("patient_ref")
     if ref is None:
         return None
-    ref = _CONTROL_RE.sub("", ref).strip()
+    ref = clean_text(ref)  # no control, bidi or zero-width characters in reports and CSV
     if len(ref) > MAX_PATIENT_REF:
         raise ApiError(400, "bad_patient_ref",
                        f"The patient reference is longer than {MAX_PATIENT_REF} characters.")
@@ -80,7 +80,7 @@ def _patient_ref() -> str | None:
 
 def _file_name(raw: str | None) -> str | None:
     """The uploaded file's own name (no folders, no control characters), or None."""
-    name = _CONTROL_RE.sub("", (raw or "").replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    name = clean_text((raw or "").replace("\\", "/").rsplit("/", 1)[-1])
     return name[:MAX_FILE_NAME] or None
 
 

@@ -58,6 +58,10 @@ def create_app(config: dict | None = None) -> Flask:
                             large_decodes=cfg["max_large_decodes"]),
         history=history,
     )
+    if cfg["require_pin"] and cfg["token"] is None:
+        from edge_app.pin import PinGuard, load_or_set
+
+        app.extensions["pneumo_pin"] = PinGuard(cfg["pin_hash"] or load_or_set(cfg["data_dir"]))
     security.init_app(app)
     errors.init_app(app)
     app.register_blueprint(pages.bp)

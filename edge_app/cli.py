@@ -17,30 +17,52 @@ def _default_model() -> str:
     return str(DEFAULTS["model_path"])
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from edge_app.server import run_server
-
+def serve_config(args: argparse.Namespace, **overrides) -> dict:
+    """The run_server settings from the flags of add_serve_arguments (plus overrides)."""
     config = {
         "host": args.host,
         "port": args.port,
         "model_path": args.model,
         "data_dir": args.data_dir,  # None -> $PNEUMO_DATA_DIR or the user's data folder
-        "keep_images": args.keep_images,
+        "keep_images": bool(args.keep_images),
         "token": args.token,
         "threads": args.threads,
         "clinic_name": args.clinic_name,
+        "require_pin": bool(args.require_pin),
     }
-    if not os.path.isfile(args.model):
-        print(f"error: model file not found: {args.model}", file=sys.stderr)
-        return 2
+    config.update(overrides)
+    return config
+
+
+def serve_and_report(config: dict, *, open_browser: bool) -> int:
+    """run_server with start-up failures printed plainly; returns the exit code.
+
+    2: the settings or the data folder / history database cannot be used (the message says
+    which and what to do); 1: the address cannot be listened on.
+    """
+    from edge_app.history import StorageError
+    from edge_app.server import run_server, setup_logging
+
+    setup_logging()
     try:
-        return run_server(config, open_browser=args.open_browser)
+        return int(run_server(config, open_browser=open_browser) or 0)
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(f"error: cannot listen on {config['host']}:{config['port']}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
         return 1
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    if not os.path.isfile(args.model):
+        print(f"error: model file not found: {args.model}", file=sys.stderr)
+        return 2
+    return serve_and_report(serve_config(args), open_browser=args.open_browser)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -59,23 +81,46 @@ def add_clinic_name_option(p: argparse.ArgumentParser) -> None:
                         "(default: none)")
 
 
-def add_subcommands(sub: argparse._SubParsersAction) -> None:
-    """Register `serve` and `predict` on an argparse subparsers object."""
-    p = sub.add_parser("serve", help="run the clinic web app (Waitress)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1; anything else needs a token)")
-    p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 = any free)")
-    p.add_argument("--model", default=_default_model(), help="ONNX model file")
+def add_serve_arguments(p: argparse.ArgumentParser, *, executable: bool = False) -> None:
+    """The serving flags of `pneumo serve` and the `pneumo-edge` executable (one declaration).
+
+    Defaults come from config.DEFAULTS. For the executable (``executable=True``) --port and
+    --model default to None: the default port, or a free one if it is taken, and the bundled
+    model.
+    """
+    port = DEFAULTS["port"]
+    p.add_argument("--host", default=DEFAULTS["host"],
+                   help=f"address to bind (default {DEFAULTS['host']}; anything else needs a "
+                        "token)")
+    if executable:
+        p.add_argument("--port", type=int, default=None,
+                       help=f"TCP port (default {port}, or a free one if it is taken; "
+                            "0 = any free port)")
+        p.add_argument("--model", default=None,
+                       help="ONNX model file (default: the model inside the executable)")
+    else:
+        p.add_argument("--port", type=int, default=port,
+                       help=f"TCP port (default {port}; 0 = any free)")
+        p.add_argument("--model", default=_default_model(), help="ONNX model file")
     p.add_argument("--data-dir", default=None,
                    help=f"history folder (default ${DATA_DIR_ENV} or the user's data folder)")
-    p.add_argument("--open-browser", action="store_true", help="open the page in a browser")
     p.add_argument("--keep-images", action="store_true",
                    help="also store uploaded images in the history database")
     p.add_argument("--token", default=None,
                    help="access token (required off-loopback; generated and printed if absent)")
     p.add_argument("--threads", type=int, default=DEFAULTS["threads"],
-                   help="worker threads (default 4)")
+                   help=f"worker threads (default {DEFAULTS['threads']})")
+    p.add_argument("--require-pin", action="store_true",
+                   help="shared computer: every request needs an access PIN (set on first use "
+                        "from $PNEUMO_PIN or the console; stored hashed in the data folder)")
     add_clinic_name_option(p)
+
+
+def add_subcommands(sub: argparse._SubParsersAction) -> None:
+    """Register `serve` and `predict` on an argparse subparsers object."""
+    p = sub.add_parser("serve", help="run the clinic web app (Waitress)")
+    add_serve_arguments(p)
+    p.add_argument("--open-browser", action="store_true", help="open the page in a browser")
     p.set_defaults(func=_cmd_serve)
 
     q = sub.add_parser("predict", help="predict image files/folders without a server")

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import sys
+import unicodedata
 from pathlib import Path
 
+from edge_app.imaging import DEFAULT_MAX_PIXELS
 from edge_app.model import DEFAULT_MODEL
 
 APP_NAME = "pneumo"
 DATA_DIR_ENV = "PNEUMO_DATA_DIR"
+DEFAULT_PORT = 8765
+"""The one default TCP port (`pneumo serve`, the executable, the docs)."""
 
 DEFAULTS: dict = {
     "model_path": str(DEFAULT_MODEL),  # ONNX model file (all about the model is read from it)
@@ -19,11 +22,13 @@ DEFAULTS: dict = {
     "data_dir": None,  # history database (and kept images); None -> default_data_dir()
     "keep_images": False,  # store uploaded images in the history database
     "token": None,  # access token; when set every request must carry it
+    "require_pin": False,  # loopback on a shared computer: every request needs the access PIN
+    "pin_hash": None,  # the PIN's scrypt hash; None with require_pin -> <data_dir>/access-pin
     "host": "127.0.0.1",
-    "port": 8765,
+    "port": DEFAULT_PORT,
     "threads": 4,  # Waitress worker threads
     "max_upload_bytes": 30 * 1024 * 1024,  # request body limit (HTTP 413)
-    "max_pixels": 50_000_000,  # decoded image pixel limit (HTTP 413)
+    "max_pixels": DEFAULT_MAX_PIXELS,  # decoded image pixel limit (HTTP 413); also batch/self-test
     "max_large_decodes": 1,  # images over 8 MB of pixels decoded at once (others wait): memory
     "heatmap_keep": 200,  # heatmaps kept in the history database (most recent)
     "secret_key": None,  # session signing key; None -> random per process
@@ -34,9 +39,23 @@ DEFAULTS: dict = {
 MAX_CLINIC_NAME = 120
 """Longest clinic name (characters) for the page and report header."""
 
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def clean_text(value: str) -> str:
+    """Text shown back to people: control, bidi and zero-width characters removed (Cc, Cf).
+
+    Line/paragraph separators and other whitespace become one space; the ends are trimmed.
+    One rule for every field shown back (patient reference, file name, clinic name).
+    """
+    kept = []
+    for ch in value:
+        cat = unicodedata.category(ch)
+        if cat in ("Cc", "Zl", "Zp", "Zs"):
+            kept.append(" ")
+        elif cat not in ("Cf", "Cs", "Co", "Cn"):
+            kept.append(ch)
+    return " ".join("".join(kept).split())
 
 
 def default_data_dir() -> Path:
@@ -78,7 +97,7 @@ def resolve(config: dict | None) -> dict:
         cfg[key] = int(cfg[key])
     if cfg["max_large_decodes"] < 1:
         raise ValueError("max_large_decodes must be at least 1")
-    cfg["clinic_name"] = " ".join(_CONTROL_RE.sub(" ", str(cfg["clinic_name"] or "")).split())
+    cfg["clinic_name"] = clean_text(str(cfg["clinic_name"] or ""))
     if len(cfg["clinic_name"]) > MAX_CLINIC_NAME:
         raise ValueError(f"the clinic name must have at most {MAX_CLINIC_NAME} characters")
     if cfg["threads"] < 1:

@@ -13,10 +13,11 @@ from flask import Flask, Response, current_app, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from edge_app.checks import NotAChestXray
+from edge_app.history import StorageFull
 from edge_app.imaging import ImageError
 from edge_app.pipeline import BadMode
 
-log = logging.getLogger("edge_app")
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -58,10 +59,48 @@ def _bad_mode(e: BadMode):
     return error_response(400, "bad_mode", str(e))
 
 
+def too_large_message(limit: int) -> str:
+    """The message of a `file_too_large` answer (also used for Waitress's own 413)."""
+    return f"The upload is too large. Please send a file smaller than {limit / 2**20:.0f} MB."
+
+
+def _form_limit_hit(e: RequestEntityTooLarge) -> str | None:
+    """Which form limit Werkzeug's multipart parser hit: 'parts', 'field' or None (size)."""
+    tb = e.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame
+        tb = tb.tb_next
+    if last is None:
+        return None
+    module = last.f_globals.get("__name__", "")
+    if module == "werkzeug.sansio.multipart" and last.f_code.co_name == "next_event":
+        return "parts"
+    if module in ("werkzeug.sansio.multipart", "werkzeug.formparser"):
+        return "field"
+    return None
+
+
 def _too_large(e: RequestEntityTooLarge):
-    limit = current_app.config.get("MAX_CONTENT_LENGTH") or 0
-    return error_response(413, "file_too_large", "The upload is too large. Please send a file "
-                                                 f"smaller than {limit / 2**20:.0f} MB.")
+    cfg = current_app.config
+    which = _form_limit_hit(e)
+    if which == "parts":
+        return error_response(413, "too_many_form_parts", "The form has too many parts (at most "
+                              f"{cfg.get('MAX_FORM_PARTS')}). Send one image in the field "
+                              "'image' and a few short fields.")
+    if which == "field":
+        limit = cfg.get("MAX_FORM_MEMORY_SIZE") or 0
+        return error_response(413, "form_field_too_large", "A form field other than the image "
+                              f"is longer than {limit // 1000} kB. Send the X-ray as a file in "
+                              "the field 'image'.")
+    return error_response(413, "file_too_large",
+                          too_large_message(cfg.get("MAX_CONTENT_LENGTH") or 0))
+
+
+def _storage_full(e: StorageFull):
+    return error_response(507, "storage_full", "The result could not be saved: the computer's "
+                                               "disk is full. Free some disk space (or ask your "
+                                               "IT contact), then try again.")
 
 
 def _http(e: HTTPException):
@@ -87,5 +126,6 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(ImageError, _image_error)
     app.register_error_handler(BadMode, _bad_mode)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
+    app.register_error_handler(StorageFull, _storage_full)
     app.register_error_handler(HTTPException, _http)
     app.register_error_handler(Exception, _internal)

@@ -13,6 +13,7 @@ Schema 2 added ``confidence`` ("clear" | "borderline"); schema 3 the uploaded fi
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -83,6 +84,29 @@ _ADDED_COLUMNS = {
 """Columns added after schema 1: name -> SQL type and default, added to old databases."""
 
 
+_REQUIRED_COLUMNS = frozenset({"seq", "id", "created_at", "sha256", "label", "probability",
+                               "threshold", "mode", "model_version"})
+"""Columns every pneumo history (schema 1 on) has: a predictions table without them is foreign."""
+
+
+class StorageError(Exception):
+    """The history cannot be used (damaged or foreign file, unusable folder, disk full)."""
+
+
+class StorageFull(StorageError):
+    """A write failed because the disk (or the database's size limit) is full."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an sqlite3/OS error means that no space is left."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code == getattr(sqlite3, "SQLITE_FULL", 13):
+        return True
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    return "disk is full" in str(exc) or "No space left" in str(exc)
+
+
 def utc_now_iso() -> str:
     """The current UTC time as ISO 8601 with milliseconds and a Z suffix."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -99,12 +123,22 @@ def parse_bound(value: str | None, *, end: bool) -> str | None:
     if len(value) == 10:
         d = date.fromisoformat(value)
         dt = datetime(d.year, d.month, d.day, tzinfo=UTC)
-        if end:
-            dt += timedelta(days=1)
     else:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+        dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
+    try:
+        if len(value) == 10 and end:
+            dt += timedelta(days=1)
+        dt = dt.astimezone(UTC)
+    except OverflowError:  # past 9999-12-31 or before 0001-01-01 in UTC: clamp
+        return _MAX_BOUND if dt.year > 5000 else _MIN_BOUND
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_MIN_BOUND = "0000"
+"""Sorts before every stored ``created_at``: a ``from`` before year 1 (UTC) means no bound."""
+_MAX_BOUND = "9999-99"
+"""Sorts after every stored ``created_at``: a ``to`` past year 9999 (UTC) means no bound."""
 
 
 def new_id() -> str:
@@ -117,18 +151,83 @@ class HistoryStore:
 
     def __init__(self, path: str | Path, *, heatmap_keep: int = 200, keep_images: bool = False):
         self.path = Path(path)
-        # Patient data: readable by this user only (SQLite gives -wal/-shm the same mode).
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not self.path.exists():
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self.heatmap_keep = int(heatmap_keep)
         self.keep_images = bool(keep_images)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
-        conn = self._conn()
-        conn.executescript(_SCHEMA)
-        self._migrate(conn)
+        self._prepare_folder()
+        self._check_existing()
+        try:
+            conn = self._conn()
+            conn.executescript(_SCHEMA)
+            self._migrate(conn)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise self._open_error(exc) from exc
+
+    def _prepare_folder(self) -> None:
+        """Create the data folder and an empty database file (this user only), or StorageError."""
+        folder = self.path.parent
+        try:
+            # Patient data: readable by this user only (SQLite gives -wal/-shm the same mode).
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise StorageError(f"the data folder {folder} cannot be used: a file is in the way "
+                               f"({exc.strerror or exc}). Choose another folder with "
+                               "--data-dir, or move that file aside.") from exc
+        except OSError as exc:
+            raise StorageError(f"the data folder {folder} cannot be written "
+                               f"({exc.strerror or exc}). Make it writable for this user, or "
+                               "choose another folder with --data-dir.") from exc
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise StorageError(f"the data folder {folder} is read-only. Make it writable for "
+                               "this user, or choose another folder with --data-dir.")
+
+    def _check_existing(self) -> None:
+        """Refuse (StorageError) a file that is not a pneumo history, without changing it."""
+        if self.path.stat().st_size == 0:
+            return  # new: the schema is created next
+        # Read-only; "immutable" (no -wal/-shm files made) unless a -wal holds recent commits.
+        wal = self.path.with_name(self.path.name + "-wal").exists()
+        query = "mode=ro" if wal else "mode=ro&immutable=1"
+        try:
+            ro = sqlite3.connect(f"{self.path.resolve().as_uri()}?{query}", uri=True)
+            try:
+                tables = {r[0] for r in ro.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                cols = ({r[1] for r in ro.execute("PRAGMA table_info(predictions)")}
+                        if "predictions" in tables else set())
+                ok = ro.execute("PRAGMA quick_check(1)").fetchone()[0] == "ok"
+            finally:
+                ro.close()
+        except sqlite3.DatabaseError as exc:
+            raise self._open_error(exc) from exc
+        if not ok:
+            raise self._damaged("its pages are damaged")
+        if tables and not _REQUIRED_COLUMNS <= cols:
+            raise self._damaged("it is an SQLite database of another program")
+
+    def _damaged(self, why: str) -> StorageError:
+        """The start-up error for a history file we must not use."""
+        return StorageError(f"the history database {self.path} cannot be used: {why}. It was "
+                            "left unchanged. Move it aside (rename it, e.g. to "
+                            f"{self.path.name}.damaged) and start again: a new, empty history "
+                            "is created; keep the old file for recovery.")
+
+    def _open_error(self, exc: sqlite3.DatabaseError) -> StorageError:
+        """A StorageError for an sqlite3 error met while opening the history."""
+        text = str(exc)
+        if is_disk_full(exc):
+            return StorageError(f"the disk holding {self.path} is full. Free some space and "
+                                "start again.")
+        if "readonly" in text or "unable to open" in text:
+            return StorageError(f"the history database {self.path} cannot be written ({text}). "
+                                "Make the data folder writable for this user, or choose another "
+                                "folder with --data-dir.")
+        return self._damaged(f"it is damaged or not a database ({text})")
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Bring an older database up to SCHEMA_VERSION (add missing columns) and record it."""
@@ -172,6 +271,17 @@ class HistoryStore:
         rec["created_at"] = rec["created_at"] or utc_now_iso()
         warnings = rec["warnings"] or []
         rec["warnings"] = warnings if isinstance(warnings, str) else json.dumps(warnings)
+        try:
+            self._insert(rec, heatmap, image)
+        except (sqlite3.OperationalError, OSError) as exc:
+            if is_disk_full(exc):
+                log.error("history %s: disk full, the result was not saved (%s)", self.path, exc)
+                raise StorageFull(f"no space left for {self.path}") from exc
+            raise
+        return self._decode(rec)
+
+    def _insert(self, rec: dict, heatmap: bytes | None, image: bytes | None) -> None:
+        """The INSERTs of one prediction, in one committed transaction."""
         conn = self._conn()
         with conn:  # one transaction, committed on exit
             conn.execute(f"INSERT INTO predictions ({', '.join(FIELDS)}) "
@@ -183,7 +293,6 @@ class HistoryStore:
             if image is not None and self.keep_images:
                 conn.execute("INSERT INTO images(id, format, data) VALUES (?, ?, ?)",
                              (rec["id"], rec.get("format"), image))
-        return self._decode(rec)
 
     @staticmethod
     def _decode(row) -> dict:

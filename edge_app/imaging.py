@@ -39,8 +39,9 @@ log = logging.getLogger(__name__)
 DATASET_SIZE = 224
 """Side of the square every training image was squashed to."""
 
-DEFAULT_MAX_PIXELS = 80_000_000
-"""Refuse images with more pixels than this (decompression bombs)."""
+DEFAULT_MAX_PIXELS = 50_000_000
+"""Refuse images with more pixels than this (decompression bombs). The one default: the app's
+``max_pixels`` setting (edge_app.config), the batch command and the self-test all use it."""
 
 WORK_MIN_SIDE = 2 * DATASET_SIZE
 """Larger images are box-reduced by an integer factor right after decoding, down to a shorter

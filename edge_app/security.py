@@ -4,9 +4,13 @@
   rebinding pages from reading the history).
 - With a token, every request must carry it: ``Authorization: Bearer``, ``X-Access-Token``,
   or the HttpOnly cookie set by visiting ``/?token=...`` once.
-- Unsafe requests (POST, ...) from browsers must be same-origin (``Origin`` /
-  ``Sec-Fetch-Site``), and when they carry one of our cookies they must also send the
-  per-session CSRF token in ``X-CSRF-Token``. Cookie-less API clients (curl, scripts) need
+- Opt-in on loopback (``--require-pin``, for a shared computer): every request must carry
+  the access PIN (``X-Access-PIN``) or the HttpOnly cookie set by visiting ``/?pin=...``
+  once (``/healthz`` excepted); five wrong PINs in a row pause PIN checks for 30 s.
+- Unsafe requests (POST, ...) from browsers must be same-origin: ``Sec-Fetch-Site``, and
+  ``Origin`` (or, without one, ``Referer``) must match this server's scheme, host and port.
+  When they carry one of our cookies they must also send the per-session CSRF token in
+  ``X-CSRF-Token``. Cookie-less API clients (curl, scripts) need
   no CSRF token: without cookies there is no ambient authority to forge.
 """
 
@@ -24,6 +28,7 @@ from edge_app.errors import ApiError
 TOKEN_COOKIE = "pneumo_access"
 SESSION_COOKIE = "pneumo_session"
 CSRF_HEADER = "X-CSRF-Token"
+PIN_HEADER = "X-Access-PIN"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -73,6 +78,11 @@ def _check_request() -> Response | None:
         if not _host_ok(trusted):
             raise ApiError(400, "bad_host", "This server only answers requests addressed to "
                                             "localhost.")
+        guard = current_app.extensions.get("pneumo_pin")
+        if guard is not None and request.path != "/healthz":  # liveness: no patient data
+            resp = _check_pin(guard)
+            if resp is not None:
+                return resp
     else:
         url_token = request.args.get("token") if request.method == "GET" else None
         if url_token is not None and request.path == "/":
@@ -93,18 +103,70 @@ def _check_request() -> Response | None:
     return None
 
 
+def _origin_of(url: str) -> tuple[str, str] | None:
+    """(scheme, host[:port]) of an Origin/Referer value, default ports dropped; None if opaque."""
+    parts = urlsplit(url.strip())
+    if not parts.scheme or not parts.netloc:
+        return None
+    scheme = parts.scheme.lower()
+    netloc = parts.netloc.lower().rsplit("@", 1)[-1]
+    default = {"http": ":80", "https": ":443"}.get(scheme)
+    if default and netloc.endswith(default):
+        netloc = netloc[: -len(default)]
+    return scheme, netloc
+
+
+def _same_origin(url: str) -> bool:
+    """Whether an Origin/Referer names this server: same scheme, host and port."""
+    return _origin_of(url) == _origin_of(f"{request.scheme}://{request.host}")
+
+
+def _pin_ok(guard, pin: str) -> bool:
+    """Check a presented PIN (429 while paused after repeated wrong PINs)."""
+    wait = guard.locked_for()
+    if wait > 0:
+        raise ApiError(429, "too_many_pin_attempts", "Too many wrong PINs. Wait "
+                                                     f"{wait:.0f} seconds and try again.")
+    return guard.check(pin)
+
+
+def _check_pin(guard) -> Response | None:
+    """--require-pin: `/?pin=...` once (sets the HttpOnly cookie), or `X-Access-PIN`."""
+    wrong = ApiError(401, "bad_pin", "The access PIN is wrong.")
+    url_pin = request.args.get("pin") if request.method == "GET" else None
+    if url_pin is not None and request.path == "/":
+        if not _pin_ok(guard, url_pin):
+            raise wrong
+        resp = redirect("/", code=303)
+        resp.set_cookie(TOKEN_COOKIE, guard.session_secret, httponly=True, samesite="Strict",
+                        path="/")
+        return resp
+    presented = _presented_token()
+    if presented is not None and _same(presented, guard.session_secret):
+        return None
+    header = request.headers.get(PIN_HEADER)
+    if header is not None:
+        if _pin_ok(guard, header):
+            return None
+        raise wrong
+    raise ApiError(401, "pin_required", "This computer's clinic app asks for its access PIN: "
+                                        "open the page as /?pin=YOUR-PIN once, or send the "
+                                        f"header '{PIN_HEADER}'.")
+
+
 def _check_unsafe() -> None:
     """Refuse cross-site writes; require the CSRF token when our cookies are present."""
+    refused = ApiError(403, "cross_site_request", "Requests from other sites are refused.")
     site = request.headers.get("Sec-Fetch-Site")
     if site and site not in ("same-origin", "none"):
-        raise ApiError(403, "cross_site_request", "Requests from other sites are refused.")
+        raise refused
     origin = request.headers.get("Origin")
-    if origin and origin != "null":
-        o = urlsplit(origin)
-        if o.netloc.lower() != request.host.lower():
-            raise ApiError(403, "cross_site_request", "Requests from other sites are refused.")
-    elif origin == "null":
-        raise ApiError(403, "cross_site_request", "Requests from other sites are refused.")
+    referer = request.headers.get("Referer")
+    if origin is not None:
+        if not _same_origin(origin):  # "null" and other opaque origins too
+            raise refused
+    elif referer is not None and not _same_origin(referer):
+        raise refused  # no Origin: the Referer must then name this server
     if SESSION_COOKIE in request.cookies or TOKEN_COOKIE in request.cookies:
         sent = request.headers.get(CSRF_HEADER, "")
         expected = session.get("csrf", "")

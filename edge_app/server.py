@@ -5,15 +5,95 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import sys
 import threading
+import time
 import webbrowser
 from typing import TextIO
 
 from edge_app.config import is_loopback, resolve
 from edge_app.history import DB_NAME
+
+log = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+QUEUE_WARNING_EVERY_S = 60.0
+"""At most one "Task queue depth" warning this often, and only when the queue stays high."""
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """The one logging setup, called by the entry points (`pneumo serve`, the executable)."""
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+
+
+class QueueDepthFilter(logging.Filter):
+    """Waitress warns "Task queue depth is N" on every request that waits for a free thread.
+
+    A short wait under a few clients is normal: only a depth of at least ``high`` (requests
+    waiting beyond a whole pool of busy threads) is logged, at most once per ``every_s``.
+    """
+
+    def __init__(self, high: int, every_s: float = QUEUE_WARNING_EVERY_S):
+        super().__init__()
+        self.high = max(1, int(high))
+        self.every_s = every_s
+        self._last = -float("inf")
+        self._skipped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the record only when the queue is high and no warning was logged lately."""
+        if not str(record.msg).startswith("Task queue depth"):
+            return True
+        depth = record.args[0] if isinstance(record.args, tuple) and record.args else 0
+        now = time.monotonic()
+        if not isinstance(depth, int) or depth < self.high or now - self._last < self.every_s:
+            self._skipped += 1
+            return False
+        record.msg = ("Task queue depth is %d (requests waiting for a worker thread; "
+                      "%d shorter waits not logged); consider more --threads")
+        record.args = (depth, self._skipped)
+        self._last, self._skipped = now, 0
+        return True
+
+
+def _json_error_channel(max_upload_bytes: int):
+    """A Waitress channel class whose own error answers (400, 413, 431...) are our JSON."""
+    from waitress.channel import HTTPChannel
+    from waitress.task import ErrorTask
+
+    from edge_app.errors import too_large_message
+
+    codes = {400: "bad_request", 413: "file_too_large",
+             431: "request_header_fields_too_large", 500: "internal_error"}
+
+    class JsonErrorTask(ErrorTask):
+        """Waitress's error answer in the documented shape {"error": {"code", "message"}}."""
+
+        def execute(self) -> None:
+            e = self.request.error
+            if e.code == 413:
+                message = too_large_message(max_upload_bytes)
+            elif e.code >= 500:
+                message = "Something went wrong on the server."
+            else:
+                message = f"The request could not be read: {e.body}."
+            code = codes.get(e.code, "bad_request")
+            body = json.dumps({"error": {"code": code, "message": message}}).encode()
+            self.status = f"{e.code} {e.reason}"
+            self.response_headers.append(("Content-Type", "application/json"))
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    class JsonErrorChannel(HTTPChannel):
+        """HTTPChannel answering its own errors in JSON."""
+
+        error_task_class = JsonErrorTask
+
+    return JsonErrorChannel
 
 
 def prepare_config(config: dict) -> dict:
@@ -35,14 +115,13 @@ def _url(host: str, port: int) -> str:
 def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None = None,
                ready: threading.Event | None = None) -> int:
     """Create the app and serve it with Waitress until interrupted; returns an exit code."""
-    from waitress.server import create_server
+    from waitress.server import BaseWSGIServer, create_server
 
     from edge_app.app import create_app
 
     out = out or sys.stdout
     cfg = prepare_config(config)
     generated = cfg["token"] if not config.get("token") else None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(cfg)
     server = create_server(
         app, host=cfg["host"], port=cfg["port"], threads=cfg["threads"], ident="pneumo",
@@ -52,6 +131,13 @@ def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None =
         inbuf_overflow=cfg["max_upload_bytes"] + 1024 * 1024,
         clear_untrusted_proxy_headers=True,
     )
+    channel = _json_error_channel(cfg["max_upload_bytes"])
+    for srv in [server, *list(getattr(server, "map", {}).values())]:
+        if isinstance(srv, BaseWSGIServer):  # one per listening socket
+            srv.channel_class = channel
+    queue_log = logging.getLogger("waitress.queue")
+    queue_log.filters = [f for f in queue_log.filters if not isinstance(f, QueueDepthFilter)]
+    queue_log.addFilter(QueueDepthFilter(high=cfg["threads"]))
     port = server.effective_port if hasattr(server, "effective_port") else cfg["port"]
     url = _url(cfg["host"], port)
     open_url = url + (f"?token={cfg['token']}" if cfg["token"] else "")
@@ -62,6 +148,8 @@ def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None =
         print(f"clinic: {cfg['clinic_name']}", file=out)
     print(f"history: {cfg['data_dir'] / DB_NAME}"
           + (" (uploaded images kept)" if cfg["keep_images"] else ""), file=out)
+    if "pneumo_pin" in app.extensions:
+        print("access PIN required: open the page as /?pin=YOUR-PIN once", file=out)
     if cfg["token"]:
         if generated:
             print(f"access token (generated): {cfg['token']}", file=out)

@@ -24,7 +24,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         strategy=args.strategy, cache_dir=args.cache_dir, external_val=args.external_val,
         intensity=args.intensity, label_smoothing=args.label_smoothing, mixup=args.mixup,
         balance=args.balance, width=args.width, select=args.select,
-        augment_set=args.aug_set or [], weight_decay=args.weight_decay,
+        augment_set=args.aug_set or [], weight_decay=args.weight_decay, overlays=args.overlays,
     )
     train(cfg, resume=not args.no_resume)
     return 0
@@ -72,6 +72,9 @@ def _add_train(sub) -> None:
     p.add_argument("--balance", choices=["weights", "sampling"], default="weights",
                    help="class imbalance: loss weights or balanced sampling")
     p.add_argument("--width", type=float, default=1.0, help="CNN channel width multiplier")
+    p.add_argument("--overlays", type=float, default=0.0, metavar="P",
+                   help="burned-in unit text (kV, time, markers) in the corners of a training "
+                        "image, with probability P, on both classes (train/overlays.py)")
     p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     p.add_argument("--select", choices=["val_auc", "last"], default="val_auc",
                    help="the run's model: best internal validation AUC, or the last epoch")

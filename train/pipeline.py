@@ -45,9 +45,12 @@ def _mixup(images, labels, weights, alpha: float, seed):
 
 def train_dataset(x: np.ndarray, y: np.ndarray, weights: dict[int, float], *, batch_size: int,
                   epoch: int, seed: int, augment: AugmentConfig, mixup: float = 0.0,
-                  balanced_sampling: bool = False) -> tf.data.Dataset:
+                  balanced_sampling: bool = False, x_alt: np.ndarray | None = None,
+                  alt_prob: float = 0.0) -> tf.data.Dataset:
     """One epoch of shuffled, augmented (image, label, sample weight) batches.
 
+    `x_alt` is a second version of every image (e.g. with burned-in text, `train.overlays`)
+    taken instead of the original with probability `alt_prob`, drawn anew each epoch.
     The order and the augmentation draws depend only on (seed, epoch), so a resumed run
     sees exactly the batches it would have seen.
     """
@@ -55,10 +58,15 @@ def train_dataset(x: np.ndarray, y: np.ndarray, weights: dict[int, float], *, ba
     x_t = tf.constant(x)
     y_t = tf.constant(y.astype(np.float32))
     w_t = tf.constant(np.array([weights[int(c)] for c in y], dtype=np.float32))
+    alt_t = tf.constant(x_alt) if x_alt is not None and alt_prob > 0 else None
 
     def make(i, idx):
-        images = _to_float(tf.gather(x_t, idx))
         batch_seed = tf.stack([tf.cast(seed, tf.int64), epoch * 100_003 + i])
+        raw = tf.gather(x_t, idx)
+        if alt_t is not None:
+            pick = tf.random.stateless_uniform(tf.shape(idx), seed=batch_seed + 11) < alt_prob
+            raw = tf.where(pick[:, None, None], tf.gather(alt_t, idx), raw)
+        images = _to_float(raw)
         if augment.active:
             images = augment_batch(images, augment, batch_seed)
         labels, w = tf.gather(y_t, idx)[:, None], tf.gather(w_t, idx)

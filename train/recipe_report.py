@@ -76,6 +76,10 @@ def recipe_summary(meta: dict) -> str:
         value = r.get(key, meta.get(key, default))
         if value != default:
             parts.append(f"{key.replace('_', ' ')} {value}")
+    if r.get("augmentation_off"):
+        parts.append("no " + "/".join(r["augmentation_off"]))
+    if r.get("overlays"):
+        parts.append(f"burned-in text {r['overlays']}")
     erasing = r.get("augment_params", {}).get("erasing", 0.0)
     if erasing:
         parts.append(f"erasing {erasing}")

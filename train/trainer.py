@@ -82,6 +82,7 @@ class TrainConfig:
     balance: str = "weights"  # class imbalance: 'weights' (loss weights) or 'sampling'
     width: float = 1.0  # multiplier of the CNN's channel widths
     select: str = "val_auc"  # which epoch is the result: best internal 'val_auc' or 'last'
+    overlays: float = 0.0  # probability of burned-in unit text on a training image
 
 
 def log(msg: str) -> None:
@@ -204,6 +205,12 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
     cache = cfg.cache_dir or str(out / "cache")
     x_tr, y_tr = cached_arrays(train_samples, cfg.img_size, cache)
     x_va, y_va = cached_arrays(split.val, cfg.img_size, cache)
+    x_ov = None
+    if cfg.overlays > 0:
+        from train.overlays import burn_in_text
+
+        x_ov = normalize_intensity(burn_in_text(x_tr, cfg.seed), cfg.intensity)
+        log(f"burned-in text on a copy of every training image, used with p={cfg.overlays}")
     x_tr, x_va = normalize_intensity(x_tr, cfg.intensity), normalize_intensity(x_va, cfg.intensity)
     weights = class_weights(y_tr) if cfg.balance == "weights" else {0: 1.0, 1: 1.0}
     log(f"class balance: {cfg.balance}, weights {weights}")
@@ -235,7 +242,8 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
         t0 = time.time()
         ds = train_dataset(x_tr, y_tr, weights, batch_size=cfg.batch_size, epoch=epoch,
                            seed=cfg.seed, augment=augment, mixup=cfg.mixup,
-                           balanced_sampling=cfg.balance == "sampling")
+                           balanced_sampling=cfg.balance == "sampling", x_alt=x_ov,
+                           alt_prob=cfg.overlays)
         hist = model.fit(ds, epochs=1, verbose=0, shuffle=False)
         p_val = model.predict(val_ds, verbose=0).ravel()
         val_auc = float(roc_auc_score(y_va, p_val))
@@ -322,6 +330,7 @@ def _run_metadata(cfg: TrainConfig, state: dict, split: Split, train_samples: li
             "mixup": cfg.mixup,
             "width": cfg.width,
             "select": cfg.select,
+            "overlays": cfg.overlays,
             "epochs": cfg.epochs,
             "batch_size": cfg.batch_size,
             "learning_rate": cfg.learning_rate,

@@ -132,3 +132,32 @@ def test_random_erasing_and_aug_set():
         assert 0.01 < changed.mean() < 0.2  # one rectangle of 10-35 % of each side
     with pytest.raises(ValueError):
         AugmentConfig().with_values(["colour=2"])
+
+
+def test_burned_in_text_only_touches_the_corners_and_is_seeded():
+    from train.overlays import burn_in_text
+
+    x = np.full((6, 96, 96), 60, np.uint8)
+    a, b = burn_in_text(x, seed=1), burn_in_text(x, seed=1)
+    assert np.array_equal(a, b) and not np.array_equal(a, burn_in_text(x, seed=2))
+    changed = a != x
+    assert changed.reshape(6, -1).any(axis=1).all()  # every image got some text
+    centre = changed[:, 30:66, 30:66]
+    assert not centre.any()  # the lungs in the middle are never written on
+    assert a.max() > 150  # near-white text
+
+
+def test_alternative_images_replace_originals_with_their_probability():
+    x = np.zeros((32, 16, 16), np.uint8)
+    alt = np.full((32, 16, 16), 255, np.uint8)
+    y = np.array([0, 1] * 16)
+    for prob, expect in ((1.0, 1.0), (0.0, 0.0)):
+        images, _, _ = next(iter(train_dataset(
+            x, y, {0: 1.0, 1: 1.0}, batch_size=32, epoch=1, seed=0,
+            augment=AugmentConfig.none(), x_alt=alt, alt_prob=prob)))
+        assert float(images.numpy().mean()) == pytest.approx(expect)
+    images, _, _ = next(iter(train_dataset(
+        x, y, {0: 1.0, 1: 1.0}, batch_size=32, epoch=1, seed=0,
+        augment=AugmentConfig.none(), x_alt=alt, alt_prob=0.5)))
+    share = float(images.numpy().reshape(32, -1).mean(axis=1).mean())
+    assert 0.2 < share < 0.8
