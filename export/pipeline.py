@@ -139,8 +139,15 @@ def combined_split(runs: Sequence[Run]) -> Split:
 
 
 def _recipe_summary(recipe: dict) -> dict:
-    """The scalar settings of a training recipe (no nested dicts or lists)."""
-    return {k: v for k, v in (recipe or {}).items() if not isinstance(v, (dict, list))}
+    """The scalar settings of a training recipe, lists of names joined (no nested dicts)."""
+    out = {}
+    for k, v in (recipe or {}).items():
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            if v:
+                out[k] = "/".join(v)
+        elif not isinstance(v, (dict, list)):
+            out[k] = v
+    return out
 
 
 def ensemble_train_meta(runs: Sequence[Run], source_sha256: Sequence[str]) -> dict:

@@ -177,6 +177,7 @@ def evaluate_cli(model: str, data: str, *, json_path: str | None = None,
     result = evaluate(predict, meta, samples, shifts=shifts)
     result["data"] = source
     result["label"] = ("internal validation" if source.startswith("validation split")
+                       else EXTERNAL_LABEL if Path(source).name == "external_val"
                        else f"evaluation data ({source})")
     if external_val:
         ext_samples = list_class_folder(Path(external_val))

@@ -31,12 +31,16 @@ def _batch(size: int) -> np.ndarray:
     return np.stack([preprocess_path(p, size) for p in all_fixture_xrays()])
 
 
-def test_bundled_model_is_unchanged(model):
-    assert model.calibration is None and model.intensity == "none"
+def test_bundled_model_answers_on_its_calibrated_scale(model):
+    """The shipped model carries a monotonic calibration fitted on external validation."""
+    assert model.calibration and model.calibration["a"] > 0 and model.intensity == "none"
     x = _batch(model.input_size)
     out = model.run(x)
-    np.testing.assert_array_equal(out.probability, out.raw_probability)
-    np.testing.assert_array_equal(model.predict(x), model.predict_raw(x))
+    np.testing.assert_allclose(out.probability,
+                               apply_calibration(out.raw_probability, model.calibration),
+                               rtol=1e-5, atol=1e-6)
+    order = np.argsort(out.raw_probability)
+    assert np.all(np.diff(out.probability[order]) >= -1e-6)  # calibration keeps the ranking
 
 
 def test_calibration_is_applied(model, calibrated):

@@ -1,0 +1,10 @@
+# Stage 1: the search (one seed each, 96 px, 8 epochs, last epoch), two lanes on 2 cores
+bash reports/recipe/search.sh base96 reg96 & bash reports/recipe/search.sh eq96 noflip96 & wait
+#   each row is: pneumo train --data ../shared/data/chest_xray --external-val ../shared/data/external_val \
+#     --img-size 96 --epochs 8 --select last --seed 42 --split-seed 42 --out runs/recipe/NAME  + the recipe flags:
+#   base96: (none)   eq96: --intensity equalize   reg96: --mixup 0.2 --label-smoothing 0.1 --aug-set erasing=0.5
+#   noflip96: --no-aug flip        (eqreg96 was stopped after 2 epochs once eq96 showed no gain)
+# Stage 2: the winner (noflip96) with another seed, and the burned-in-text variant
+bash reports/recipe/finalists.sh 43 & FAMILY=ovl96 bash reports/recipe/finalists.sh 42 & wait
+# Stage 3: export the three finalist runs as one graph, calibrate, table, ship
+bash reports/recipe/ship.sh
