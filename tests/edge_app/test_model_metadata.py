@@ -46,7 +46,7 @@ def test_bundled_model_answers_on_its_calibrated_scale(model):
 def test_calibration_is_applied(model, calibrated):
     assert calibrated.calibration["a"] == 2.0 and calibrated.thresholds == THRESHOLDS
     x = _batch(calibrated.input_size)
-    raw = model.predict(x)  # the same network without calibration
+    raw = model.predict_raw(x)  # the same network, before any calibration
     out = calibrated.run(x)
     np.testing.assert_allclose(out.raw_probability, raw, atol=1e-7)
     np.testing.assert_allclose(calibrated.predict(x), apply_calibration(raw, CALIBRATION),
@@ -59,9 +59,9 @@ def test_calibration_is_applied(model, calibrated):
 def test_pipeline_answers_with_the_calibrated_probability(model, calibrated):
     raw = Predictor(model).predict(XRAY_NORMAL.read_bytes(), heatmap=False)
     res = Predictor(calibrated).predict(XRAY_NORMAL.read_bytes(), heatmap=False)
-    expected = float(apply_calibration(raw.probability, CALIBRATION))
+    expected = float(apply_calibration(raw.raw_probability, CALIBRATION))
     assert res.probability == pytest.approx(expected, rel=1e-5, abs=1e-7)
-    assert res.raw_probability == pytest.approx(raw.probability, abs=1e-7)
+    assert res.raw_probability == pytest.approx(raw.raw_probability, abs=1e-7)
     assert res.threshold == THRESHOLDS["balanced"]
     assert res.label == calibrated.label_for(res.probability, "balanced")[0]
     assert res.to_json()["probability"] == pytest.approx(expected, abs=1e-6)
