@@ -1,4 +1,4 @@
-"""`pneumo serve` and `pneumo predict`: registered by pneumo.cli via add_subcommands.
+"""`pneumo serve`, `pneumo predict` and `pneumo history`: registered by pneumo.cli via add_subcommands.
 
 Light to import: no ONNX Runtime, Flask or Waitress until a subcommand runs.
 """
@@ -74,6 +74,45 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return run_batch(args.paths, model_path=args.model, mode=args.mode, csv_path=args.csv)
 
 
+def _history_path(args: argparse.Namespace):
+    """The history database the server would use with this --data-dir (config.resolve)."""
+    from edge_app.config import resolve
+    from edge_app.history import DB_NAME
+
+    return resolve({"data_dir": args.data_dir})["data_dir"] / DB_NAME
+
+
+def _cmd_history_check(args: argparse.Namespace) -> int:
+    from edge_app.history_repair import check
+
+    verdict = check(_history_path(args))
+    print(verdict.message, file=sys.stdout if verdict.ok else sys.stderr)
+    return 0 if verdict.ok else 2
+
+
+def _cmd_history_repair(args: argparse.Namespace) -> int:
+    from edge_app.history_repair import repair
+
+    path = _history_path(args)
+    if not path.is_file():
+        print(f"error: no history database at {path}", file=sys.stderr)
+        return 2
+    try:
+        done = repair(path)
+    except OSError as exc:
+        print(f"error: cannot repair {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(f"backup of the original: {done.backup}")
+    for table, kept in done.recovered.items():
+        lost = done.lost[table]
+        print(f"{table}: {kept} rows recovered, "
+              f"{'an unknown number of' if lost is None else lost} lost")
+    if done.unreadable:
+        print(f"unreadable (nothing recovered): {', '.join(done.unreadable)}")
+    print(f"repaired: {path}")
+    return 0
+
+
 def add_clinic_name_option(p: argparse.ArgumentParser) -> None:
     """--clinic-name (shared with the pneumo-edge launcher; default from config.DEFAULTS)."""
     p.add_argument("--clinic-name", default=DEFAULTS["clinic_name"], metavar="NAME",
@@ -117,7 +156,7 @@ def add_serve_arguments(p: argparse.ArgumentParser, *, executable: bool = False)
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
-    """Register `serve` and `predict` on an argparse subparsers object."""
+    """Register `serve`, `predict` and `history` on an argparse subparsers object."""
     p = sub.add_parser("serve", help="run the clinic web app (Waitress)")
     add_serve_arguments(p)
     p.add_argument("--open-browser", action="store_true", help="open the page in a browser")
@@ -129,6 +168,19 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--mode", default="balanced", help="operating mode: balanced or screening")
     q.add_argument("--model", default=_default_model(), help="ONNX model file")
     q.set_defaults(func=_cmd_predict)
+
+    h = sub.add_parser("history", help="check or repair the history database")
+    hsub = h.add_subparsers(dest="history_command", metavar="ACTION", required=True)
+    for name, func, text in (
+            ("check", _cmd_history_check,
+             "read-only integrity and schema check (exit 0 ok, 2 damaged)"),
+            ("repair", _cmd_history_repair,
+             "back the file up, salvage the readable rows into a fresh database (stop the "
+             "server first)")):
+        c = hsub.add_parser(name, help=text)
+        c.add_argument("--data-dir", default=None,
+                       help=f"history folder (default ${DATA_DIR_ENV} or the user's data folder)")
+        c.set_defaults(func=func)
 
 
 def build_parser() -> argparse.ArgumentParser:

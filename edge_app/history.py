@@ -141,6 +141,36 @@ _MAX_BOUND = "9999-99"
 """Sorts after every stored ``created_at``: a ``to`` past year 9999 (UTC) means no bound."""
 
 
+def read_only_uri(path: Path) -> str:
+    """An sqlite3 URI that reads ``path`` without changing it (no -wal/-shm made if avoidable)."""
+    # "immutable" (no -wal/-shm files made) unless a -wal holds recent commits.
+    wal = path.with_name(path.name + "-wal").exists()
+    query = "mode=ro" if wal else "mode=ro&immutable=1"
+    return f"{path.resolve().as_uri()}?{query}"
+
+
+def file_problem(path: Path, *, full: bool = False) -> str | None:
+    """Why an existing, non-empty history file cannot be used (None: it can); read-only.
+
+    The start-up check (``full=False``: quick_check) and ``pneumo history check``
+    (``full=True``: integrity_check). Raises sqlite3.DatabaseError if SQLite cannot read it.
+    """
+    ro = sqlite3.connect(read_only_uri(path), uri=True)
+    try:
+        tables = {r[0] for r in ro.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        cols = ({r[1] for r in ro.execute("PRAGMA table_info(predictions)")}
+                if "predictions" in tables else set())
+        pragma = "integrity_check(1)" if full else "quick_check(1)"
+        ok = ro.execute(f"PRAGMA {pragma}").fetchone()[0] == "ok"
+    finally:
+        ro.close()
+    if not ok:
+        return "its pages are damaged"
+    if tables and not _REQUIRED_COLUMNS <= cols:
+        return "it is an SQLite database of another program"
+    return None
+
+
 def new_id() -> str:
     """A fresh random record id."""
     return uuid.uuid4().hex
@@ -190,25 +220,12 @@ class HistoryStore:
         """Refuse (StorageError) a file that is not a pneumo history, without changing it."""
         if self.path.stat().st_size == 0:
             return  # new: the schema is created next
-        # Read-only; "immutable" (no -wal/-shm files made) unless a -wal holds recent commits.
-        wal = self.path.with_name(self.path.name + "-wal").exists()
-        query = "mode=ro" if wal else "mode=ro&immutable=1"
         try:
-            ro = sqlite3.connect(f"{self.path.resolve().as_uri()}?{query}", uri=True)
-            try:
-                tables = {r[0] for r in ro.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
-                cols = ({r[1] for r in ro.execute("PRAGMA table_info(predictions)")}
-                        if "predictions" in tables else set())
-                ok = ro.execute("PRAGMA quick_check(1)").fetchone()[0] == "ok"
-            finally:
-                ro.close()
+            why = file_problem(self.path)
         except sqlite3.DatabaseError as exc:
             raise self._open_error(exc) from exc
-        if not ok:
-            raise self._damaged("its pages are damaged")
-        if tables and not _REQUIRED_COLUMNS <= cols:
-            raise self._damaged("it is an SQLite database of another program")
+        if why:
+            raise self._damaged(why)
 
     def _damaged(self, why: str) -> StorageError:
         """The start-up error for a history file we must not use."""
