@@ -69,26 +69,30 @@ def _intercept_given_slope(z: np.ndarray, t: np.ndarray, a: float) -> float:
     return float(b)
 
 
+def _fit_slope(y: np.ndarray, p_raw: np.ndarray, *, intercept: bool, smooth: bool
+               ) -> tuple[float, float, int]:
+    """(a, b, n) of sigmoid(a * logit(p_raw) + b) fitted to y; a held above A_MIN (b = 0
+    without an intercept), so the calibrated map stays increasing."""
+    z, t = logit(p_raw), _targets(y, smooth)
+    a, b = _weighted_logreg(z, t, fit_intercept=intercept)
+    if not a > A_MIN:
+        log.warning("calibration slope %.4g is not positive: held at %g", a, A_MIN)
+        a = A_MIN
+        b = _intercept_given_slope(z, t, a) if intercept else 0.0
+    return a, (b if intercept else 0.0), int(len(z))
+
+
 def fit_platt(y: np.ndarray, p_raw: np.ndarray, *, smooth: bool = True) -> dict:
     """Platt scaling: logistic regression of y on logit(p_raw), slope forced > 0."""
-    z, t = logit(p_raw), _targets(y, smooth)
-    a, b = _weighted_logreg(z, t, fit_intercept=True)
-    if not a > A_MIN:
-        log.warning("Platt slope %.4g is not positive: held at %g, intercept refitted", a, A_MIN)
-        a = A_MIN
-        b = _intercept_given_slope(z, t, a)
-    return {"method": "platt", "a": a, "b": b, "fit": "platt", "n": int(len(z))}
+    a, b, n = _fit_slope(y, p_raw, intercept=True, smooth=smooth)
+    return {"method": "platt", "a": a, "b": b, "fit": "platt", "n": n}
 
 
 def fit_temperature(y: np.ndarray, p_raw: np.ndarray, *, smooth: bool = True) -> dict:
     """Temperature scaling: p = sigmoid(logit(p_raw) / T), stored as Platt with b = 0."""
-    z, t = logit(p_raw), _targets(y, smooth)
-    a, _ = _weighted_logreg(z, t, fit_intercept=False)
-    if not a > A_MIN:
-        log.warning("temperature slope %.4g is not positive: held at %g", a, A_MIN)
-        a = A_MIN
-    return {"method": "platt", "a": a, "b": 0.0, "fit": "temperature", "temperature": 1.0 / a,
-            "n": int(len(z))}
+    a, b, n = _fit_slope(y, p_raw, intercept=False, smooth=smooth)
+    return {"method": "platt", "a": a, "b": b, "fit": "temperature", "temperature": 1.0 / a,
+            "n": n}
 
 
 def fit_calibration(y: np.ndarray, p_raw: np.ndarray, fit: str) -> dict:
