@@ -6,5 +6,5 @@ bash reports/recipe/search.sh base96 reg96 & bash reports/recipe/search.sh eq96 
 #   noflip96: --no-aug flip        (eqreg96 was stopped after 2 epochs once eq96 showed no gain)
 # Stage 2: the winner (noflip96) with another seed, and the burned-in-text variant
 bash reports/recipe/finalists.sh 43 & FAMILY=ovl96 bash reports/recipe/finalists.sh 42 & wait
-# Stage 3: export the three finalist runs as one graph, calibrate, table, ship
+# Stage 3: export the winner's two seeds (noflip96 s42, s43) as one graph, calibrate, table, ship
 bash reports/recipe/ship.sh
