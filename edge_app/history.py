@@ -7,8 +7,12 @@ in the same database (the last ``heatmap_keep``); uploaded images only with ``ke
 
 Schema 2 added ``confidence`` ("clear" | "borderline"); schema 3 the uploaded file's name
 (``file_name``), ``bit_depth``, and whether the probability was calibrated (``calibrated``,
-``calibrated_on``). A database made by an older version gets the missing columns on open
-(NULL for its old records: those facts were never recorded).
+``calibrated_on``); schema 4 where the image came from (``source``: "upload", "dicom";
+``study_uid``/``sop_uid`` for DICOM, unique per SOPInstanceUID), which thresholds the answer used
+(``threshold_source``: "model" | "site") and the clinician's confirmed finding (``finding``,
+``finding_note``, ``finding_by``, ``finding_at``), with every change kept in the append-only
+``audit`` table. A database made by an older version gets the missing columns on open (NULL
+for its old records: those facts were never recorded).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 DB_NAME = "history.sqlite3"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,15 @@ CREATE TABLE IF NOT EXISTS predictions (
     file_name TEXT DEFAULT NULL,
     bit_depth INTEGER DEFAULT NULL,
     calibrated INTEGER DEFAULT NULL,
-    calibrated_on TEXT DEFAULT NULL
+    calibrated_on TEXT DEFAULT NULL,
+    source TEXT DEFAULT NULL,
+    study_uid TEXT DEFAULT NULL,
+    sop_uid TEXT DEFAULT NULL,
+    threshold_source TEXT DEFAULT NULL,
+    finding TEXT DEFAULT NULL,
+    finding_note TEXT DEFAULT NULL,
+    finding_by TEXT DEFAULT NULL,
+    finding_at TEXT DEFAULT NULL
 );
 CREATE INDEX IF NOT EXISTS predictions_created ON predictions(created_at);
 CREATE TABLE IF NOT EXISTS heatmaps (
@@ -66,12 +78,27 @@ CREATE TABLE IF NOT EXISTS images (
     data BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    action TEXT NOT NULL,
+    record_id TEXT,
+    old TEXT,
+    new TEXT,
+    by TEXT
+);
 """
+_INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS predictions_sop ON predictions(sop_uid)
+    WHERE sop_uid IS NOT NULL;
+"""
+"""Indexes on columns added after schema 1 (made after the migration adds the columns)."""
 
 FIELDS = ("id", "created_at", "file_name", "sha256", "patient_ref", "label", "probability",
           "calibrated", "calibrated_on", "threshold", "mode", "confidence", "model_name",
           "model_version", "model_sha256", "width", "height", "format", "bit_depth",
-          "ood_distance", "warnings", "message")
+          "ood_distance", "warnings", "message", "threshold_source", "source", "study_uid",
+          "sop_uid", "finding", "finding_note", "finding_by", "finding_at")
 """Columns of a history record, in CSV order."""
 
 _ADDED_COLUMNS = {
@@ -80,9 +107,23 @@ _ADDED_COLUMNS = {
     "bit_depth": "INTEGER DEFAULT NULL",
     "calibrated": "INTEGER DEFAULT NULL",
     "calibrated_on": "TEXT DEFAULT NULL",
+    "source": "TEXT DEFAULT NULL",  # schema 4
+    "study_uid": "TEXT DEFAULT NULL",
+    "sop_uid": "TEXT DEFAULT NULL",
+    "threshold_source": "TEXT DEFAULT NULL",
+    "finding": "TEXT DEFAULT NULL",
+    "finding_note": "TEXT DEFAULT NULL",
+    "finding_by": "TEXT DEFAULT NULL",
+    "finding_at": "TEXT DEFAULT NULL",
 }
 """Columns added after schema 1: name -> SQL type and default, added to old databases."""
 
+
+FINDINGS = ("normal", "pneumonia", "other", "unknown")
+"""The clinician's confirmed findings a record can carry."""
+
+AUDIT_FIELDS = ("seq", "at", "action", "record_id", "old", "new", "by")
+"""Columns of an audit row (append-only: confirmations and calibration changes)."""
 
 _REQUIRED_COLUMNS = frozenset({"seq", "id", "created_at", "sha256", "label", "probability",
                                "threshold", "mode", "model_version"})
@@ -256,6 +297,9 @@ class HistoryStore:
                     conn.execute(f"ALTER TABLE predictions ADD COLUMN {name} {decl}")
                     log.info("history %s: added column %s (schema %d)", self.path, name,
                              SCHEMA_VERSION)
+            for statement in _INDEXES.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None or int(row[0]) < SCHEMA_VERSION:
                 conn.execute("INSERT OR REPLACE INTO meta(key, value) "
@@ -333,6 +377,93 @@ class HistoryStore:
         rec = self._decode(row)
         rec["has_heatmap"] = bool(row["has_heatmap"])
         return rec
+
+    def find_sop(self, sop_uid: str) -> dict | None:
+        """The record made from a DICOM SOPInstanceUID, or None."""
+        row = self._conn().execute("SELECT id FROM predictions WHERE sop_uid = ?",
+                                   (sop_uid,)).fetchone()
+        return self.get(row[0]) if row else None
+
+    def set_finding(self, record_id: str, finding: str, note: str | None = None,
+                    by: str | None = None) -> dict | None:
+        """Record the clinician's finding (kept in the audit table); the record, or None."""
+        if finding not in FINDINGS:
+            raise ValueError(f"finding must be one of {', '.join(FINDINGS)}")
+        conn = self._conn()
+        now = utc_now_iso()
+        try:
+            with conn:
+                row = conn.execute("SELECT finding, finding_note, finding_by FROM predictions "
+                                   "WHERE id = ?", (record_id,)).fetchone()
+                if row is None:
+                    return None
+                old = {"finding": row[0], "note": row[1], "by": row[2]}
+                new = {"finding": finding, "note": note, "by": by}
+                conn.execute("UPDATE predictions SET finding = ?, finding_note = ?, "
+                             "finding_by = ?, finding_at = ? WHERE id = ?",
+                             (finding, note, by, now, record_id))
+                self._audit(conn, "confirmation", record_id, old, new, by, now)
+        except (sqlite3.OperationalError, OSError) as exc:
+            if is_disk_full(exc):
+                raise StorageFull(f"no space left for {self.path}") from exc
+            raise
+        return self.get(record_id)
+
+    @staticmethod
+    def _audit(conn: sqlite3.Connection, action: str, record_id: str | None, old, new,
+               by: str | None, at: str) -> None:
+        """Append one audit row inside the caller's transaction."""
+        conn.execute("INSERT INTO audit(at, action, record_id, old, new, by) "
+                     "VALUES (?, ?, ?, ?, ?, ?)",
+                     (at, action, record_id, json.dumps(old), json.dumps(new), by))
+
+    def add_audit(self, action: str, old, new, by: str | None = None,
+                  record_id: str | None = None) -> None:
+        """Append one audit row (e.g. a calibration accepted or reverted) and commit."""
+        conn = self._conn()
+        try:
+            with conn:
+                self._audit(conn, action, record_id, old, new, by, utc_now_iso())
+        except (sqlite3.OperationalError, OSError) as exc:
+            if is_disk_full(exc):
+                raise StorageFull(f"no space left for {self.path}") from exc
+            raise
+
+    def audit(self, record_id: str | None = None, action: str | None = None) -> list[dict]:
+        """Audit rows, oldest first (optionally for one record or one action)."""
+        clauses, params = [], []
+        if record_id is not None:
+            clauses.append("record_id = ?")
+            params.append(record_id)
+        if action is not None:
+            clauses.append("action = ?")
+            params.append(action)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self._conn().execute(f"SELECT {', '.join(AUDIT_FIELDS)} FROM audit{where} "
+                                    "ORDER BY seq", params).fetchall()
+        out = []
+        for row in rows:
+            item = {k: row[k] for k in AUDIT_FIELDS}
+            for key in ("old", "new"):
+                item[key] = json.loads(item[key]) if item[key] else None
+            out.append(item)
+        return out
+
+    def confirmed(self, model_sha256: str | None = None) -> list[dict]:
+        """Records confirmed ``normal`` or ``pneumonia`` (optionally by one model), oldest first."""
+        sql = (f"SELECT {', '.join(FIELDS)} FROM predictions WHERE finding IN "
+               "('normal', 'pneumonia')")
+        params: list = []
+        if model_sha256 is not None:
+            sql += " AND model_sha256 = ?"
+            params.append(model_sha256)
+        return [self._decode(r) for r in self._conn().execute(sql + " ORDER BY seq", params)]
+
+    def recent(self, n: int) -> list[dict]:
+        """The last ``n`` records, newest first."""
+        rows = self._conn().execute(f"SELECT {', '.join(FIELDS)} FROM predictions "
+                                    "ORDER BY seq DESC LIMIT ?", (int(n),)).fetchall()
+        return [self._decode(r) for r in rows]
 
     def heatmap(self, record_id: str) -> bytes | None:
         """The stored heatmap (PNG or `heatmap.pack` source) of a record, or None if pruned."""

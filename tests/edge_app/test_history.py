@@ -199,7 +199,7 @@ def test_schema_2_database_gets_file_name_and_calibration(tmp_path):
     assert new["calibrated"] is True and new["calibrated_on"] == "external validation images"
     store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     conn.close()
 
 
