@@ -8,13 +8,14 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context, url_for
+from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
 
 from edge_app import heatmap as hm
 from edge_app.config import clean_text
 from edge_app.errors import ApiError
 from edge_app.history import FIELDS, new_id, parse_bound, utc_now_iso
 from edge_app.pipeline import INTENDED_USE, headline, next_steps, probability_text
+from edge_app.state import get_state
 
 API_VERSION = "v1"
 MAX_PATIENT_REF = 64
@@ -25,30 +26,29 @@ CSV_COLUMNS = (*FIELDS, "warning_messages", "headline", "probability_text", "nex
 """History CSV columns: every stored field (``warnings`` as codes), the warnings' sentences,
 and the plain words of the answer (as the predict answer gives them)."""
 
-bp = Blueprint("api", __name__)
+bp = Blueprint("api", __name__, url_prefix=f"/api/{API_VERSION}")
+"""The JSON API; every route under /api/v1."""
+health = Blueprint("health", __name__)
+"""The health check at /healthz (outside the versioned API: monitors use it as is)."""
 
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
-def _state():
-    return current_app.extensions["pneumo"]
-
-
 def _model_summary() -> dict:
-    m = _state().model
+    m = get_state().model
     return {"name": m.name, "version": m.version, "sha256": m.sha256}
 
 
-@bp.get("/healthz")
+@health.get("/healthz")
 def healthz() -> Response:
     """Liveness and the loaded model."""
     return jsonify({"status": "ok", "model": _model_summary()})
 
 
-@bp.get(f"/api/{API_VERSION}/model")
+@bp.get("/model")
 def model_info() -> Response:
     """The model's metadata (without the OOD arrays) and its model card."""
-    m = _state().model
+    m = get_state().model
     meta = {k: v for k, v in m.metadata.items() if k != "ood"}
     meta["ood"] = m.ood
     return jsonify({
@@ -88,10 +88,10 @@ def _flag(name: str) -> bool:
     return (request.form.get(name) or request.args.get(name) or "").lower() in ("1", "true", "yes")
 
 
-@bp.post(f"/api/{API_VERSION}/predict")
+@bp.post("/predict")
 def predict() -> Response:
     """Analyse one uploaded image (multipart field 'image')."""
-    st = _state()
+    st = get_state()
     mode = (request.form.get("mode") or "balanced").strip()
     st.predictor.check_mode(mode)
     upload = request.files.get("image")
@@ -147,13 +147,13 @@ def _public(rec: dict) -> dict:
     return rec
 
 
-@bp.get(f"/api/{API_VERSION}/history")
+@bp.get("/history")
 def history_list() -> Response:
     """One page of the history, newest first (page, per_page, from, to)."""
     page = _int_arg("page", 1, 1, 10**9)
     per_page = _int_arg("per_page", 50, 1, MAX_PER_PAGE)
     date_from, date_to = _range()
-    items, total = _state().history.page(page, per_page, date_from, date_to)
+    items, total = get_state().history.page(page, per_page, date_from, date_to)
     return jsonify({"items": [_public(r) for r in items], "page": page, "per_page": per_page,
                     "total": total, "pages": (total + per_page - 1) // per_page})
 
@@ -190,12 +190,12 @@ def _csv_row(rec: dict, positive: str) -> list[str]:
     return [_csv_cell(extra[k] if k in extra else rec[k]) for k in CSV_COLUMNS]
 
 
-@bp.get(f"/api/{API_VERSION}/history.csv")
+@bp.get("/history.csv")
 def history_csv() -> Response:
     """The history as CSV (from, to filters), oldest first, UTF-8 with a byte-order mark."""
     date_from, date_to = _range()
-    store = _state().history
-    positive = _state().model.class_names[1]
+    store = get_state().history
+    positive = get_state().model.class_names[1]
 
     def rows() -> Iterator[str]:
         """CSV text in chunks of about 32 kB."""
@@ -218,23 +218,23 @@ def history_csv() -> Response:
 
 
 def _record_or_404(record_id: str) -> dict:
-    rec = _state().history.get(record_id) if _ID_RE.match(record_id) else None
+    rec = get_state().history.get(record_id) if _ID_RE.match(record_id) else None
     if rec is None:
         raise ApiError(404, "not_found", "No such history record.")
     return rec
 
 
-@bp.get(f"/api/{API_VERSION}/history/<record_id>")
+@bp.get("/history/<record_id>")
 def history_item(record_id: str) -> Response:
     """One history record."""
     return jsonify(_public(_record_or_404(record_id)))
 
 
-@bp.get(f"/api/{API_VERSION}/history/<record_id>/heatmap.png")
+@bp.get("/history/<record_id>/heatmap.png")
 def history_heatmap(record_id: str) -> Response:
     """The heatmap overlay of a recent prediction."""
     _record_or_404(record_id)
-    blob = _state().history.heatmap(record_id)
+    blob = get_state().history.heatmap(record_id)
     if blob is None:
         raise ApiError(404, "heatmap_expired", "The heatmap of this older result is no longer "
                                                "kept; only the most recent ones are.")
@@ -242,11 +242,11 @@ def history_heatmap(record_id: str) -> Response:
 
 
 
-@bp.get(f"/api/{API_VERSION}/history/<record_id>/image.png")
+@bp.get("/history/<record_id>/image.png")
 def history_image(record_id: str) -> Response:
     """The X-ray of a recent prediction (grayscale, display size; kept with its heatmap)."""
     _record_or_404(record_id)
-    blob = _state().history.heatmap(record_id)
+    blob = get_state().history.heatmap(record_id)
     png = hm.render_image(blob) if blob is not None else None
     if png is None:
         raise ApiError(404, "image_expired", "The X-ray of this older result is no longer "

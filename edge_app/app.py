@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import secrets
-from dataclasses import dataclass
 
 from flask import Flask, Request, request
 
@@ -14,6 +13,7 @@ from edge_app.history import DB_NAME, HistoryStore
 from edge_app.imaging import map_large_buffers, release_memory
 from edge_app.model import OnnxModel
 from edge_app.pipeline import Predictor
+from edge_app.state import AppState, set_state
 
 
 class InMemoryRequest(Request):
@@ -22,16 +22,6 @@ class InMemoryRequest(Request):
     def _get_file_stream(self, total_content_length, content_type, filename=None,
                          content_length=None):
         return io.BytesIO()
-
-
-@dataclass
-class AppState:
-    """What the request handlers share: settings, model, pipeline, history."""
-
-    config: dict
-    model: OnnxModel
-    predictor: Predictor
-    history: HistoryStore
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -52,12 +42,12 @@ def create_app(config: dict | None = None) -> Flask:
     model = cfg["model"] or OnnxModel(cfg["model_path"], intra_op_threads=1, inter_op_threads=1)
     history = HistoryStore(cfg["data_dir"] / DB_NAME, heatmap_keep=cfg["heatmap_keep"],
                            keep_images=cfg["keep_images"])
-    app.extensions["pneumo"] = AppState(
+    set_state(app, AppState(
         config=cfg, model=model,
         predictor=Predictor(model, max_pixels=cfg["max_pixels"],
                             large_decodes=cfg["max_large_decodes"]),
         history=history,
-    )
+    ))
     if cfg["require_pin"] and cfg["token"] is None:
         from edge_app.pin import PinGuard, load_or_set
 
@@ -65,6 +55,7 @@ def create_app(config: dict | None = None) -> Flask:
     security.init_app(app)
     errors.init_app(app)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(api.health)
     app.register_blueprint(api.bp)
 
     @app.teardown_request

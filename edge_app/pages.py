@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, render_template
 
 from edge_app.errors import ApiError
 from edge_app.pipeline import (
@@ -17,6 +17,7 @@ from edge_app.pipeline import (
     probability_text,
 )
 from edge_app.security import csrf_token
+from edge_app.state import get_state
 
 bp = Blueprint("pages", __name__)
 
@@ -24,7 +25,7 @@ _ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _context() -> dict:
-    st = current_app.extensions["pneumo"]
+    st = get_state()
     m = st.model
     return {
         "model": {"name": m.name, "version": m.version, "sha256": m.sha256,
@@ -49,7 +50,7 @@ def index() -> str:
 @bp.get("/report/<record_id>")
 def report(record_id: str) -> str:
     """A printable report of one history record."""
-    st = current_app.extensions["pneumo"]
+    st = get_state()
     rec = st.history.get(record_id) if _ID_RE.match(record_id) else None
     if rec is None:
         raise ApiError(404, "not_found", "No such history record.")

@@ -24,6 +24,7 @@ from flask import Flask, Response, current_app, redirect, request, session
 
 from edge_app.config import LOOPBACK_NAMES
 from edge_app.errors import ApiError
+from edge_app.state import get_state
 
 TOKEN_COOKIE = "pneumo_access"
 SESSION_COOKIE = "pneumo_session"
@@ -71,7 +72,7 @@ def _host_ok(trusted: tuple[str, ...]) -> bool:
 
 def _check_request() -> Response | None:
     """before_request: Host, token and CSRF checks."""
-    cfg = current_app.extensions["pneumo"].config
+    cfg = get_state().config
     token = cfg["token"]
     if token is None:
         trusted = tuple(cfg["trusted_hosts"] or LOOPBACK_NAMES)

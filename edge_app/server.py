@@ -16,6 +16,7 @@ from typing import TextIO
 
 from edge_app.config import is_loopback, resolve
 from edge_app.history import DB_NAME
+from edge_app.state import get_state
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None =
     port = server.effective_port if hasattr(server, "effective_port") else cfg["port"]
     url = _url(cfg["host"], port)
     open_url = url + (f"?token={cfg['token']}" if cfg["token"] else "")
-    state = app.extensions["pneumo"]
+    state = get_state(app)
     print(f"pneumo clinic app listening on {url}", file=out)
     print(f"model: {state.model.name} {state.model.version} ({state.model.path})", file=out)
     if cfg["clinic_name"]:

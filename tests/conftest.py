@@ -46,10 +46,11 @@ def app_config(model, tmp_path) -> dict:
 def app(app_config):
     """A fresh Flask app (loopback mode, no token)."""
     from edge_app.app import create_app
+    from edge_app.state import get_state
 
     app = create_app(app_config)
     yield app
-    app.extensions["pneumo"].history.close()
+    get_state(app).history.close()
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from apptools import (
 from PIL import Image
 
 from edge_app.app import create_app
+from edge_app.state import get_state
 
 
 def _post(client, data: bytes | None, filename="x.jpeg", **fields):
@@ -230,7 +231,7 @@ def test_internal_error_is_json(app, client, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(app.extensions["pneumo"].predictor, "predict", boom)
+    monkeypatch.setattr(get_state(app).predictor, "predict", boom)
     err = _error(_post(client, XRAY_NORMAL.read_bytes()), 500, "internal_error")
     assert "secret" not in err["message"]
 
@@ -299,9 +300,9 @@ def test_old_heatmaps_expire(model, tmp_path):
 def test_keep_images(model, tmp_path):
     app = create_app({"model": model, "data_dir": tmp_path, "keep_images": True})
     rid = _post(app.test_client(), XRAY_NORMAL.read_bytes()).get_json()["id"]
-    assert app.extensions["pneumo"].history.image(rid)[0] == XRAY_NORMAL.read_bytes()
+    assert get_state(app).history.image(rid)[0] == XRAY_NORMAL.read_bytes()
 
 
 def test_images_not_kept_by_default(app, client):
     rid = _post(client, XRAY_NORMAL.read_bytes()).get_json()["id"]
-    assert app.extensions["pneumo"].history.image(rid) is None
+    assert get_state(app).history.image(rid) is None

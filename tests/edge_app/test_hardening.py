@@ -19,6 +19,7 @@ from PIL import Image
 
 from edge_app.config import DEFAULT_PORT, DEFAULTS, clean_text
 from edge_app.history import DB_NAME, HistoryStore, StorageError, StorageFull
+from edge_app.state import get_state
 
 FAR_DATES = [("to", "9999-12-31"), ("from", "0001-01-01T00:00:00+14:00"),
              ("to", "9999-12-31T23:59:59-14:00"), ("from", "9999-12-31T23:59:59-14:00")]
@@ -81,7 +82,7 @@ def test_clinic_name_follows_the_same_rule(app_config):
 
 def test_disk_full_is_a_507_and_recovers(client, app, monkeypatch):
     """Before: 500 internal_error. After: 507 storage_full naming disk space; then 200 again."""
-    store = app.extensions["pneumo"].history
+    store = get_state(app).history
 
     def full(*args, **kwargs):
         raise sqlite3.OperationalError("database or disk is full")
@@ -376,7 +377,7 @@ def pin_client(app_config):
 
     app = create_app({**app_config, "require_pin": True, "pin_hash": hash_pin(PIN)})
     yield app.test_client()
-    app.extensions["pneumo"].history.close()
+    get_state(app).history.close()
 
 
 def test_history_open_by_default(client):

@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from edge_app.history import FIELDS, SCHEMA_VERSION, HistoryStore, parse_bound
+from edge_app.state import get_state
 
 
 def _rec(i=0, **kw):
@@ -224,4 +225,4 @@ def test_old_database_served_by_the_app(model, tmp_path):
     assert [r["confidence"] for r in items] == [b["confidence"], None]
     assert client.get("/api/v1/history.csv").status_code == 200
     assert client.get(f"/report/{items[1]['id']}").status_code == 200  # old record, no band
-    app.extensions["pneumo"].history.close()
+    get_state(app).history.close()

@@ -9,6 +9,7 @@ import pytest
 
 from edge_app.history import DB_NAME, HistoryStore
 from edge_app.history_repair import check, repair
+from edge_app.state import get_state
 from pneumo.cli import main
 
 N_RECORDS = 30
@@ -97,7 +98,7 @@ def test_repair_gives_a_history_the_app_starts_with(tmp_path, kind, model, capsy
         assert r.status_code == 200
         total = r.get_json()["total"]
     finally:
-        app.extensions["pneumo"].history.close()
+        get_state(app).history.close()
     if kind == "truncated":  # the first half of the records survives, the rest is counted lost
         assert 0 < total < N_RECORDS
         assert f"predictions: {total} rows recovered, {N_RECORDS - total} lost" in out

@@ -17,6 +17,7 @@ from edge_app.imaging import (
     squash,
     to_model_input,
 )
+from edge_app.state import get_state
 
 
 def _close(a, b, tol):
@@ -300,8 +301,8 @@ def test_large_decode_slots_come_from_the_config(model, tmp_path):
     from edge_app.config import DEFAULTS
 
     app = create_app({"model": model, "data_dir": tmp_path})
-    assert app.extensions["pneumo"].predictor.gate.slots == DEFAULTS["max_large_decodes"] == 1
+    assert get_state(app).predictor.gate.slots == DEFAULTS["max_large_decodes"] == 1
     app2 = create_app({"model": model, "data_dir": tmp_path / "b", "max_large_decodes": 3})
-    assert app2.extensions["pneumo"].predictor.gate.slots == 3
+    assert get_state(app2).predictor.gate.slots == 3
     with pytest.raises(ValueError):
         create_app({"model": model, "data_dir": tmp_path / "c", "max_large_decodes": 0})

@@ -12,6 +12,7 @@ from edge_app.calibration import apply_calibration
 from edge_app.imaging import decode_image, preprocess_path, to_model_input
 from edge_app.model import OnnxModel
 from edge_app.pipeline import BORDERLINE_NOTE, NEXT_STEP_BORDERLINE, Predictor
+from edge_app.state import get_state
 
 pytest.importorskip("onnx")
 
@@ -90,7 +91,7 @@ def borderline_client(borderline_model, tmp_path):
     app = create_app({"model": borderline_model, "data_dir": tmp_path / "data",
                       "secret_key": "test-secret"})
     yield app.test_client()
-    app.extensions["pneumo"].history.close()
+    get_state(app).history.close()
 
 
 def _post(client, data: bytes, **fields):
@@ -161,7 +162,7 @@ def test_model_info_endpoint_shows_new_metadata(test_model_path, tmp_path):
     app = create_app({"model": OnnxModel(path), "data_dir": tmp_path / "data",
                       "secret_key": "test-secret"})
     body = app.test_client().get("/api/v1/model").get_json()
-    app.extensions["pneumo"].history.close()
+    get_state(app).history.close()
     assert body["calibration"] == CALIBRATION and body["intensity"] == "stretch"
     assert body["operating_points_source"] == "external validation"
     assert body["external_metrics"] == {"auc": 0.9}

@@ -17,6 +17,7 @@ from edge_app.app import create_app
 from edge_app.config import DEFAULTS, resolve
 from edge_app.model import OnnxModel
 from edge_app.pipeline import GUIDANCE_LABEL, HEATMAP_NOTE
+from edge_app.state import get_state
 
 EXTERNAL = "external validation (half of the official test split)"
 CALIBRATION = {"method": "platt", "a": 1.5, "b": -0.5}
@@ -59,7 +60,7 @@ def test_calibrated_number_is_called_an_estimated_chance(calibrated_model, tmp_p
     report = c.get(f"/report/{b['id']}").get_data(as_text=True)
     assert "Estimated chance of pneumonia signs" in report
     assert "calibrated on external validation images" in c.get("/").get_data(as_text=True)
-    app.extensions["pneumo"].history.close()
+    get_state(app).history.close()
 
 
 def test_uncalibrated_number_is_a_score_not_a_chance(score_model, tmp_path):
@@ -71,7 +72,7 @@ def test_uncalibrated_number_is_a_score_not_a_chance(score_model, tmp_path):
     assert "chance of pneumonia" not in b["message"] and "%" not in b["message"]
     report = c.get(f"/report/{b['id']}").get_data(as_text=True)
     assert "Model score" in report and "Estimated chance" not in report
-    app.extensions["pneumo"].history.close()
+    get_state(app).history.close()
 
 
 def test_main_view_keeps_thresholds_and_hashes_in_the_details(client, model):
@@ -119,7 +120,7 @@ def test_printed_report(model, tmp_path):
     assert xray_png.mode == "L" and xray_png.size == heat_png.size
     css = c.get("/static/app.css").get_data(as_text=True)
     assert ".figures { grid-template-columns: 1fr 1fr; }" in css.split("@media print")[1]
-    app.extensions["pneumo"].history.close()
+    get_state(app).history.close()
 
 
 def test_csv_has_every_field_the_file_name_and_a_bom(client):

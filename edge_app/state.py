@@ -1,0 +1,34 @@
+"""What the request handlers share (settings, model, predictor, history), and how they get it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+
+from edge_app.history import HistoryStore
+from edge_app.model import OnnxModel
+from edge_app.pipeline import Predictor
+
+EXTENSION_KEY = "pneumo"
+"""Where create_app keeps the AppState in ``app.extensions``."""
+
+
+@dataclass
+class AppState:
+    """What the request handlers share: settings, model, pipeline, history."""
+
+    config: dict
+    model: OnnxModel
+    predictor: Predictor
+    history: HistoryStore
+
+
+def get_state(app: Flask | None = None) -> AppState:
+    """The AppState of ``app`` (default: the app handling the current request)."""
+    return (app or current_app).extensions[EXTENSION_KEY]
+
+
+def set_state(app: Flask, state: AppState) -> None:
+    """Attach the AppState to ``app`` (create_app calls it once)."""
+    app.extensions[EXTENSION_KEY] = state
