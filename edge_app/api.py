@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
 
 from edge_app import heatmap as hm
+from edge_app.analysis import analyse
 from edge_app.config import clean_text
 from edge_app.errors import ApiError
-from edge_app.history import FIELDS, new_id, parse_bound, utc_now_iso
+from edge_app.history import FIELDS, parse_bound
 from edge_app.pipeline import INTENDED_USE, headline, next_steps, probability_text
 from edge_app.state import get_state
 
@@ -101,14 +102,9 @@ def predict() -> Response:
     patient_ref = _patient_ref()
     data = upload.read()
     upload.close()  # frees the parsed copy of the upload before decoding (memory)
-    result = st.predictor.predict(data, mode, heatmap=True, preview=_flag("preview"))
-    record = result.history_record()
     file_name = _file_name(upload.filename)
-    record.update(id=new_id(), created_at=utc_now_iso(), patient_ref=patient_ref,
-                  file_name=file_name)
-    # Committed before we answer: an acknowledged result is never lost.
-    st.history.add(record, heatmap=result.heatmap_source,
-                   image=data if st.config["keep_images"] else None)
+    result, record = analyse(st, data, mode=mode, preview=_flag("preview"),
+                             patient_ref=patient_ref, file_name=file_name)
     body = {"id": record["id"], "created_at": record["created_at"], "patient_ref": patient_ref,
             "file_name": file_name, **result.to_json(),
             "heatmap_url": url_for("api.history_heatmap", record_id=record["id"]),

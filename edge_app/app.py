@@ -13,6 +13,7 @@ from edge_app.history import DB_NAME, HistoryStore
 from edge_app.imaging import map_large_buffers, release_memory
 from edge_app.model import OnnxModel
 from edge_app.pipeline import Predictor
+from edge_app.site_profile import SiteProfile
 from edge_app.state import AppState, set_state
 
 
@@ -46,7 +47,7 @@ def create_app(config: dict | None = None) -> Flask:
         config=cfg, model=model,
         predictor=Predictor(model, max_pixels=cfg["max_pixels"],
                             large_decodes=cfg["max_large_decodes"]),
-        history=history,
+        history=history, site=SiteProfile(cfg["data_dir"]),
     ))
     if cfg["require_pin"] and cfg["token"] is None:
         from edge_app.pin import PinGuard, load_or_set

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from edge_app import heatmap as hm
+from edge_app.calibration import confidence as confidence_band
 from edge_app.checks import (
     Finding,
     NotAChestXray,
@@ -94,6 +95,7 @@ class Prediction:
     raw_probability: float | None = None  # the network's own output, before calibration
     calibrated_on: str | None = None  # where the probability was calibrated; None: a score
     positive: str = "PNEUMONIA"  # the model's positive class name
+    threshold_source: str = "model"  # "model": the model file's thresholds; "site": this clinic's
 
     @property
     def calibrated(self) -> bool:
@@ -112,6 +114,7 @@ class Prediction:
             "probability": round(self.probability, 6),
             "threshold": round(self.threshold, 6),
             "mode": self.mode,
+            "threshold_source": self.threshold_source,
             "confidence": self.confidence,
             "message": self.message,
             "headline": headline(self.label, self.positive, self.confidence),
@@ -138,6 +141,7 @@ class Prediction:
         return {
             "sha256": self.sha256, "label": self.label, "probability": self.probability,
             "threshold": self.threshold, "mode": self.mode, "confidence": self.confidence,
+            "threshold_source": self.threshold_source,
             "model_name": self.model_name,
             "model_version": self.model_version, "model_sha256": self.model_sha256,
             "width": self.width, "height": self.height, "format": self.format,
@@ -230,8 +234,13 @@ class Predictor:
         return mode
 
     def predict(self, data: bytes, mode: str = "balanced", *, heatmap: bool = True,
-                preview: bool = False) -> Prediction:
-        """Analyse image bytes; raises ImageError (415/413), NotAChestXray (422) or BadMode."""
+                preview: bool = False, site_thresholds: dict[str, float] | None = None
+                ) -> Prediction:
+        """Analyse image bytes; raises ImageError (415/413), NotAChestXray (422) or BadMode.
+
+        ``site_thresholds`` (this clinic's operating points, same modes and scale as the
+        model's) replace the model's thresholds for the label and the borderline band.
+        """
         self.check_mode(mode)
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
@@ -264,8 +273,13 @@ class Predictor:
             if warn:
                 quality.append(warn)
         prob = float(out.probability[0])  # calibrated: the thresholds' scale
-        label, threshold = self.model.label_for(prob, mode)
-        confidence = self.model.confidence(prob)
+        if site_thresholds:
+            threshold = float(site_thresholds[mode])
+            label = self.model.class_names[1 if prob >= threshold else 0]
+            confidence = confidence_band(prob, site_thresholds)
+        else:
+            label, threshold = self.model.label_for(prob, mode)
+            confidence = self.model.confidence(prob)
         t = lap("ood_and_label", t)
         heat_src = preview_png = None
         if heatmap:  # packed now, drawn when the heatmap URL is fetched
@@ -288,4 +302,5 @@ class Predictor:
             timings_ms=timings, heatmap_source=heat_src, preview_png=preview_png,
             raw_probability=float(out.raw_probability[0]), calibrated_on=self.calibrated_on,
             positive=self.model.class_names[1],
+            threshold_source="site" if site_thresholds else "model",
         )

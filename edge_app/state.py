@@ -9,6 +9,7 @@ from flask import Flask, current_app
 from edge_app.history import HistoryStore
 from edge_app.model import OnnxModel
 from edge_app.pipeline import Predictor
+from edge_app.site_profile import SiteProfile
 
 EXTENSION_KEY = "pneumo"
 """Where create_app keeps the AppState in ``app.extensions``."""
@@ -22,6 +23,7 @@ class AppState:
     model: OnnxModel
     predictor: Predictor
     history: HistoryStore
+    site: SiteProfile
 
 
 def get_state(app: Flask | None = None) -> AppState:

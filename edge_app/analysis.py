@@ -1,0 +1,31 @@
+"""One image in, one stored answer out: what an upload and a received DICOM image share."""
+
+from __future__ import annotations
+
+from edge_app.history import new_id, utc_now_iso
+from edge_app.pipeline import Prediction
+from edge_app.state import AppState
+
+
+def site_thresholds(state: AppState) -> dict[str, float] | None:
+    """This clinic's thresholds when a site profile exists for the loaded model, else None."""
+    return state.site.thresholds_for(state.model.sha256, list(state.model.thresholds))
+
+
+def analyse(state: AppState, data: bytes, *, mode: str = "balanced", preview: bool = False,
+            patient_ref: str | None = None, file_name: str | None = None,
+            source: str = "upload", study_uid: str | None = None,
+            sop_uid: str | None = None) -> tuple[Prediction, dict]:
+    """Analyse image bytes and commit the record before returning (prediction, record).
+
+    Raises what `Predictor.predict` raises (nothing is stored then) and StorageFull.
+    """
+    result = state.predictor.predict(data, mode, heatmap=True, preview=preview,
+                                     site_thresholds=site_thresholds(state))
+    record = result.history_record()
+    record.update(id=new_id(), created_at=utc_now_iso(), patient_ref=patient_ref,
+                  file_name=file_name, source=source, study_uid=study_uid, sop_uid=sop_uid)
+    # Committed before anyone is answered: an acknowledged result is never lost.
+    state.history.add(record, heatmap=result.heatmap_source,
+                      image=data if state.config["keep_images"] else None)
+    return result, record
