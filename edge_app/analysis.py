@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edge_app.checks import NotAChestXray
 from edge_app.history import new_id, utc_now_iso
 from edge_app.pipeline import Prediction
 from edge_app.state import AppState
@@ -20,8 +21,12 @@ def analyse(state: AppState, data: bytes, *, mode: str = "balanced", preview: bo
 
     Raises what `Predictor.predict` raises (nothing is stored then) and StorageFull.
     """
-    result = state.predictor.predict(data, mode, heatmap=True, preview=preview,
-                                     site_thresholds=site_thresholds(state))
+    try:
+        result = state.predictor.predict(data, mode, heatmap=True, preview=preview,
+                                         site_thresholds=site_thresholds(state))
+    except NotAChestXray as exc:  # counted for the drift check (reason codes only)
+        state.history.add_refusal([r.code for r in exc.reasons], source)
+        raise
     record = result.history_record()
     record.update(id=new_id(), created_at=utc_now_iso(), patient_ref=patient_ref,
                   file_name=file_name, source=source, study_uid=study_uid, sop_uid=sop_uid)

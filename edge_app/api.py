@@ -136,7 +136,8 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
-def _public(rec: dict) -> dict:
+def public_record(rec: dict) -> dict:
+    """A history record as the API shows it (heatmap and image URLs while they are kept)."""
     has = rec.pop("has_heatmap", False)
     rec["heatmap_url"] = (url_for("api.history_heatmap", record_id=rec["id"]) if has else None)
     rec["image_url"] = (url_for("api.history_image", record_id=rec["id"]) if has else None)
@@ -150,7 +151,7 @@ def history_list() -> Response:
     per_page = _int_arg("per_page", 50, 1, MAX_PER_PAGE)
     date_from, date_to = _range()
     items, total = get_state().history.page(page, per_page, date_from, date_to)
-    return jsonify({"items": [_public(r) for r in items], "page": page, "per_page": per_page,
+    return jsonify({"items": [public_record(r) for r in items], "page": page, "per_page": per_page,
                     "total": total, "pages": (total + per_page - 1) // per_page})
 
 
@@ -213,7 +214,8 @@ def history_csv() -> Response:
                              f'attachment; filename="pneumo-history-{stamp}.csv"'})
 
 
-def _record_or_404(record_id: str) -> dict:
+def record_or_404(record_id: str) -> dict:
+    """The history record with this id, or a 404 ApiError."""
     rec = get_state().history.get(record_id) if _ID_RE.match(record_id) else None
     if rec is None:
         raise ApiError(404, "not_found", "No such history record.")
@@ -223,13 +225,13 @@ def _record_or_404(record_id: str) -> dict:
 @bp.get("/history/<record_id>")
 def history_item(record_id: str) -> Response:
     """One history record."""
-    return jsonify(_public(_record_or_404(record_id)))
+    return jsonify(public_record(record_or_404(record_id)))
 
 
 @bp.get("/history/<record_id>/heatmap.png")
 def history_heatmap(record_id: str) -> Response:
     """The heatmap overlay of a recent prediction."""
-    _record_or_404(record_id)
+    record_or_404(record_id)
     blob = get_state().history.heatmap(record_id)
     if blob is None:
         raise ApiError(404, "heatmap_expired", "The heatmap of this older result is no longer "
@@ -241,7 +243,7 @@ def history_heatmap(record_id: str) -> Response:
 @bp.get("/history/<record_id>/image.png")
 def history_image(record_id: str) -> Response:
     """The X-ray of a recent prediction (grayscale, display size; kept with its heatmap)."""
-    _record_or_404(record_id)
+    record_or_404(record_id)
     blob = get_state().history.heatmap(record_id)
     png = hm.render_image(blob) if blob is not None else None
     if png is None:

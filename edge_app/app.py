@@ -7,7 +7,7 @@ import secrets
 
 from flask import Flask, Request, request
 
-from edge_app import api, errors, pages, security
+from edge_app import api, errors, pages, security, site_api
 from edge_app.config import resolve
 from edge_app.history import DB_NAME, HistoryStore
 from edge_app.imaging import map_large_buffers, release_memory
@@ -58,6 +58,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.health)
     app.register_blueprint(api.bp)
+    app.register_blueprint(site_api.bp)
 
     @app.teardown_request
     def _give_memory_back(exc: BaseException | None) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from edge_app.imaging import DEFAULT_MAX_PIXELS
 from edge_app.model import DEFAULT_MODEL
+from edge_app.site_calibration import MIN_CASES_PER_CLASS
 
 APP_NAME = "pneumo"
 DATA_DIR_ENV = "PNEUMO_DATA_DIR"
@@ -34,6 +35,7 @@ DEFAULTS: dict = {
     "secret_key": None,  # session signing key; None -> random per process
     "trusted_hosts": None,  # Host header names accepted without a token; None -> loopback names
     "clinic_name": "",  # shown on the page and the printed report ("" -> not shown)
+    "site_min_cases": MIN_CASES_PER_CLASS,  # confirmed cases per class a site proposal needs
 }
 
 MAX_CLINIC_NAME = 120

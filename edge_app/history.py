@@ -11,7 +11,8 @@ Schema 2 added ``confidence`` ("clear" | "borderline"); schema 3 the uploaded fi
 ``study_uid``/``sop_uid`` for DICOM, unique per SOPInstanceUID), which thresholds the answer used
 (``threshold_source``: "model" | "site") and the clinician's confirmed finding (``finding``,
 ``finding_note``, ``finding_by``, ``finding_at``), with every change kept in the append-only
-``audit`` table. A database made by an older version gets the missing columns on open (NULL
+``audit`` table; refused images leave only a time and the reason codes in ``refusals`` (for
+the drift check: no image, hash or patient data). A database made by an older version gets the missing columns on open (NULL
 for its old records: those facts were never recorded).
 """
 
@@ -86,6 +87,12 @@ CREATE TABLE IF NOT EXISTS audit (
     old TEXT,
     new TEXT,
     by TEXT
+);
+CREATE TABLE IF NOT EXISTS refusals (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    codes TEXT NOT NULL,
+    source TEXT
 );
 """
 _INDEXES = """
@@ -458,6 +465,24 @@ class HistoryStore:
             sql += " AND model_sha256 = ?"
             params.append(model_sha256)
         return [self._decode(r) for r in self._conn().execute(sql + " ORDER BY seq", params)]
+
+    def add_refusal(self, codes: list[str], source: str = "upload") -> None:
+        """Count one refused image (time and reason codes only); a full disk is ignored."""
+        conn = self._conn()
+        try:
+            with conn:
+                conn.execute("INSERT INTO refusals(at, codes, source) VALUES (?, ?, ?)",
+                             (utc_now_iso(), json.dumps(codes), source))
+        except (sqlite3.OperationalError, OSError) as exc:
+            if not is_disk_full(exc):
+                raise
+            log.warning("history %s: disk full, a refusal was not counted", self.path)
+
+    def recent_refusals(self, n: int) -> list[str]:
+        """Times of the last ``n`` refused images, newest first."""
+        rows = self._conn().execute("SELECT at FROM refusals ORDER BY seq DESC LIMIT ?",
+                                    (int(n),)).fetchall()
+        return [r[0] for r in rows]
 
     def recent(self, n: int) -> list[dict]:
         """The last ``n`` records, newest first."""

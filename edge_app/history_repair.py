@@ -21,7 +21,7 @@ from edge_app.history import HistoryStore, file_problem, read_only_uri
 
 log = logging.getLogger(__name__)
 
-TABLES = ("predictions", "heatmaps", "images", "meta", "audit")
+TABLES = ("predictions", "heatmaps", "images", "meta", "audit", "refusals")
 """The tables salvaged, parents first (heatmaps and images refer to predictions)."""
 
 PROBE_MARGIN = 10_000

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Flask, current_app
 
 from edge_app.history import HistoryStore
 from edge_app.model import OnnxModel
 from edge_app.pipeline import Predictor
+from edge_app.site_calibration import Proposals
 from edge_app.site_profile import SiteProfile
 
 EXTENSION_KEY = "pneumo"
@@ -24,6 +25,7 @@ class AppState:
     predictor: Predictor
     history: HistoryStore
     site: SiteProfile
+    site_proposals: Proposals = field(default_factory=Proposals)
 
 
 def get_state(app: Flask | None = None) -> AppState:

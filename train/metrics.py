@@ -13,6 +13,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from edge_app import operating_points as _ops
+
 SCREENING_MIN_SENSITIVITY = 0.95
 
 
@@ -113,43 +115,15 @@ def specificity_at_sensitivity(y: np.ndarray, p: np.ndarray, min_sensitivity: fl
     return float(1.0 - fpr[ok].min()) if ok.any() else 0.0
 
 
-# Operating points chosen on external validation (half of the official test split). The
-# old internal rule above (SCREENING_MIN_SENSITIVITY, choose_thresholds) stays as it is.
-BALANCED_MIN_SENSITIVITY = 0.95
-SCREENING_MIN_SENSITIVITY_EXTERNAL = 0.98
-EXTERNAL_THRESHOLD_RULE = (
-    f"balanced: the threshold with the highest specificity subject to sensitivity >= "
-    f"{BALANCED_MIN_SENSITIVITY:.2f}; screening: the same with sensitivity >= "
-    f"{SCREENING_MIN_SENSITIVITY_EXTERNAL:.2f}; among equal specificities the highest "
-    f"threshold; scores >= threshold are called PNEUMONIA"
-)
-
-
-def threshold_for_sensitivity(y: np.ndarray, p: np.ndarray, min_sensitivity: float) -> float:
-    """The threshold with the highest specificity subject to sensitivity >= min_sensitivity.
-
-    Candidates are the distinct scores (a score >= threshold is called PNEUMONIA); among
-    candidates with equal specificity the highest is taken. Raises ValueError without
-    positives.
-    """
-    y = np.asarray(y).astype(int)
-    p = np.asarray(p, dtype=np.float64)
-    pos, neg = np.sort(p[y == 1]), np.sort(p[y == 0])
-    if not len(pos):
-        raise ValueError("threshold_for_sensitivity needs at least one positive example")
-    cand = np.unique(p)
-    # sensitivity(t) = share of positives >= t; specificity(t) = share of negatives < t
-    sens = (len(pos) - np.searchsorted(pos, cand, side="left")) / len(pos)
-    spec = (np.searchsorted(neg, cand, side="left") / len(neg) if len(neg)
-            else np.zeros(len(cand)))
-    ok = sens >= min_sensitivity - 1e-12
-    best = spec[ok].max()
-    return float(cand[ok][spec[ok] >= best - 1e-12].max())
+# Operating points chosen on external validation (half of the official test split): the
+# rule lives in edge_app.operating_points (shared with the app's site calibration). The old
+# internal rule above (SCREENING_MIN_SENSITIVITY, choose_thresholds) stays as it is.
+BALANCED_MIN_SENSITIVITY = _ops.BALANCED_MIN_SENSITIVITY
+SCREENING_MIN_SENSITIVITY_EXTERNAL = _ops.SCREENING_MIN_SENSITIVITY
+EXTERNAL_THRESHOLD_RULE = _ops.THRESHOLD_RULE
+threshold_for_sensitivity = _ops.threshold_for_sensitivity
 
 
 def external_operating_points(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     """{'balanced': sensitivity >= 0.95 rule, 'screening': sensitivity >= 0.98 rule}."""
-    return {
-        "balanced": threshold_for_sensitivity(y, p, BALANCED_MIN_SENSITIVITY),
-        "screening": threshold_for_sensitivity(y, p, SCREENING_MIN_SENSITIVITY_EXTERNAL),
-    }
+    return _ops.operating_points(y, p)
