@@ -21,6 +21,10 @@ from edge_app.state import get_state
 
 bp = Blueprint("pages", __name__)
 
+FINDING_LABELS = (("normal", "Normal"), ("pneumonia", "Pneumonia"), ("other", "Other finding"),
+                  ("unknown", "Not known yet"))
+"""The clinician's findings (history.FINDINGS) as the page words them."""
+
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -38,6 +42,7 @@ def _context() -> dict:
         "heatmap_note": HEATMAP_NOTE,
         "clinic_name": st.config["clinic_name"],
         "max_upload_mb": round(st.config["max_upload_bytes"] / 2**20),
+        "findings": FINDING_LABELS,
     }
 
 
@@ -65,4 +70,6 @@ def report(record_id: str) -> str:
         "probability": number[:1].upper() + number[1:],
         "next_steps": next_steps(rec["label"], rec["confidence"], codes, positive),
     }
-    return render_template("report.html", rec=rec, words=words, **_context())
+    return render_template("report.html", rec=rec, words=words,
+                           finding_label=dict(FINDING_LABELS).get(rec["finding"] or "", ""),
+                           **_context())

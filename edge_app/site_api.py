@@ -19,6 +19,7 @@ from edge_app.config import clean_text
 from edge_app.errors import ApiError
 from edge_app.history import FINDINGS, utc_now_iso
 from edge_app.site_calibration import TooFewCases, propose
+from edge_app.site_profile import accept
 from edge_app.state import AppState, get_state
 
 MAX_NOTE = 500
@@ -131,7 +132,8 @@ def calibration_proposal() -> Response:
                        minimum=exc.minimum) from exc
     proposal.update(created_at=utc_now_iso(), model_sha256=st.model.sha256,
                     model_version=st.model.version,
-                    current_source="site" if site_thresholds(st) else "model")
+                    current_source="site" if site_thresholds(st) else "model",
+                    cases_from="confirmed results in this app's history")
     return jsonify(st.site_proposals.add(proposal))
 
 
@@ -148,20 +150,10 @@ def calibration_accept() -> Response:
     if proposal["model_sha256"] != st.model.sha256:
         raise ApiError(409, "model_changed", "This proposal was made for another model. Make a "
                                              "new one.")
-    by = _text(body, "by", MAX_BY)
     old = calibration_state(st)
-    profile = {"thresholds": proposal["thresholds"], "rule": proposal["rule"],
-               "n": proposal["n"], "created_at": utc_now_iso(), "by": by,
-               "model_sha256": st.model.sha256, "model_version": st.model.version,
-               "proposal_id": proposal["id"],
-               "metrics": {k: proposal["metrics"][k] for k in
-                           ("auc", "auc_ci", "proposed", "proposed_cross_fitted")}}
-    st.site.save(profile)
-    st.history.add_audit("calibration_accepted",
-                         {"source": old["source"], "thresholds": old["thresholds"]},
-                         {"source": "site", "thresholds": profile["thresholds"],
-                          "n": profile["n"], "proposal_id": proposal["id"],
-                          "model_sha256": st.model.sha256}, by=by)
+    accept(st.site, st.history, proposal, model_sha256=st.model.sha256,
+           model_version=st.model.version, by=_text(body, "by", MAX_BY),
+           old={"source": old["source"], "thresholds": old["thresholds"]})
     return jsonify(calibration_state(st))
 
 

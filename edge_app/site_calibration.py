@@ -95,7 +95,7 @@ def _at(y: np.ndarray, p: np.ndarray, thresholds: dict[str, float], boot: list[n
     for mode, t in thresholds.items():
         r = rates(y, p, t)
         draws = [rates(y[i], p[i], t) for i in boot]
-        out[mode] = {"threshold": round(float(t), 6), **r,
+        out[mode] = {"threshold": float(t), **r,
                      **{f"{k}_ci": _ci([d[k] for d in draws])
                         for k in ("sensitivity", "specificity", "accuracy")}}
     return out
@@ -131,7 +131,7 @@ def propose(y: np.ndarray, p: np.ndarray, current: dict[str, float], *, seed: in
     proposed = operating_points(y, p)
     return {
         "n": {"normal": n_neg, "pneumonia": n_pos},
-        "thresholds": {m: round(t, 6) for m, t in proposed.items()},
+        "thresholds": {m: float(t) for m, t in proposed.items()},  # exact: ties matter
         "rule": THRESHOLD_RULE,
         "metrics": {
             "auc": round(auc(y, p), 4),

@@ -15,6 +15,8 @@ import os
 import threading
 from pathlib import Path
 
+from edge_app.history import HistoryStore, utc_now_iso
+
 PROFILE_NAME = "site_calibration.json"
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,16 @@ class SiteProfile:
     def __init__(self, data_dir: str | Path):
         self.path = Path(data_dir) / PROFILE_NAME
         self._lock = threading.Lock()
+        self._stamp = self._file_stamp()
         self._profile = self._load()
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        """(mtime, size) of the profile file, None when absent: a change means re-read."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
 
     def _load(self) -> dict | None:
         """The profile on disk, or None (a damaged file is logged and ignored, never deleted)."""
@@ -45,8 +56,12 @@ class SiteProfile:
 
     @property
     def profile(self) -> dict | None:
-        """The saved profile, whatever model it was made for."""
+        """The saved profile, whatever model it was made for (re-read if the file changed,
+        e.g. accepted with `pneumo calibrate --accept` while the server runs)."""
         with self._lock:
+            stamp = self._file_stamp()
+            if stamp != self._stamp:
+                self._stamp, self._profile = stamp, self._load()
             return None if self._profile is None else dict(self._profile)
 
     def thresholds_for(self, model_sha256: str, modes: list[str]) -> dict[str, float] | None:
@@ -71,11 +86,29 @@ class SiteProfile:
             os.close(fd)
         os.replace(tmp, self.path)
         with self._lock:
-            self._profile = dict(profile)
+            self._profile, self._stamp = dict(profile), self._file_stamp()
 
     def clear(self) -> dict | None:
         """Remove the profile (back to the model's thresholds); returns what was removed."""
+        old = self.profile
         with self._lock:
-            old, self._profile = self._profile, None
             self.path.unlink(missing_ok=True)
+            self._profile, self._stamp = None, None
         return old
+
+
+def accept(site: SiteProfile, history: HistoryStore, proposal: dict, *, model_sha256: str,
+           model_version: str, by: str | None, old: dict) -> dict:
+    """Save a proposal as this clinic's profile and audit it (``old``: source, thresholds)."""
+    profile = {"thresholds": proposal["thresholds"], "rule": proposal["rule"],
+               "n": proposal["n"], "created_at": utc_now_iso(), "by": by,
+               "model_sha256": model_sha256, "model_version": model_version,
+               "proposal_id": proposal.get("id"), "cases_from": proposal.get("cases_from"),
+               "metrics": {k: proposal["metrics"][k] for k in
+                           ("auc", "auc_ci", "proposed", "proposed_cross_fitted")}}
+    site.save(profile)
+    history.add_audit("calibration_accepted", old,
+                      {"source": "site", "thresholds": profile["thresholds"], "n": profile["n"],
+                       "proposal_id": profile["proposal_id"], "model_sha256": model_sha256,
+                       "cases_from": profile["cases_from"]}, by=by)
+    return profile

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -35,3 +36,23 @@ def make_tiny_kaggle(root: Path, per_class: int = 24, images_per_patient: int = 
                     else f"person{patient}_bacteria_{i}.jpeg")
             img.save(d / name, quality=90)
     return root
+
+
+def xray_variants(n_per_class: int, seed: int = 0) -> list[tuple[bytes, str]]:
+    """Distinct real-X-ray JPEGs (the fixtures, then small rotations with noise) and labels.
+
+    Labels are "normal" / "pneumonia" (the clinician's findings), NORMAL fixtures first.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for cls, files in fixture_images().items():
+        for i in range(n_per_class):
+            img = Image.open(files[i % len(files)]).convert("L")
+            if i >= len(files):
+                img = img.rotate(float(rng.uniform(-6, 6)), resample=Image.BILINEAR)
+                arr = np.asarray(img, dtype=np.float32) + rng.normal(0, 3, img.size[::-1])
+                img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=90)
+            out.append((buf.getvalue(), "pneumonia" if cls == "PNEUMONIA" else "normal"))
+    return out

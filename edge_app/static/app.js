@@ -78,6 +78,7 @@
     $("r-warnings").textContent = "";
     ["r-image", "r-heatmap"].forEach(function (id) { $(id).removeAttribute("src"); });
     $("r-report").setAttribute("href", "#");
+    resetConfirm(null);
   }
 
   function setFile(file) {
@@ -212,6 +213,8 @@
     text($("r-model"), r.model_name + " " + r.model_version + ", sha256 " +
          (r.model_sha256 || "").slice(0, 16) + "\u2026");
     text($("r-id"), r.id);
+    text($("r-threshold-note"), thresholdWords(r.threshold_source));
+    resetConfirm(r);
     var img = $("r-image");
     if (r.preview) { img.src = r.preview; } else if (r.image_url) { img.src = r.image_url; }
     // A NORMAL heatmap is easily misread as disease: shown only on request, and explained.
@@ -256,11 +259,206 @@
       if (mine !== generation) { loadHistory(1); return; }  // another patient by now
       usedRef = ref || null;
       if (body.error) { showError(body.error); } else { showResult(body); loadHistory(1); }
+      loadStatus();
     }).catch(function () {
       if (mine === generation) { showError({ message: "Could not reach the app. Is it still running?" }); }
     }).then(function () {
       if (mine === generation) { submit.disabled = !chosen; $("busy").hidden = true; }
     });
+  });
+
+  // The clinician's finding: PUT /api/v1/history/<id>/confirmation (audited server-side).
+  var findingLabels = {};
+  Array.prototype.forEach.call(document.querySelectorAll("#confirm-form input[name=finding]"),
+    function (el) { findingLabels[el.value] = el.parentNode.textContent.trim(); });
+  var currentId = null;
+
+  function sendJSON(method, url, body) {
+    return fetch(url, {
+      method: method, credentials: "same-origin",
+      headers: { "X-CSRF-Token": csrf, "Accept": "application/json",
+                 "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body)
+    }).then(function (resp) {
+      return resp.json().catch(function () {
+        return { error: { message: "The server answered " + resp.status + "." } };
+      });
+    });
+  }
+
+  function savedText(r) {
+    if (!r || !r.finding) { return ""; }
+    return "Saved: " + (findingLabels[r.finding] || r.finding) +
+           (r.finding_by ? ", by " + r.finding_by : "") +
+           (r.finding_at ? ", " + localTime(r.finding_at) : "") + ".";
+  }
+
+  function resetConfirm(r) {
+    currentId = r ? r.id : null;
+    Array.prototype.forEach.call(document.querySelectorAll("#confirm-form input[name=finding]"),
+      function (el) { el.checked = !!(r && r.finding === el.value); });
+    $("c-note").value = (r && r.finding_note) || "";
+    text($("c-status"), savedText(r));
+  }
+
+  function confirmFinding(id, finding, note, by) {
+    return sendJSON("PUT", "/api/v1/history/" + encodeURIComponent(id) + "/confirmation",
+                    { finding: finding, note: note || null, by: by || null });
+  }
+
+  $("confirm-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var id = currentId;
+    var picked = document.querySelector("#confirm-form input[name=finding]:checked");
+    if (!id) { return; }
+    if (!picked) { text($("c-status"), "Choose a finding first."); return; }
+    confirmFinding(id, picked.value, $("c-note").value, $("c-by").value).then(function (body) {
+      if (id !== currentId) { return; }  // another patient by now
+      text($("c-status"), body.error ? body.error.message : savedText(body));
+      loadHistory(page);
+      loadStatus();
+    }).catch(function () { text($("c-status"), "Could not reach the app. Is it still running?"); });
+  });
+
+  // Status: drift banner, the thresholds in use, the clinic lead's section.
+  function pct(v) { return v == null || isNaN(v) ? "—" : Math.round(100 * v) + "%"; }
+  function interval(ci) { return ci && ci.length === 2 ? " (" + pct(ci[0]) + "–" + pct(ci[1]) + ")" : ""; }
+
+  function loadStatus() {
+    fetch("/api/v1/status", { credentials: "same-origin" })
+      .then(function (resp) { return resp.json(); })
+      .then(function (st) {
+        if (st.error) { return; }
+        var drift = st.drift || {};
+        $("drift-banner").hidden = drift.status !== "drift";
+        text($("drift-text"), drift.status === "drift" ? drift.message : "");
+        var cal = st.calibration || {};
+        lastCal = cal;
+        $("stale-banner").hidden = !cal.warning;
+        text($("stale-text"), cal.warning || "");
+        var n = cal.confirmed_cases || { normal: 0, pneumonia: 0 };
+        var words;
+        if (cal.source === "site" && cal.profile) {
+          var pn = cal.profile.n || {};
+          words = "In use: thresholds set for this clinic on " + localTime(cal.profile.created_at) +
+            " from " + ((pn.normal || 0) + (pn.pneumonia || 0)) + " confirmed cases" +
+            (cal.profile.by ? " (accepted by " + cal.profile.by + ")" : "") + ": balanced " +
+            pct(cal.thresholds.balanced) + ", screening " + pct(cal.thresholds.screening) + ".";
+        } else {
+          words = "In use: the model's default thresholds (balanced " +
+            pct(cal.thresholds && cal.thresholds.balanced) + ", screening " +
+            pct(cal.thresholds && cal.thresholds.screening) + ").";
+        }
+        text($("site-state"), words + " Confirmed so far with this model: " + n.normal +
+             " normal, " + n.pneumonia + " pneumonia.");
+        text($("site-min"), cal.min_cases_per_class);
+        $("site-revert").hidden = cal.source !== "site";
+      })
+      .catch(function () { /* keep what is shown */ });
+  }
+
+  var lastCal = null;  // the latest /api/v1/status calibration block
+  function thresholdWords(source) {
+    if (source !== "site") { return "The model (default thresholds)"; }
+    var p = lastCal && lastCal.source === "site" ? lastCal.profile : null;
+    if (!p) { return "This clinic (site thresholds)"; }
+    var n = p.n || {};
+    return "This clinic: set on " + localTime(p.created_at) + " from " +
+           ((n.normal || 0) + (n.pneumonia || 0)) + " confirmed cases";
+  }
+
+  var proposal = null;
+  function siteError(err) {
+    var box = $("site-error");
+    box.textContent = err ? err.message : "";
+    box.hidden = !err;
+    if (err) { box.focus(); }
+  }
+
+  function drawRoc(svg, roc, points) {
+    while (svg.lastChild && svg.lastChild.nodeName !== "title") { svg.removeChild(svg.lastChild); }
+    var ns = "http://www.w3.org/2000/svg";
+    function el(name, attrs) {
+      var e = document.createElementNS(ns, name);
+      Object.keys(attrs).forEach(function (k) { e.setAttribute(k, attrs[k]); });
+      svg.appendChild(e); return e;
+    }
+    function X(fpr) { return 20 + 190 * fpr; }
+    function Y(tpr) { return 200 - 190 * tpr; }
+    el("rect", { x: 20, y: 10, width: 190, height: 190, fill: "none", stroke: "#999" });
+    el("line", { x1: X(0), y1: Y(0), x2: X(1), y2: Y(1), stroke: "#ccc", "stroke-dasharray": "4 3" });
+    var d = roc.fpr.map(function (f, i) { return (i ? "L" : "M") + X(f).toFixed(1) + " " + Y(roc.tpr[i]).toFixed(1); });
+    el("path", { d: d.join(" "), fill: "none", stroke: "#1a5fb4", "stroke-width": 2 });
+    points.forEach(function (p) {
+      var c = el("circle", { cx: X(1 - p.spec), cy: Y(p.sens), r: 5, fill: p.color });
+      var t = document.createElementNS(ns, "title"); t.textContent = p.label; c.appendChild(t);
+    });
+    var xl = el("text", { x: 115, y: 216, "text-anchor": "middle", "font-size": 10 });
+    xl.textContent = "1 − specificity";
+    var yl = el("text", { x: 10, y: 105, "font-size": 10, transform: "rotate(-90 10 105)", "text-anchor": "middle" });
+    yl.textContent = "sensitivity";
+  }
+
+  function showProposal(p) {
+    proposal = p;
+    var m = p.metrics;
+    text($("site-summary"), "From " + (p.n.normal + p.n.pneumonia) + " confirmed cases (" +
+         p.n.normal + " normal, " + p.n.pneumonia + " pneumonia). How well the model's " +
+         "estimate separates them here (AUC): " + m.auc.toFixed(3) +
+         (m.auc_ci.length ? " (" + m.auc_ci[0].toFixed(3) + "–" + m.auc_ci[1].toFixed(3) + ")" : "") + ".");
+    var rows = $("site-rows");
+    rows.textContent = "";
+    var points = [];
+    ["balanced", "screening"].forEach(function (mode) {
+      [["now", m.current[mode], "#c01c28"], ["proposed", m.proposed[mode], "#26a269"]].forEach(function (x) {
+        var r = x[1];
+        if (!r) { return; }
+        var tr = document.createElement("tr");
+        cell(tr, capital(mode) + " — " + x[0]);
+        cell(tr, pct(r.threshold));
+        cell(tr, pct(r.sensitivity) + interval(r.sensitivity_ci));
+        cell(tr, pct(r.specificity) + interval(r.specificity_ci));
+        rows.appendChild(tr);
+        points.push({ sens: r.sensitivity, spec: r.specificity, color: x[2],
+                      label: capital(mode) + " " + x[0] + ": sensitivity " + pct(r.sensitivity) +
+                             ", specificity " + pct(r.specificity) });
+      });
+    });
+    var cf = m.proposed_cross_fitted || {};
+    text($("site-note"), "On new patients expect about: balanced sensitivity " +
+         pct(cf.balanced && cf.balanced.sensitivity) + ", specificity " +
+         pct(cf.balanced && cf.balanced.specificity) + "; screening sensitivity " +
+         pct(cf.screening && cf.screening.sensitivity) + ", specificity " +
+         pct(cf.screening && cf.screening.specificity) +
+         " (thresholds chosen on half of the cases, checked on the other half). Red: now; green: proposed.");
+    drawRoc($("site-roc"), m.roc, points);
+    $("site-proposal").hidden = false;
+    $("site-proposal-title").focus();
+  }
+
+  $("site-propose").addEventListener("click", function () {
+    siteError(null);
+    $("site-proposal").hidden = true;
+    sendJSON("POST", "/api/v1/calibration/proposal", {}).then(function (body) {
+      if (body.error) { siteError(body.error); } else { showProposal(body); }
+    }).catch(function () { siteError({ message: "Could not reach the app. Is it still running?" }); });
+  });
+  $("site-accept").addEventListener("click", function () {
+    if (!proposal) { return; }
+    sendJSON("POST", "/api/v1/calibration", { proposal_id: proposal.id, by: $("site-by").value || null })
+      .then(function (body) {
+        if (body.error) { siteError(body.error); return; }
+        $("site-proposal").hidden = true;
+        proposal = null;
+        loadStatus();
+        $("site-state").focus();
+      }).catch(function () { siteError({ message: "Could not reach the app. Is it still running?" }); });
+  });
+  $("site-revert").addEventListener("click", function () {
+    var by = $("site-by").value;
+    sendJSON("DELETE", "/api/v1/calibration" + (by ? "?by=" + encodeURIComponent(by) : ""))
+      .then(function (body) { if (body.error) { siteError(body.error); } loadStatus(); })
+      .catch(function () { siteError({ message: "Could not reach the app. Is it still running?" }); });
   });
 
   // History
@@ -287,6 +485,34 @@
     var pct = Math.round(100 * r.probability);
     return r.calibrated ? pct + "%" : "score " + pct;
   }
+  function findingCell(r) {
+    var td = document.createElement("td");
+    var sel = document.createElement("select");
+    sel.className = "finding-select";
+    sel.setAttribute("aria-label", "Clinician's finding for " + (r.patient_ref || r.file_name || "this result") +
+                     ", " + localTime(r.created_at));
+    var none = document.createElement("option");
+    none.value = ""; none.textContent = "— not recorded"; none.disabled = !!r.finding;
+    sel.appendChild(none);
+    Object.keys(findingLabels).forEach(function (k) {
+      var o = document.createElement("option"); o.value = k; o.textContent = findingLabels[k];
+      sel.appendChild(o);
+    });
+    sel.value = r.finding || "";
+    sel.title = savedText(r);
+    sel.addEventListener("change", function () {
+      if (!sel.value) { return; }
+      confirmFinding(r.id, sel.value, r.finding_note, $("c-by").value || r.finding_by).then(function (body) {
+        if (body.error) { sel.value = r.finding || ""; window.alert(body.error.message); return; }
+        r = body; sel.title = savedText(body); none.disabled = true;
+        if (currentId === body.id) { resetConfirm(body); }
+        loadStatus();
+      }).catch(function () { sel.value = r.finding || ""; });
+    });
+    td.appendChild(sel);
+    return td;
+  }
+
   function loadHistory(p) {
     page = p;
     var q = filters().concat(["page=" + p, "per_page=20"]);
@@ -297,11 +523,11 @@
         var tb = $("history-body");
         tb.textContent = "";
         if (body.error) {
-          var tr0 = document.createElement("tr"); cell(tr0, body.error.message).colSpan = 8;
+          var tr0 = document.createElement("tr"); cell(tr0, body.error.message).colSpan = 9;
           tb.appendChild(tr0); return;
         }
         if (!body.items.length) {
-          var tr1 = document.createElement("tr"); cell(tr1, "No results yet.", "muted").colSpan = 8;
+          var tr1 = document.createElement("tr"); cell(tr1, "No results yet.", "muted").colSpan = 9;
           tb.appendChild(tr1);
         }
         body.items.forEach(function (r) {
@@ -315,6 +541,7 @@
           cell(tr, estimate(r));
           cell(tr, r.mode);
           cell(tr, (r.warnings || []).map(function (w) { return w.code; }).join(", "));
+          tr.appendChild(findingCell(r));
           var td = cell(tr, "");
           var a = document.createElement("a");
           a.href = "/report/" + encodeURIComponent(r.id); a.textContent = "Report";
@@ -332,4 +559,5 @@
   $("h-next").addEventListener("click", function () { loadHistory(page + 1); });
   $("history-filter").addEventListener("submit", function (ev) { ev.preventDefault(); loadHistory(1); });
   loadHistory(1);
+  loadStatus();
 })();

@@ -9,30 +9,12 @@ from __future__ import annotations
 import io
 import shutil
 
-import numpy as np
 import pytest
 from PIL import Image, ImageOps
-from tinydata import SHARED_DATA, fixture_images
+from tinydata import SHARED_DATA, xray_variants
 
 from edge_app.app import create_app
 from edge_app.state import get_state
-
-
-def _variants(n_per_class: int, seed: int = 0) -> list[tuple[bytes, str]]:
-    """Distinct real-X-ray JPEGs (small rotations and noise of the fixtures), with labels."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for cls, files in fixture_images().items():
-        for i in range(n_per_class):
-            img = Image.open(files[i % len(files)]).convert("L")
-            if i >= len(files):
-                img = img.rotate(float(rng.uniform(-6, 6)), resample=Image.BILINEAR)
-                arr = np.asarray(img, dtype=np.float32) + rng.normal(0, 3, img.size[::-1])
-                img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-            buf = io.BytesIO()
-            img.save(buf, "JPEG", quality=90)
-            out.append((buf.getvalue(), "pneumonia" if cls == "PNEUMONIA" else "normal"))
-    return out
 
 
 def _predict(client, data: bytes, **fields) -> dict:
@@ -55,7 +37,7 @@ def site_app(app_config):
 
 
 def test_confirmation_is_stored_changed_and_audited(client):
-    body = _predict(client, _variants(1)[0][0])
+    body = _predict(client, xray_variants(1)[0][0])
     assert body["threshold_source"] == "model"
     r = _confirm(client, body["id"], finding="normal", note="Radiologist: clear", by="AB")
     assert r.status_code == 200
@@ -82,7 +64,7 @@ def test_confirmation_is_stored_changed_and_audited(client):
     ({"finding": "normal", "by": ["AB"]}, 400, "bad_by"),
 ])
 def test_confirmation_refuses_bad_input_and_changes_nothing(client, body, status, code):
-    rid = _predict(client, _variants(1)[0][0])["id"]
+    rid = _predict(client, xray_variants(1)[0][0])["id"]
     r = _confirm(client, rid, **body)
     assert (r.status_code, r.get_json()["error"]["code"]) == (status, code)
     assert client.get(f"/api/v1/history/{rid}").get_json()["finding"] is None
@@ -92,20 +74,20 @@ def test_confirmation_refuses_bad_input_and_changes_nothing(client, body, status
 def test_confirmation_unknown_record_and_non_json(client):
     assert _confirm(client, "0" * 32, finding="normal").status_code == 404
     assert _confirm(client, "nope", finding="normal").status_code == 404
-    rid = _predict(client, _variants(1)[0][0])["id"]
+    rid = _predict(client, xray_variants(1)[0][0])["id"]
     r = client.put(f"/api/v1/history/{rid}/confirmation", data="finding=normal",
                    content_type="application/x-www-form-urlencoded")
     assert (r.status_code, r.get_json()["error"]["code"]) == (400, "bad_json")
 
 
 def test_bidi_controls_are_stripped_from_note_and_initials(client):
-    rid = _predict(client, _variants(1)[0][0])["id"]
+    rid = _predict(client, xray_variants(1)[0][0])["id"]
     rec = _confirm(client, rid, finding="other", note="a\u202eb\u200bc", by="A\u202eB").get_json()
     assert (rec["finding_note"], rec["finding_by"]) == ("abc", "AB")
 
 
 def test_too_few_cases_gives_a_plain_422(client):
-    for data, label in _variants(3):
+    for data, label in xray_variants(3):
         _confirm(client, _predict(client, data)["id"], finding=label)
     r = client.post("/api/v1/calibration/proposal", json={})
     assert r.status_code == 422
@@ -117,7 +99,7 @@ def test_too_few_cases_gives_a_plain_422(client):
 def test_propose_accept_use_revert_and_audit(site_app):
     client = site_app.test_client()
     model = get_state(site_app).model
-    cases = _variants(6)
+    cases = xray_variants(6)
     for data, label in cases:
         rid = _predict(client, data, patient_ref="P")["id"]
         assert _confirm(client, rid, finding=label, by="RN").status_code == 200
@@ -171,7 +153,7 @@ def test_profile_of_another_model_is_not_used_and_says_so(site_app, app_config, 
     from export.metadata import write_metadata
 
     client = site_app.test_client()
-    for data, label in _variants(6):
+    for data, label in xray_variants(6):
         _confirm(client, _predict(client, data)["id"], finding=label)
     prop = client.post("/api/v1/calibration/proposal", json={}).get_json()
     assert client.post("/api/v1/calibration", json={"proposal_id": prop["id"]}).status_code == 200
@@ -188,7 +170,7 @@ def test_profile_of_another_model_is_not_used_and_says_so(site_app, app_config, 
         state = c2.get("/api/v1/calibration").get_json()
         assert state["source"] == "model" and "another model" in state["warning"]
         assert state["stale_profile"]["model_sha256"] == get_state(site_app).model.sha256
-        assert _predict(c2, _variants(1)[0][0])["threshold_source"] == "model"
+        assert _predict(c2, xray_variants(1)[0][0])["threshold_source"] == "model"
         # a proposal made with the first model cannot be accepted here either
         assert c2.post("/api/v1/calibration",
                        json={"proposal_id": prop["id"]}).status_code == 404
@@ -197,7 +179,7 @@ def test_profile_of_another_model_is_not_used_and_says_so(site_app, app_config, 
 
 
 def test_cross_site_confirmation_is_refused(client):
-    rid = _predict(client, _variants(1)[0][0])["id"]
+    rid = _predict(client, xray_variants(1)[0][0])["id"]
     r = client.put(f"/api/v1/history/{rid}/confirmation", json={"finding": "normal"},
                    headers={"Origin": "http://evil.example"})
     assert r.status_code == 403
@@ -207,7 +189,7 @@ def test_cross_site_confirmation_is_refused(client):
 def test_status_reports_drift_only_when_images_change(client):
     status = client.get("/api/v1/status").get_json()
     assert status["drift"]["status"] == "insufficient"
-    good = _variants(30, seed=1)
+    good = xray_variants(30, seed=1)
     for data, _ in good[:25] + good[30:55]:
         _predict(client, data)
     drift = client.get("/api/v1/status").get_json()["drift"]
