@@ -78,9 +78,13 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).parent))
+    ap.add_argument("--data-name", default=None,
+                    help="what the data is, for the report (default: named from the path)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="[simulate %(asctime)s] %(message)s",
                         datefmt="%H:%M:%S")
+    name = args.data_name or ("external validation (half of the official test split)"
+                              if "external_val" in args.data else args.data)
     model = OnnxModel(args.model)
     items = labelled_folder(args.data)
     scored = score(Predictor(model), items)
@@ -105,7 +109,7 @@ def main() -> int:
             rows[m]["model"].append(rates(y[rest], p[rest], t))
             rows[m]["site"].append(rates(y[rest], p[rest], prop["thresholds"][m]))
             rows[m]["site_threshold"].append(prop["thresholds"][m])
-    result = {"data": args.data, "model": model.version, "model_sha256": model.sha256,
+    result = {"data": args.data, "data_name": name, "model": model.version, "model_sha256": model.sha256,
               "images_answered": len(y), "n_cases": args.n, "repeats": args.repeats,
               "seed": args.seed, "repeats_with_too_few_cases": too_few, "modes": {}}
     for m in model_t:
@@ -127,7 +131,7 @@ def main() -> int:
     (out / "results.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     lines = [f"# Site thresholds from {args.n} confirmed cases ({args.repeats} draws, seed "
              f"{args.seed})", "",
-             f"Data: `{args.data}` ({len(y)} images answered by {model.version}); each draw "
+             f"Data: {name}, `{args.data}` ({len(y)} images answered by {model.version}); each draw "
              f"takes {args.n} cases as the clinic's confirmed ones and measures the other "
              f"{len(y) - args.n}. Mean (5th-95th percentile over draws).", "",
              "| setting | thresholds | sensitivity | specificity | accuracy |", "|---|---|---|---|---|"]
