@@ -73,6 +73,7 @@ def test_send_to_nobody_raises():
 
 
 @needs_orthanc
+@pytest.mark.slow  # about 4 s: Orthanc starts, forwards, receives
 def test_orthanc_forwards_a_study_and_gets_the_result_back(app_config, tmp_path, caplog):
     from edge_app.app import create_app
 
