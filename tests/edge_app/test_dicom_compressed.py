@@ -127,3 +127,19 @@ def test_pneumonia_xray_compressed_keeps_its_label(client):
         assert resp.status_code == 200, resp.get_data(as_text=True)
         labels.append(resp.get_json()["label"])
     assert labels == ["PNEUMONIA"] * 3
+
+
+def test_jpeg_lossless_process_14_decodes_exactly(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("dcmcjpeg") is None:
+        pytest.skip("dcmtk (dcmcjpeg) is not installed: apt-get install dcmtk")
+    plain = xray_dicom(Image.open(XRAY_NORMAL).convert("L"))
+    (tmp_path / "in.dcm").write_bytes(plain)
+    subprocess.run(["dcmcjpeg", "+el", str(tmp_path / "in.dcm"), str(tmp_path / "out.dcm")],
+                   check=True, capture_output=True, timeout=60)
+    data = (tmp_path / "out.dcm").read_bytes()
+    ts = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta.TransferSyntaxUID
+    assert ts == "1.2.840.10008.1.2.4.57" and ts in COMPRESSED_SYNTAXES
+    assert np.array_equal(_pixels(data), _pixels(plain))
