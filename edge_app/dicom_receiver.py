@@ -36,10 +36,14 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_app.analysis import analyse
 from edge_app.config import clean_text
 from edge_app.state import AppState
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,7 @@ class ListenError(OSError):
         self.address = address
 
 
-def patient_ref_from(header) -> str | None:
+def patient_ref_from(header: Dataset) -> str | None:
     """The patient reference stored for a received image: its PatientID (never the name)."""
     try:
         value = header.get("PatientID")
@@ -77,7 +81,7 @@ def patient_ref_from(header) -> str | None:
     return text[:MAX_PATIENT_REF] or None
 
 
-def _uid(header, keyword: str) -> str | None:
+def _uid(header: Dataset, keyword: str) -> str | None:
     """A UID attribute as text (None when absent or unreadable)."""
     try:
         value = header.get(keyword)
@@ -287,7 +291,7 @@ class DicomReceiver:
             self._send(record, header)
         return False
 
-    def _send(self, record: dict, header) -> None:
+    def _send(self, record: dict, header: Dataset) -> None:
         """Send the result back as a Secondary Capture; failures are logged, not raised."""
         from edge_app.dicom_send import send_result
 

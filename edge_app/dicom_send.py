@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -18,6 +19,9 @@ from PIL import Image, ImageDraw, ImageFont
 from edge_app.config import dicom_destination
 from edge_app.heatmap import render
 from edge_app.state import AppState
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +90,7 @@ def burn_in(overlay_png: bytes, lines: list[str]) -> Image.Image:
     return out
 
 
-def secondary_capture(image: Image.Image, header, record: dict):
+def secondary_capture(image: Image.Image, header: Dataset, record: dict) -> Dataset:
     """A Secondary Capture data set of `image` in the study of the received `header`."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import generate_uid
@@ -137,7 +141,7 @@ def secondary_capture(image: Image.Image, header, record: dict):
     return ds
 
 
-def result_capture(state: AppState, record: dict, header):
+def result_capture(state: AppState, record: dict, header: Dataset) -> Dataset | None:
     """The Secondary Capture of a stored result (its heatmap from the history); None if none."""
     blob = state.history.heatmap(record["id"])
     if blob is None:
@@ -145,7 +149,8 @@ def result_capture(state: AppState, record: dict, header):
     return secondary_capture(burn_in(render(blob), result_lines(record)), header, record)
 
 
-def send(ds, destination: str, *, ae_title: str = "PNEUMO", timeout: float = 30.0) -> int:
+def send(ds: Dataset, destination: str, *, ae_title: str = "PNEUMO",
+         timeout: float = 30.0) -> int:
     """C-STORE one data set to "AET@host:port"; returns the status, SendError on failure."""
     from pynetdicom import AE
 
@@ -168,7 +173,7 @@ def send(ds, destination: str, *, ae_title: str = "PNEUMO", timeout: float = 30.
     return code
 
 
-def send_result(state: AppState, record: dict, header, destination: str, *,
+def send_result(state: AppState, record: dict, header: Dataset, destination: str, *,
                 ae_title: str = "PNEUMO", timeout: float = 30.0) -> str | None:
     """Make and send the Secondary Capture of a result; its SOPInstanceUID (None: no heatmap)."""
     ds = result_capture(state, record, header)

@@ -274,3 +274,25 @@ def test_busy_dicom_port_is_reported(test_model_path, tmp_path):
             capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
     assert res.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port} (DICOM)" in res.stderr
+
+
+def test_association_limit_and_idle_timeout(receiver):
+    import socket
+
+    from pynetdicom import AE
+
+    rx = receiver(dicom_max_associations=1, dicom_timeout_s=1.0)
+    ae = AE(ae_title="SCU")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    first = ae.associate("127.0.0.1", rx.port, ae_title="PNEUMO")
+    try:
+        assert first.is_established
+        second = ae.associate("127.0.0.1", rx.port, ae_title="PNEUMO")
+        assert second.is_rejected  # one association at a time
+    finally:
+        first.release()
+    # a peer that connects and says nothing is dropped after the ACSE timeout
+    with socket.create_connection(("127.0.0.1", rx.port), timeout=10) as s:
+        t0 = time.monotonic()
+        assert s.recv(1024) == b""
+        assert time.monotonic() - t0 < 5
