@@ -59,6 +59,8 @@ SPOOL_DIR = "dicom-inbox"
 MAX_PATIENT_REF = 64
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
+DATASET_SLACK = 1 << 20
+"""Bytes allowed beyond max_upload_bytes for one data set on the wire (PDU headers, meta)."""
 
 _STOP = object()
 
@@ -139,7 +141,8 @@ class DicomReceiver:
         self.spool.mkdir(parents=True, exist_ok=True)
         ae = self._make_ae()
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, self._on_echo),
-                    (evt.EVT_ACCEPTED, self._on_accepted), (evt.EVT_REJECTED, self._on_rejected)]
+                    (evt.EVT_ACCEPTED, self._on_accepted), (evt.EVT_REJECTED, self._on_rejected),
+                    (evt.EVT_DATA_RECV, self._on_data)]
         try:
             self._server = ae.start_server((self.host, self.port), block=False,
                                            evt_handlers=handlers)
@@ -187,11 +190,42 @@ class DicomReceiver:
                         + (f" and {len(offered) - 8} more" if len(offered) > 8 else ""))
 
     def _on_rejected(self, event) -> None:
-        """Log a refused association (wrong AE title, too many at once)."""
-        log.warning("DICOM association from %s refused (called AE title must be %s%s)",
-                    self._peer(event), self.ae_title,
-                    f"; allowed callers: {', '.join(self.config['dicom_allowed_aets'])}"
-                    if self.config["dicom_allowed_aets"] else "")
+        """Log a refused association and why (wrong AE title, too many at once)."""
+        rj = getattr(getattr(event.assoc, "acceptor", None), "primitive", None)
+        why = {(0x01, 0x07): f"the called AE title is not {self.ae_title}",
+               (0x01, 0x03): "its calling AE title is not among "
+                             f"{', '.join(self.config['dicom_allowed_aets'] or [])}",
+               (0x03, 0x02): f"{self.config['dicom_max_associations']} associations are "
+                             "already open"}.get(
+            (getattr(rj, "result_source", None), getattr(rj, "diagnostic", None)),
+            "refused by the association rules")
+        log.warning("DICOM association from %s refused: %s", self._peer(event), why)
+
+    def _on_data(self, event) -> None:
+        """Abort an association whose data set grows past the upload limit (disk, not memory).
+
+        pynetdicom writes a data set to a temporary file as it arrives; without this a peer
+        could fill the disk before any handler sees the image. Counted per data set (reset
+        by each C-STORE); the partial file is removed.
+        """
+        assoc = event.assoc
+        received = getattr(assoc, "_pneumo_bytes", 0) + len(event.data)
+        assoc._pneumo_bytes = received
+        if received <= self.config["max_upload_bytes"] + DATASET_SLACK:
+            return
+        if getattr(assoc, "_pneumo_aborted", False):
+            return
+        assoc._pneumo_aborted = True
+        log.warning("DICOM association from %s aborted: it sent more than %d bytes for one "
+                    "image (the upload limit)", self._peer(event),
+                    self.config["max_upload_bytes"])
+        partial = getattr(getattr(assoc.dimse, "message", None), "_data_set_file", None)
+        if partial is not None:
+            try:
+                os.unlink(partial.name)  # freed once pynetdicom drops its handle
+            except OSError:
+                pass
+        assoc.abort(block=False)
 
     def _on_echo(self, event) -> int:
         """C-ECHO: always success."""
@@ -200,6 +234,7 @@ class DicomReceiver:
 
     def _on_store(self, event) -> int:
         """C-STORE: spool the received file, queue it; success once it is safely stored."""
+        event.assoc._pneumo_bytes = 0  # the next data set starts its own count
         sop_uid = str(event.request.AffectedSOPInstanceUID or "")
         peer = self._peer(event)
         try:

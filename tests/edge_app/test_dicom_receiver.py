@@ -67,7 +67,7 @@ def _write(tmp_path, name: str, data: bytes):
 
 
 @needs_dcmtk
-def test_echoscu_and_ae_title_rules(receiver):
+def test_echoscu_and_ae_title_rules(receiver, caplog):
     rx = receiver(dicom_allowed_aets="ECHOSCU,XRAY1")
     assert echoscu(rx.port).returncode == 0
     assert echoscu(rx.port, calling="XRAY1").returncode == 0
@@ -76,6 +76,8 @@ def test_echoscu_and_ae_title_rules(receiver):
     wrong_calling = echoscu(rx.port, calling="INTRUDER")
     assert wrong_calling.returncode != 0
     assert "Calling AE Title Not Recognized" in wrong_calling.stderr
+    assert "refused: the called AE title is not PNEUMO" in caplog.text
+    assert "refused: its calling AE title is not among ECHOSCU, XRAY1" in caplog.text
 
 
 @needs_dcmtk
@@ -276,7 +278,7 @@ def test_busy_dicom_port_is_reported(test_model_path, tmp_path):
     assert f"cannot listen on 127.0.0.1:{port} (DICOM)" in res.stderr
 
 
-def test_association_limit_and_idle_timeout(receiver):
+def test_association_limit_and_idle_timeout(receiver, caplog):
     import socket
 
     from pynetdicom import AE
@@ -289,6 +291,7 @@ def test_association_limit_and_idle_timeout(receiver):
         assert first.is_established
         second = ae.associate("127.0.0.1", rx.port, ae_title="PNEUMO")
         assert second.is_rejected  # one association at a time
+        assert "refused: 1 associations are already open" in caplog.text
     finally:
         first.release()
     # a peer that connects and says nothing is dropped after the ACSE timeout
@@ -296,3 +299,28 @@ def test_association_limit_and_idle_timeout(receiver):
         t0 = time.monotonic()
         assert s.recv(1024) == b""
         assert time.monotonic() - t0 < 5
+
+
+def test_oversized_data_set_aborts_the_association_and_leaves_no_file(receiver, tmp_path,
+                                                                      monkeypatch, caplog):
+    import tempfile
+
+    import numpy as np
+
+    from edge_app.dicom import encode_dicom
+
+    spool_tmp = tmp_path / "tmp"
+    spool_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool_tmp))  # where pynetdicom writes
+    rx = receiver(max_upload_bytes=200_000)
+    noise = np.random.default_rng(0).integers(0, 4096, (1500, 1500), dtype=np.uint16)
+    ds = _dataset(encode_dicom(noise, bits_stored=12, sop_class=DX))  # 4.5 MB of pixels
+    accepted, status = _scu_store(rx.port, ds)
+    assert accepted and status is None  # no C-STORE answer: the association was aborted
+    assert "aborted: it sent more than 200000 bytes for one image" in caplog.text
+    deadline = time.monotonic() + 10
+    while list(spool_tmp.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(spool_tmp.iterdir()) == [] and _records(rx) == []
+    accepted, status = _scu_store(rx.port, _dataset(xray()))  # a normal image still works
+    assert accepted and status == 0x0000
