@@ -93,6 +93,16 @@ def _uid(header: Dataset, keyword: str) -> str | None:
     return text[:64] or None
 
 
+def _sync_folder(folder: Path) -> None:
+    """Make a new file's name durable (POSIX: fsync the folder; Windows has no need)."""
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 class DicomReceiver:
     """The C-ECHO / C-STORE SCP of one app: start(), then stop() at shutdown."""
 
@@ -113,7 +123,7 @@ class DicomReceiver:
 
     def _make_ae(self):
         """The pynetdicom AE: contexts, AE title rules, limits and timeouts."""
-        from pynetdicom import AE, _config, evt  # noqa: F401  (evt used by start)
+        from pynetdicom import AE, _config
 
         from edge_app.dicom import decodable_syntaxes
 
@@ -253,6 +263,7 @@ class DicomReceiver:
             with open(part, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(part, dst)
+            _sync_folder(self.spool)
         except Exception as exc:  # the sender must keep the image: not safely stored here
             log.error("DICOM image %s from %s could not be stored: %s", sop_uid, peer, exc)
             return STATUS_OUT_OF_RESOURCES
