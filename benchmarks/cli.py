@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-SKIPPABLE = ("model_latency", "roofline", "preprocessing", "http", "executable")
+SKIPPABLE = ("model_latency", "roofline", "preprocessing", "dicom_decode", "http", "executable")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -46,7 +46,7 @@ def command_line(args: argparse.Namespace) -> str:
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Register `pneumo bench`."""
     p = sub.add_parser("bench", help="latency benchmarks: models, roofline, preprocessing, "
-                                     "HTTP load, executable")
+                                     "DICOM decode per transfer syntax, HTTP load, executable")
     p.add_argument("--out", default="bench-results",
                    help="output folder for results.json, results.md and plots "
                         "(default bench-results/)")

@@ -125,6 +125,14 @@ def markdown(res: dict, plots: list[str]) -> str:
                           "x".join(map(str, r["decoded_size"])), r["decode"]["p50"],
                           r["resize"]["p50"], *_stats_cells(r["total"])] for r in sec["rows"]])
 
+    sec = secs.get("dicom_decode")
+    if _section_header(lines, "DICOM decode per transfer syntax", sec):
+        lines += [f"- {n}" for n in sec.get("notes", [])] + [""]
+        lines += _table(["Transfer syntax", "UID", "KB", "n (w)", "p50 ms", "p95", "p99",
+                         "min", "max"],
+                        [[r["syntax"], r["uid"], r["bytes"] / 1024, *_stats_cells(r["decode"])]
+                         for r in sec["rows"]])
+
     sec = secs.get("http")
     if _section_header(lines, "HTTP end to end", sec):
         srv = sec["server"]

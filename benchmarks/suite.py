@@ -12,12 +12,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import executable, http_load, model_latency, preprocessing, report, roofline
+from benchmarks import (
+    dicom_decode,
+    executable,
+    http_load,
+    model_latency,
+    preprocessing,
+    report,
+    roofline,
+)
 from benchmarks.machine import load_average, machine_info, usable_cores
 from benchmarks.models import ModelSet, default_arch, prepare_models, servable_model
 from benchmarks.timing import Settings
 
-SECTIONS = ("model_latency", "roofline", "preprocessing", "http", "executable")
+SECTIONS = ("model_latency", "roofline", "preprocessing", "dicom_decode", "http", "executable")
 
 
 @dataclass
@@ -137,6 +145,12 @@ def run(opts: Options) -> dict:
             size = entry.input_size if entry else default_arch()[1]
             secs["preprocessing"] = _guard("preprocessing",
                                            lambda: preprocessing.run(size, p.pre, log))
+
+        if "dicom_decode" in opts.skip:
+            secs["dicom_decode"] = {"status": "skipped", "note": "--skip dicom_decode"}
+        else:
+            secs["dicom_decode"] = _guard("DICOM decode per transfer syntax",
+                                          lambda: dicom_decode.run(p.pre, log))
 
         if "http" in opts.skip:
             secs["http"] = {"status": "skipped", "note": "--skip http"}

@@ -29,6 +29,12 @@ def serve_config(args: argparse.Namespace, **overrides) -> dict:
         "threads": args.threads,
         "clinic_name": args.clinic_name,
         "require_pin": bool(args.require_pin),
+        "max_large_decodes": args.max_large_decodes,
+        "dicom_port": args.dicom_port,
+        "dicom_host": args.dicom_host,
+        "dicom_ae_title": args.ae_title,
+        "dicom_allowed_aets": args.allowed_aets,
+        "dicom_send": args.dicom_send,
     }
     config.update(overrides)
     return config
@@ -50,8 +56,8 @@ def serve_and_report(config: dict, *, open_browser: bool) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"error: cannot listen on {config['host']}:{config['port']}: "
-              f"{exc.strerror or exc}", file=sys.stderr)
+        where = getattr(exc, "address", None) or f"{config['host']}:{config['port']}"
+        print(f"error: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -152,7 +158,26 @@ def add_serve_arguments(p: argparse.ArgumentParser, *, executable: bool = False)
     p.add_argument("--require-pin", action="store_true",
                    help="shared computer: every request needs an access PIN (set on first use "
                         "from $PNEUMO_PIN or the console; stored hashed in the data folder)")
+    p.add_argument("--max-large-decodes", type=int, default=DEFAULTS["max_large_decodes"],
+                   metavar="N",
+                   help="images over 8 MB of pixels decoded at once; others wait (memory; "
+                        f"default {DEFAULTS['max_large_decodes']})")
     add_clinic_name_option(p)
+    d = p.add_argument_group("DICOM receiver (off unless --dicom-port is given)")
+    d.add_argument("--dicom-port", type=int, default=DEFAULTS["dicom_port"], metavar="PORT",
+                   help="receive images from X-ray units and PACS (C-ECHO, C-STORE of CR/DX) "
+                        "on this TCP port, e.g. 11112 (0 = any free)")
+    d.add_argument("--dicom-host", default=DEFAULTS["dicom_host"], metavar="ADDRESS",
+                   help="address the DICOM receiver binds (default: the same as --host; "
+                        "0.0.0.0 for a unit on the network)")
+    d.add_argument("--ae-title", default=DEFAULTS["dicom_ae_title"], metavar="AET",
+                   help=f"this receiver's AE title (default {DEFAULTS['dicom_ae_title']})")
+    d.add_argument("--allowed-aets", default=DEFAULTS["dicom_allowed_aets"], metavar="A,B",
+                   help="only these calling AE titles may send (default: any)")
+    d.add_argument("--dicom-send", default=DEFAULTS["dicom_send"], metavar="AET@HOST:PORT",
+                   help="send each result back as a DICOM Secondary Capture (heatmap, result "
+                        "and \"decision support, not a diagnosis\" burned in) to this "
+                        "PACS or viewer, in the image's study")
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:

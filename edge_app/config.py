@@ -36,12 +36,55 @@ DEFAULTS: dict = {
     "trusted_hosts": None,  # Host header names accepted without a token; None -> loopback names
     "clinic_name": "",  # shown on the page and the printed report ("" -> not shown)
     "site_min_cases": MIN_CASES_PER_CLASS,  # confirmed cases per class a site proposal needs
+    # DICOM receiver (edge_app.dicom_receiver): off unless dicom_port is set
+    "dicom_port": None,  # TCP port of the C-ECHO/C-STORE receiver; None = off, 0 = any free
+    "dicom_host": None,  # address it binds; None -> the same as host (loopback by default)
+    "dicom_ae_title": "PNEUMO",  # this receiver's AE title (the called AE must match)
+    "dicom_allowed_aets": None,  # calling AE titles accepted ("A,B" or a list); None = any
+    "dicom_send": None,  # "AET@host:port": Secondary Capture of each result sent there
+    "dicom_max_associations": 4,  # associations at once (more are rejected, busy)
+    "dicom_max_pdu": 65536,  # largest PDU we receive (bytes; bounds memory per association)
+    "dicom_timeout_s": 30.0,  # ACSE and DIMSE timeouts (seconds)
+    "dicom_network_timeout_s": 60.0,  # an idle association is closed after this (seconds)
 }
 
 MAX_CLINIC_NAME = 120
 """Longest clinic name (characters) for the page and report header."""
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+AE_TITLE_CHARS = frozenset(" !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                           "[]^_`abcdefghijklmnopqrstuvwxyz{|}~")
+"""Characters of the DICOM default repertoire an AE title may hold (no backslash, no controls)."""
+
+
+def ae_title(value: str) -> str:
+    """A checked DICOM AE title (1-16 characters, not only spaces), trimmed; ValueError if not."""
+    title = str(value).strip()
+    if not 1 <= len(title) <= 16 or not set(title) <= AE_TITLE_CHARS:
+        raise ValueError(f"invalid DICOM AE title {value!r}: 1 to 16 printable ASCII "
+                         "characters, no backslash")
+    return title
+
+
+def ae_titles(value: str | list[str] | tuple[str, ...] | None) -> list[str] | None:
+    """A list of AE titles from "A,B" or a list (None or empty -> None: any title)."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    titles = [ae_title(t) for t in items if str(t).strip()]
+    return titles or None
+
+
+def dicom_destination(value: str) -> tuple[str, str, int]:
+    """(AE title, host, port) from "AET@host:port"; ValueError if it is not that."""
+    aet, at, address = str(value).rpartition("@")
+    host, colon, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not (at and colon and host and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"invalid DICOM destination {value!r}: use AET@host:port "
+                         "(e.g. ORTHANC@192.168.1.10:4242)")
+    return ae_title(aet), host, int(port)
 
 
 def clean_text(value: str) -> str:
@@ -104,6 +147,24 @@ def resolve(config: dict | None) -> dict:
         raise ValueError(f"the clinic name must have at most {MAX_CLINIC_NAME} characters")
     if cfg["threads"] < 1:
         raise ValueError("threads must be at least 1")
+    if cfg["dicom_port"] is not None:
+        cfg["dicom_port"] = int(cfg["dicom_port"])
+        if not 0 <= cfg["dicom_port"] <= 65535:
+            raise ValueError("the DICOM port must be between 0 and 65535")
+    cfg["dicom_ae_title"] = ae_title(cfg["dicom_ae_title"])
+    cfg["dicom_allowed_aets"] = ae_titles(cfg["dicom_allowed_aets"])
+    if cfg["dicom_send"]:
+        dicom_destination(cfg["dicom_send"])
+    else:
+        cfg["dicom_send"] = None
+    for key in ("dicom_max_associations", "dicom_max_pdu"):
+        cfg[key] = int(cfg[key])
+        if cfg[key] < 1:
+            raise ValueError(f"{key} must be at least 1")
+    for key in ("dicom_timeout_s", "dicom_network_timeout_s"):
+        cfg[key] = float(cfg[key])
+        if not cfg[key] > 0:
+            raise ValueError(f"{key} must be positive")
     if cfg["token"] is not None:
         cfg["token"] = str(cfg["token"])
         if len(cfg["token"]) < 8:

@@ -143,12 +143,29 @@ def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None =
     url = _url(cfg["host"], port)
     open_url = url + (f"?token={cfg['token']}" if cfg["token"] else "")
     state = get_state(app)
+    receiver = None
+    if cfg["dicom_port"] is not None:
+        from edge_app.dicom_receiver import DicomReceiver
+
+        receiver = DicomReceiver(state, cfg)
+        try:
+            receiver.start()
+        except BaseException:
+            server.close()
+            state.history.close()
+            raise
     print(f"pneumo clinic app listening on {url}", file=out)
     print(f"model: {state.model.name} {state.model.version} ({state.model.path})", file=out)
     if cfg["clinic_name"]:
         print(f"clinic: {cfg['clinic_name']}", file=out)
     print(f"history: {cfg['data_dir'] / DB_NAME}"
           + (" (uploaded images kept)" if cfg["keep_images"] else ""), file=out)
+    if receiver is not None:
+        print(f"DICOM receiver: AE title {receiver.ae_title} on {receiver.host}:{receiver.port}"
+              + (f", callers {', '.join(cfg['dicom_allowed_aets'])}"
+                 if cfg["dicom_allowed_aets"] else ", any caller")
+              + (f"; results sent to {cfg['dicom_send']}" if cfg["dicom_send"] else ""),
+              file=out)
     if "pneumo_pin" in app.extensions:
         print("access PIN required: open the page as /?pin=YOUR-PIN once", file=out)
     if cfg["token"]:
@@ -166,6 +183,8 @@ def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None =
     except KeyboardInterrupt:
         print("stopping", file=out)
     finally:
+        if receiver is not None:
+            receiver.stop()
         server.close()
         state.history.close()
     return 0

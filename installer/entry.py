@@ -192,14 +192,35 @@ def _dicom_check(image: bytes) -> str:
     """Wrap the sample's pixels in a 16-bit DICOM file and decode it as uploads are."""
     import numpy as np
 
-    from edge_app.dicom import encode_dicom
+    from edge_app.dicom import decoder_status, encode_dicom
     from edge_app.imaging import decode_image
 
     gray = np.asarray(decode_image(image).gray, dtype=np.uint16) * 16  # 12-bit range
-    decoded = decode_image(encode_dicom(gray, bits_stored=12))
+    plain = encode_dicom(gray, bits_stored=12)
+    decoded = decode_image(plain)
     if decoded.format != "DICOM" or decoded.gray.size != (gray.shape[1], gray.shape[0]):
         raise ValueError(f"decoded as {decoded.format} {decoded.gray.size}")
-    return f"ok ({decoded.bit_depth}-bit, {decoded.gray.size[0]} x {decoded.gray.size[1]})"
+    missing = [uid for uid, ok in decoder_status().items() if not ok]
+    if missing:
+        raise ValueError(f"no decoder for the transfer syntaxes {', '.join(missing)}")
+    j2k = decode_image(_compressed(plain, "1.2.840.10008.1.2.4.90"))  # JPEG 2000 lossless
+    if j2k.gray.tobytes() != decoded.gray.tobytes():
+        raise ValueError("a JPEG 2000 lossless copy decodes to other pixels")
+    return (f"ok ({decoded.bit_depth}-bit, {decoded.gray.size[0]} x {decoded.gray.size[1]}; "
+            f"compressed: {len(decoder_status())} transfer syntaxes, JPEG 2000 round trip)")
+
+
+def _compressed(data: bytes, transfer_syntax: str) -> bytes:
+    """A DICOM file re-encoded in a compressed transfer syntax (pydicom + pylibjpeg)."""
+    import io
+
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.compress(transfer_syntax, encoding_plugin="pylibjpeg")
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
 
 
 def _restore_child_env() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from pneumo.cli import main
 
-SECTIONS = ("model_latency", "roofline", "preprocessing", "http", "executable")
+SECTIONS = ("model_latency", "roofline", "preprocessing", "dicom_decode", "http", "executable")
 
 
 @pytest.mark.slow

@@ -137,7 +137,8 @@ def test_dicom_pixels_match_the_xray():
 
 
 def test_compressed_dicom_is_415(client):
-    data = dicom_bytes(transfer_syntax="1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
+    # JPEG, JPEG-LS, JPEG 2000 and RLE are decoded (test_dicom_compressed.py); video is not
+    data = dicom_bytes(transfer_syntax="1.2.840.10008.1.2.4.102",  # MPEG-4 AVC/H.264
                        encapsulated=XRAY_NORMAL.read_bytes())
     err = _error(_post(client, data, "x.dcm"), 415, "unsupported_dicom_compression")
     assert "compression" in err["message"]
