@@ -535,7 +535,8 @@
           var td0 = cell(tr, "");
           var t = document.createElement("time"); showTime(t, r.created_at); td0.appendChild(t);
           cell(tr, r.patient_ref || "\u2014");
-          cell(tr, r.file_name || "\u2014", "file");
+          cell(tr, (r.file_name || "\u2014") + (r.source === "dicom" ? " (received by DICOM)" : ""),
+               "file");
           cell(tr, r.label + (r.confidence === "borderline" ? " (borderline)" : ""),
                "label-" + r.label);
           cell(tr, estimate(r));
@@ -560,4 +561,10 @@
   $("history-filter").addEventListener("submit", function (ev) { ev.preventDefault(); loadHistory(1); });
   loadHistory(1);
   loadStatus();
+  // Images sent by the X-ray unit (DICOM receiver) appear without reloading the page.
+  window.setInterval(function () {
+    var busy = document.activeElement && document.activeElement.closest &&
+               document.activeElement.closest("#history-body");  // never under the user's hand
+    if (page === 1 && !busy && document.visibilityState === "visible") { loadHistory(1); loadStatus(); }
+  }, 15000);
 })();
