@@ -96,7 +96,7 @@ def onnx_input_size(path: str | Path) -> int:
 
 def onnx_arch(path: str | Path) -> tuple[str, int]:
     """(arch, input_size) from a pneumo model's metadata, falling back to the graph."""
-    from edge_app.model import read_metadata
+    from edge_app.onnx_model import read_metadata
 
     try:
         meta, _ = read_metadata(path)
@@ -107,7 +107,7 @@ def onnx_arch(path: str | Path) -> tuple[str, int]:
 
 def default_arch() -> tuple[str, int, str]:
     """(arch, input_size, where it came from) of the default model."""
-    from edge_app.model import DEFAULT_MODEL
+    from edge_app.onnx_model import DEFAULT_MODEL
 
     if DEFAULT_MODEL.exists():
         try:
@@ -149,7 +149,7 @@ def prepare_models(tmp: Path, *, export_dir: str | Path | None = None,
                    include_keras: bool = True,
                    log: Callable[[str], None] = print) -> ModelSet:
     """Gather (and where needed build and export) the models to time, into `tmp`."""
-    from edge_app.model import DEFAULT_MODEL
+    from edge_app.onnx_model import DEFAULT_MODEL
 
     ms = ModelSet(tensorflow=tensorflow_available())
     tmp = Path(tmp)
@@ -241,7 +241,7 @@ def with_minimal_metadata(src: Path, dst: Path, arch: str, size: int) -> Path:
     import onnx
 
     from edge_app.imaging import RECIPE
-    from edge_app.model import METADATA_KEY
+    from edge_app.onnx_model import METADATA_KEY
 
     m = onnx.load(str(src))
     meta = {"name": "benchmark-fresh-weights", "version": "bench", "precision": "int8",
@@ -257,7 +257,7 @@ def with_minimal_metadata(src: Path, dst: Path, arch: str, size: int) -> Path:
 def servable_model(ms: ModelSet, tmp: Path) -> tuple[Path | None, str]:
     """(ONNX file the app can serve, note): an int8 with pneumo metadata, preferring the
     export dir's, then the shipped default, else the fresh int8 with minimal metadata."""
-    from edge_app.model import read_metadata
+    from edge_app.onnx_model import read_metadata
 
     for key in ("model-int8", "shipped-int8", "model-fp32"):
         e = ms.onnx_by_key(key)

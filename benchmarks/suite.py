@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import executable, http_load, model_latency, preprocessing, report, roofline
+from benchmarks import (
+    executable,
+    http_load,
+    model_latency,
+    preprocessing,
+    results_report,
+    roofline,
+)
 from benchmarks.machine import load_average, machine_info, usable_cores
 from benchmarks.models import ModelSet, default_arch, prepare_models, servable_model
 from benchmarks.timing import Settings
@@ -158,14 +165,14 @@ def run(opts: Options) -> dict:
     res["load_average_end"] = load_average()
     res["elapsed_s"] = time.perf_counter() - t_start
     try:
-        paths = report.write(res, Path(opts.out))
+        paths = results_report.write(res, Path(opts.out))
     except Exception:  # plots must never cost the numbers
         res["notes"].append("report/plots failed:\n" + traceback.format_exc())
         res["plots"] = []
         out = Path(opts.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(res, indent=1, default=str))
-        (out / "results.md").write_text(report.markdown(res, []))
+        (out / "results.md").write_text(results_report.markdown(res, []))
         paths = {"json": out / "results.json", "md": out / "results.md"}
     log(f"wrote {paths['json']} and {paths['md']} ({res['elapsed_s']:.1f} s)")
     return res

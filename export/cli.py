@@ -10,7 +10,7 @@ log = logging.getLogger(__name__)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from export.pipeline import ParityError, export_model
+    from export.run import ParityError, export_model
 
     if not logging.getLogger().handlers:  # progress on stderr, as before
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,

@@ -17,7 +17,7 @@ MODEL_ENV = "PNEUMO_TEST_MODEL"
 @pytest.fixture(scope="session")
 def test_model_path() -> Path:
     """Path of the ONNX model the app tests run against."""
-    from edge_app.model import DEFAULT_MODEL
+    from edge_app.onnx_model import DEFAULT_MODEL
 
     env = os.environ.get(MODEL_ENV)
     path = Path(env) if env else DEFAULT_MODEL
@@ -31,7 +31,7 @@ def test_model_path() -> Path:
 @pytest.fixture(scope="session")
 def model(test_model_path):
     """One loaded OnnxModel shared by the tests."""
-    from edge_app.model import OnnxModel
+    from edge_app.onnx_model import OnnxModel
 
     return OnnxModel(test_model_path)
 

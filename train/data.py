@@ -1,6 +1,6 @@
 """Kaggle-layout chest X-ray data: file listing, patient-grouped split, cached arrays.
 
-Nothing here imports TensorFlow; `train.pipeline` builds the tf.data input from these arrays.
+Nothing here imports TensorFlow; `train.tf_data` builds the tf.data input from these arrays.
 """
 
 from __future__ import annotations

@@ -24,14 +24,14 @@ from train.data import (
 )
 from train.metrics import bootstrap_ci, metrics_at
 
-Predictor = Callable[[np.ndarray], np.ndarray]
+PredictFn = Callable[[np.ndarray], np.ndarray]
 
 
-def load_predictor(model_path: str | Path) -> tuple[Predictor, dict]:
+def load_predictor(model_path: str | Path) -> tuple[PredictFn, dict]:
     """(batch -> probabilities, metadata) for a .keras or .onnx model."""
     path = Path(model_path)
     if path.suffix == ".onnx":
-        from edge_app.model import OnnxModel
+        from edge_app.onnx_model import OnnxModel
 
         m = OnnxModel(path, intra_op_threads=0)
         return m.predict, dict(m.metadata)
@@ -79,7 +79,7 @@ def resolve_eval_samples(model_path: str | Path, data: str | Path, split: str = 
     return list_class_folder(dirs[split]), str(dirs[split])
 
 
-def _predict_all(predict: Predictor, x: np.ndarray) -> np.ndarray:
+def _predict_all(predict: PredictFn, x: np.ndarray) -> np.ndarray:
     """Probabilities for a float (N, S, S, 1) or uint8 (N, S, S) array, in batches of 64."""
     if x.dtype == np.uint8:
         x = x.astype(np.float32)[..., None] / 255.0
@@ -88,7 +88,7 @@ def _predict_all(predict: Predictor, x: np.ndarray) -> np.ndarray:
     return np.concatenate([predict(x[i:i + 64]) for i in range(0, len(x), 64)])
 
 
-def evaluate(predict: Predictor, meta: dict, samples: list[Sample], *, n_boot: int = 1000,
+def evaluate(predict: PredictFn, meta: dict, samples: list[Sample], *, n_boot: int = 1000,
              shifts: bool = False) -> dict:
     """Metrics (with 95% CIs) at each of the model's operating thresholds.
 

@@ -61,7 +61,7 @@ def _gan_sample(args: argparse.Namespace) -> int:
 def _gan_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from edge_app.model import DEFAULT_MODEL
+    from edge_app.onnx_model import DEFAULT_MODEL
     from train.gan_eval import evaluate_gan
 
     report = evaluate_gan(args.real, args.synthetic, args.model or DEFAULT_MODEL, args.out,

@@ -177,7 +177,7 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
     from edge_app.imaging import normalize_intensity
     from train.augment import AugmentConfig
     from train.model import build_model
-    from train.pipeline import eval_dataset, train_dataset
+    from train.tf_data import eval_dataset, train_dataset
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,9 @@ from tinydata import make_tiny_kaggle
 pytest.importorskip("tf2onnx")
 
 from edge_app.imaging import preprocess_path  # noqa: E402
-from edge_app.model import OnnxModel, read_metadata  # noqa: E402
+from edge_app.onnx_model import OnnxModel, read_metadata  # noqa: E402
 from export.onnx_export import ExportError, check_ops  # noqa: E402
-from export.pipeline import ParityError, export_model  # noqa: E402
+from export.run import ParityError, export_model  # noqa: E402
 from pneumo.cli import main  # noqa: E402
 
 

@@ -4,7 +4,7 @@ import pytest
 from apptools import XRAY_NORMAL, noise_png
 
 from edge_app.checks import NotAChestXray
-from edge_app.pipeline import (
+from edge_app.predictor import (
     GUIDANCE_LABEL,
     NEXT_STEP_BORDERLINE,
     NEXT_STEP_NEGATIVE,

@@ -226,7 +226,7 @@ def export_model(model_path: str | Path | Sequence[str | Path], calib_data: str 
     import keras
     import onnxruntime as ort
 
-    from edge_app.model import file_sha256
+    from edge_app.onnx_model import file_sha256
     from export.metadata import (
         acquisition_variants,
         build_metadata,
