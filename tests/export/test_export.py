@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-from tinydata import make_tiny_kaggle
 
 pytest.importorskip("tf2onnx")
 
@@ -16,11 +15,9 @@ from pneumo.cli import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    data = make_tiny_kaggle(tmp_path_factory.mktemp("data"), per_class=24)
-    run = tmp_path_factory.mktemp("run")
-    assert main(["train", "--data", str(data), "--out", str(run), "--epochs", "2",
-                 "--img-size", "64", "--batch-size", "16"]) == 0
+def tiny(tiny_kaggle, tiny_run, tmp_path_factory):
+    """The session's tiny training run (tests/conftest.py), exported once."""
+    data, run = tiny_kaggle, tiny_run
     out = tmp_path_factory.mktemp("export")
     # gates relaxed: an undertrained 2-epoch model has probabilities bunched at the threshold
     parity = export_model(run / "model.keras", data, out, n_calib=24, n_ood_train=40,
