@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -266,7 +267,7 @@ def load_export_data(runs: Sequence[Run], calib_data: str | Path, *, n_calib: in
                       load_external(external_val, size) if external_val else None)
 
 
-def convert_and_quantize(target, data: ExportData, out: Path) -> tuple[Path, Path, dict]:
+def convert_and_quantize(target: Any, data: ExportData, out: Path) -> tuple[Path, Path, dict]:
     """Step 2: Keras -> fp32 ONNX (checked against Keras) -> int8 ONNX; (fp32, int8, ops)."""
     from export.onnx_export import check_matches_keras, check_ops, convert
     from export.quantize import quantize_int8
@@ -329,8 +330,8 @@ def describe_model(name: str, path: Path, data: ExportData, out: Path, *, calibr
     return {"p": o_val["probability"], "meta": meta, "ext": ext}
 
 
-def parity_figures(target, data: ExportData, files: dict[str, Path], results: dict[str, dict],
-                   ops: dict) -> tuple[dict, dict[str, np.ndarray]]:
+def parity_figures(target: Any, data: ExportData, files: dict[str, Path],
+                   results: dict[str, dict], ops: dict) -> tuple[dict, dict[str, np.ndarray]]:
     """Step 4: Keras, fp32 and int8 side by side at one raw-scale threshold, sizes, latency.
 
     Returns (parity document without gates' verdict, probabilities per model).
