@@ -18,12 +18,14 @@ Without TensorFlow only the ONNX files that already exist are timed.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_XRAYS = REPO_ROOT / "tests" / "fixtures" / "xray"
@@ -179,7 +181,7 @@ def _add_export_dir(ms: ModelSet, export_dir: Path, keras_path: str | Path | Non
 
 
 def _add_default_export(ms: ModelSet, tmp: Path, keras_path: str | Path | None,
-                        include_keras: bool, log: Callable[[str], None]) -> None:
+                        include_keras: bool) -> None:
     """The default architecture (or --keras) exported here to fp32 + int8 ONNX."""
     if keras_path:
         model, src = keras_model(keras_path, "cnn", 0)
@@ -191,7 +193,7 @@ def _add_default_export(ms: ModelSet, tmp: Path, keras_path: str | Path | None,
         ms.notes.append(f"Default architecture {arch}/{size} ({why}) built with fresh Keras "
                         "weights and exported here: latency does not depend on weight "
                         "values. int8 calibrated on the fixture X-rays.")
-    log(f"exporting {arch}/{size} to fp32 + int8 ONNX")
+    log.info(f"exporting {arch}/{size} to fp32 + int8 ONNX")
     fp32, int8 = tmp / "model.fp32.onnx", tmp / "model.int8.onnx"
     _export(model, fp32, int8, size)
     ms.onnx.append(OnnxEntry("model-fp32", f"{arch}/{size} fp32 ONNX", fp32, "fp32", arch,
@@ -203,12 +205,11 @@ def _add_default_export(ms: ModelSet, tmp: Path, keras_path: str | Path | None,
                                    src, twin="model-fp32"))
 
 
-def _add_seed(ms: ModelSet, tmp: Path, include_keras: bool,
-              log: Callable[[str], None]) -> None:
+def _add_seed(ms: ModelSet, tmp: Path, include_keras: bool) -> None:
     """The seed paper's network (fresh weights) as Keras and fp32 ONNX."""
     from train.model import build_seed
 
-    log(f"exporting the seed network seed/{SEED_SIZE}")
+    log.info(f"exporting the seed network seed/{SEED_SIZE}")
     seed = build_seed(SEED_SIZE)
     sp = tmp / "seed.fp32.onnx"
     _export(seed, sp, None, SEED_SIZE)
@@ -233,8 +234,7 @@ def _add_shipped(ms: ModelSet) -> None:
 
 def prepare_models(tmp: Path, *, export_dir: str | Path | None = None,
                    keras_path: str | Path | None = None, include_seed: bool = True,
-                   include_keras: bool = True,
-                   log: Callable[[str], None] = print) -> ModelSet:
+                   include_keras: bool = True) -> ModelSet:
     """Gather (and where needed build and export) the models to time, into `tmp`."""
     ms = ModelSet(tensorflow=tensorflow_available())
     tmp = Path(tmp)
@@ -245,9 +245,9 @@ def prepare_models(tmp: Path, *, export_dir: str | Path | None = None,
     if export_dir:
         _add_export_dir(ms, Path(export_dir), keras_path, include_keras)
     elif ms.tensorflow:
-        _add_default_export(ms, tmp, keras_path, include_keras, log)
+        _add_default_export(ms, tmp, keras_path, include_keras)
     if ms.tensorflow and include_seed:
-        _add_seed(ms, tmp, include_keras, log)
+        _add_seed(ms, tmp, include_keras)
     _add_shipped(ms)
     return ms
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import tempfile
 import time
 import traceback
@@ -23,6 +23,8 @@ from benchmarks import (
 from benchmarks.machine import load_average, machine_info, usable_cores
 from benchmarks.models import ModelSet, default_arch, prepare_models, servable_model
 from benchmarks.timing import Settings
+
+log = logging.getLogger(__name__)
 
 SECTIONS = ("model_latency", "roofline", "preprocessing", "http", "executable")
 
@@ -74,23 +76,18 @@ def plan(quick: bool) -> Plan:
                 exe_runs=5, small_micro=False)
 
 
-def log(msg: str) -> None:
-    """Progress to stderr."""
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
 def _guard(name: str, fn: Callable[[], dict]) -> dict:
     """Run one section; an exception becomes {"status": "error"} instead of ending the run."""
     t0 = time.perf_counter()
-    log(f"{name} ...")
+    log.info(f"{name} ...")
     try:
         sec = fn()
     except Exception:
         sec = {"status": "error", "error": traceback.format_exc()}
-        log(f"{name} FAILED:\n{sec['error']}")
+        log.error("%s FAILED:\n%s", name, sec["error"])
     sec["elapsed_s"] = time.perf_counter() - t0
     if sec.get("status") == "skipped":
-        log(f"{name} skipped: {sec.get('note')}")
+        log.info(f"{name} skipped: {sec.get('note')}")
     return sec
 
 
@@ -121,10 +118,10 @@ def _prepare(opts: Options, tmp: Path, res: dict) -> ModelSet:
     models = ModelSet()
     try:
         models = prepare_models(tmp / "models", export_dir=opts.export_dir,
-                                keras_path=opts.keras, log=log)
+                                keras_path=opts.keras)
     except Exception:
         res["notes"].append("preparing models failed:\n" + traceback.format_exc())
-        log(res["notes"][-1])
+        log.error("%s", res["notes"][-1])
     res["prepare_models_s"] = time.perf_counter() - t0
     return models
 
@@ -137,28 +134,28 @@ def _run_sections(opts: Options, p: Plan, models: ModelSet, tmp: Path) -> dict:
     def _roofline() -> dict:
         threads = set(p.threads) | ({usable_cores()} if models.keras else set())
         return roofline.run(models, secs.get("model_latency") or {}, tuple(sorted(threads)),
-                            p.micro, small=p.small_micro, all_cores=usable_cores(), log=log)
+                            p.micro, small=p.small_micro, all_cores=usable_cores())
 
     def _preprocessing() -> dict:
         entry = next(iter(models.onnx), None)
         size = entry.input_size if entry else default_arch()[1]
-        return preprocessing.run(size, p.pre, log)
+        return preprocessing.run(size, p.pre)
 
     def _http() -> dict:
         path, note = servable_model(models, tmp)
         return http_load.run(path, image, tmp, clients=p.http_clients,
                              duration_s=p.http_seconds, max_requests=p.http_max_requests,
-                             model_note=note, log=log)
+                             model_note=note)
 
     cfg = model_latency.LatencyConfig(p.batches, p.threads, p.model)
     secs["model_latency"] = _section("model_latency", opts, title="model latency",
-                                     fn=lambda: model_latency.run(models, cfg, log))
+                                     fn=lambda: model_latency.run(models, cfg))
     secs["roofline"] = _section("roofline", opts, _roofline,
                                 missing=None if models.onnx else "no ONNX model to count")
     secs["preprocessing"] = _section("preprocessing", opts, _preprocessing)
     secs["http"] = _section("http", opts, _http)
     secs["executable"] = _section("executable", opts, lambda: executable.run(
-        opts.exe, image, runs=p.exe_runs, log=log))
+        opts.exe, image, runs=p.exe_runs))
     return secs
 
 
@@ -188,7 +185,7 @@ def run(opts: Options) -> dict:
     res["load_average_end"] = load_average()
     res["elapsed_s"] = time.perf_counter() - t_start
     paths = _write(res, Path(opts.out))
-    log(f"wrote {paths['json']} and {paths['md']} ({res['elapsed_s']:.1f} s)")
+    log.info(f"wrote {paths['json']} and {paths['md']} ({res['elapsed_s']:.1f} s)")
     return res
 
 

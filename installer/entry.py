@@ -282,6 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if stream is not None and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace", line_buffering=True)
     args = build_parser().parse_args(argv)
+    from edge_app.logs import setup_logging
+
+    setup_logging()  # the one logging setup of the executable: server logs to the console
     path = model_path(args.model)
     if args.version:
         return print_version(path)

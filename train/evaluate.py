@@ -7,7 +7,7 @@ file (fp32 or int8). Images go through the one shared preprocessing (`edge_app.i
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +26,8 @@ from train.metrics import bootstrap_ci, metrics_at
 from train.report import write_report
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
+
+log = logging.getLogger(__name__)
 
 
 def load_predictor(model_path: str | Path) -> tuple[PredictFn, dict]:
@@ -141,9 +143,9 @@ def evaluate_cli(model: str, data: str, *, json_path: str | None = None,
     predict, meta = load_predictor(model)
     samples, source = resolve_eval_samples(model, data, split)
     if not samples:
-        print(f"no images found in {source}", file=sys.stderr)
+        log.error("no images found in %s", source)
         return 2
-    print(f"evaluating {model} on {len(samples)} images from {source}", file=sys.stderr)
+    log.info("evaluating %s on %d images from %s", model, len(samples), source)
     result = evaluate(predict, meta, samples, shifts=shifts)
     result.data = source
     result.label = ("internal validation" if source.startswith("validation split")
@@ -152,10 +154,10 @@ def evaluate_cli(model: str, data: str, *, json_path: str | None = None,
     if external_val:
         ext_samples = list_class_folder(Path(external_val))
         if not ext_samples:
-            print(f"no images found in {external_val}/NORMAL or /PNEUMONIA", file=sys.stderr)
+            log.error("no images found in %s/NORMAL or /PNEUMONIA", external_val)
             return 2
-        print(f"and on {len(ext_samples)} images of {EXTERNAL_LABEL} from {external_val}",
-              file=sys.stderr)
+        log.info("and on %d images of %s from %s", len(ext_samples), EXTERNAL_LABEL,
+                 external_val)
         ext = evaluate(predict, meta, ext_samples, shifts=False)
         ext.data, ext.label = str(external_val), EXTERNAL_LABEL
         result.external = ext
@@ -167,5 +169,5 @@ def evaluate_cli(model: str, data: str, *, json_path: str | None = None,
         history = Path(model).resolve().parent / "history.csv"
         write_report(result, Path(report_dir), model_path=model,
                      history_csv=history if history.exists() else None)
-        print(f"report written to {report_dir}/report.md", file=sys.stderr)
+        log.info("report written to %s/report.md", report_dir)
     return 0

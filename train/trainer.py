@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,8 @@ from train.metrics import (
 MODEL_FILE = "model.keras"
 META_FILE = "model.json"
 EXTERNAL_PREDICTIONS_FILE = "external_predictions.csv"
+
+log = logging.getLogger(__name__)
 
 
 def write_predictions(path: Path, samples: list, probabilities: np.ndarray) -> None:
@@ -83,11 +86,6 @@ class TrainConfig:
     width: float = 1.0  # multiplier of the CNN's channel widths
     select: str = "val_auc"  # which epoch is the result: best internal 'val_auc' or 'last'
     overlays: float = 0.0  # probability of burned-in unit text on a training image
-
-
-def log(msg: str) -> None:
-    """Progress to stderr, flushed (long runs are followed through a log file)."""
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -203,9 +201,9 @@ def load_run_data(cfg: TrainConfig, out: Path, resuming: bool) -> RunData:
     split = _run_split(cfg, out, resuming)
     synthetic = _synthetic_samples(cfg.synthetic)
     train_samples = split.train + synthetic
-    log(f"data: {len(split.train)} train + {len(synthetic)} synthetic, {len(split.val)} val images; "
-        f"img_size={cfg.img_size} arch={cfg.arch} augment={cfg.augment} "
-        f"intensity={cfg.intensity}")
+    log.info(f"data: {len(split.train)} train + {len(synthetic)} synthetic, {len(split.val)} val images; "
+             f"img_size={cfg.img_size} arch={cfg.arch} augment={cfg.augment} "
+             f"intensity={cfg.intensity}")
     cache = cfg.cache_dir or str(out / "cache")
     x_tr, y_tr = cached_arrays(train_samples, cfg.img_size, cache)
     x_va, y_va = cached_arrays(split.val, cfg.img_size, cache)
@@ -214,21 +212,22 @@ def load_run_data(cfg: TrainConfig, out: Path, resuming: bool) -> RunData:
         from train.overlays import burn_in_text
 
         x_ov = normalize_intensity(burn_in_text(x_tr, cfg.seed), cfg.intensity)
-        log(f"burned-in text on a copy of every training image, used with p={cfg.overlays}")
+        log.info(f"burned-in text on a copy of every training image, used with p={cfg.overlays}")
     weights = class_weights(y_tr) if cfg.balance == "weights" else {0: 1.0, 1: 1.0}
-    log(f"class balance: {cfg.balance}, weights {weights}")
+    log.info(f"class balance: {cfg.balance}, weights {weights}")
     data = RunData(split, synthetic, train_samples, normalize_intensity(x_tr, cfg.intensity),
                    y_tr, normalize_intensity(x_va, cfg.intensity), y_va, weights, x_ov)
     if cfg.external_val:
         data.x_ext, data.y_ext = load_external(cfg.external_val, cfg.img_size, cfg.intensity,
                                                cache)
-        log(f"{EXTERNAL_LABEL}: {len(data.y_ext)} images from {cfg.external_val} "
-            "(judged after every epoch, never trained on, never used to pick the epoch)")
+        log.info(f"{EXTERNAL_LABEL}: {len(data.y_ext)} images from {cfg.external_val} "
+                 "(judged after every epoch, never trained on, never used to pick the epoch)")
     return data
 
 
-def build_or_resume(cfg: TrainConfig, out: Path, resuming: bool, steps_per_epoch: int):
-    """Step 2: (model, state, strategy): the checkpoint when resuming, else a fresh model."""
+def build_or_resume(cfg: TrainConfig, out: Path, resuming: bool, steps_per_epoch: int
+                    ) -> tuple[Any, dict]:
+    """Step 2: (Keras model, state): the checkpoint when resuming, else a fresh model."""
     import keras
 
     from train.model import build_model
@@ -238,18 +237,18 @@ def build_or_resume(cfg: TrainConfig, out: Path, resuming: bool, steps_per_epoch
         if resuming:
             model = keras.models.load_model(out / "checkpoint.keras")
             state = json.loads((out / "state.json").read_text())
-            log(f"resuming after epoch {state['epoch']} (best val AUC {state['best_auc']:.4f})")
+            log.info(f"resuming after epoch {state['epoch']} (best val AUC {state['best_auc']:.4f})")
         else:
             model = build_model(cfg.arch, cfg.img_size, width=cfg.width)
             _compile(model, cfg, steps_per_epoch)
             state = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "history": []}
-    log(f"model {model.name}: {model.count_params():,} parameters; "
-        f"strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
+    log.info(f"model {model.name}: {model.count_params():,} parameters; "
+             f"strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
     return model, state
 
 
-def train_epoch(model, cfg: TrainConfig, data: RunData, augment, epoch: int, val_ds,
-                ext_ds) -> dict:
+def train_epoch(model: Any, cfg: TrainConfig, data: RunData, augment: Any, epoch: int,
+                val_ds: Any, ext_ds: Any | None) -> dict:
     """Step 3, once per epoch: fit one epoch, judge it; its history row."""
     import keras
     from sklearn.metrics import roc_auc_score
@@ -277,13 +276,13 @@ def train_epoch(model, cfg: TrainConfig, data: RunData, augment, epoch: int, val
 def _log_epoch(cfg: TrainConfig, row: dict, improved: bool) -> None:
     ext = (f" | external AUC {row['ext_auc']:.4f} spec@sens0.95 "
            f"{row['ext_spec_at_sens95']:.3f}" if "ext_auc" in row else "")
-    log(f"epoch {row['epoch']}/{cfg.epochs} loss {row['loss']:.4f} auc {row['auc']:.4f} "
-        f"val_loss {row['val_loss']:.4f} val_auc {row['val_auc']:.4f} "
-        f"{'*' if improved else ' '}{ext} ({row['seconds']}s)")
+    log.info(f"epoch {row['epoch']}/{cfg.epochs} loss {row['loss']:.4f} auc {row['auc']:.4f} "
+             f"val_loss {row['val_loss']:.4f} val_auc {row['val_auc']:.4f} "
+             f"{'*' if improved else ' '}{ext} ({row['seconds']}s)")
 
 
-def finish_run(cfg: TrainConfig, out: Path, state: dict, data: RunData, augment, val_ds,
-               ext_ds) -> dict:
+def finish_run(cfg: TrainConfig, out: Path, state: dict, data: RunData, augment: Any,
+               val_ds: Any, ext_ds: Any | None) -> dict:
     """Step 4: the best (or last) epoch's model judged again; model.json written."""
     import keras
 
@@ -302,10 +301,10 @@ def finish_run(cfg: TrainConfig, out: Path, state: dict, data: RunData, augment,
                                        for m, t in meta["thresholds"].items()},
         }
     _write_json(out / META_FILE, meta)
-    log(f"done: best epoch {state['best_epoch']} val AUC {state['best_auc']:.4f}; "
-        f"thresholds {meta['thresholds']}"
-        + (f"; {EXTERNAL_LABEL} AUC {meta['external_val']['ext_auc']:.4f}, spec@sens0.95 "
-           f"{meta['external_val']['ext_spec_at_sens95']:.3f}" if ext_ds is not None else ""))
+    log.info(f"done: best epoch {state['best_epoch']} val AUC {state['best_auc']:.4f}; "
+             f"thresholds {meta['thresholds']}"
+             + (f"; {EXTERNAL_LABEL} AUC {meta['external_val']['ext_auc']:.4f}, spec@sens0.95 "
+                f"{meta['external_val']['ext_spec_at_sens95']:.3f}" if ext_ds is not None else ""))
     return meta
 
 
@@ -345,7 +344,7 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
         _write_json(out / "state.json", state)
         _log_epoch(cfg, row, improved)
         if cfg.select == "val_auc" and epoch - state["best_epoch"] >= cfg.patience:
-            log(f"early stop: no val AUC gain for {cfg.patience} epochs")
+            log.info(f"early stop: no val AUC gain for {cfg.patience} epochs")
             break
     _write_history_csv(out / "history.csv", state["history"])
     return finish_run(cfg, out, state, data, augment, val_ds, ext_ds)

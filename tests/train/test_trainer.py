@@ -88,6 +88,8 @@ def test_evaluate_on_a_class_folder(tiny_run, tiny_data):
 def test_mirrored_strategy_on_two_logical_cpus(tiny_data, tmp_path):
     code = textwrap.dedent(f"""
         import tensorflow as tf
+        from edge_app.logs import setup_logging
+        setup_logging()  # progress to stderr, as the pneumo command does
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
