@@ -1,4 +1,4 @@
-"""The shared prediction pipeline (used by the API and the batch command)."""
+"""edge_app/predictor.py: one prediction start to end (used by the API and the batch command)."""
 
 import pytest
 from apptools import XRAY_NORMAL, noise_png
