@@ -16,16 +16,18 @@ header rules, size checks, decode, rescale/window, reduction to 8 bits).
 from __future__ import annotations
 
 import io
+import logging
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from benchmarks.timing import Settings, measure
+
+log = logging.getLogger(__name__)
 
 DX_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 """Digital X-Ray Image Storage - For Presentation."""
@@ -116,8 +118,7 @@ def variants(img: Image.Image, **attrs) -> dict[str, bytes | str]:
     return out
 
 
-def run(settings: Settings, log: Callable[[str], None] = print,
-        size: tuple[int, int] | None = None) -> dict:
+def run(settings: Settings, size: tuple[int, int] | None = None) -> dict:
     """Time `decode_image` on the X-ray in each transfer syntax."""
     from benchmarks.preprocessing import SIZE_2MP, base_image
     from edge_app.imaging import decode_image
@@ -128,12 +129,12 @@ def run(settings: Settings, log: Callable[[str], None] = print,
     for name, data in files.items():
         if isinstance(data, str):
             skipped[name] = data
-            log(f"  {name:22s} skipped: {data}")
+            log.info("  %-22s skipped: %s", name, data)
             continue
         decoded = decode_image(data)
         stats = measure(lambda d=data: decode_image(d), settings)
-        log(f"  {name:22s} {len(data) / 1e6:6.2f} MB: decode {stats.p50:7.2f} ms "
-            f"(decoded at {decoded.gray.size})")
+        log.info("  %-22s %6.2f MB: decode %7.2f ms (decoded at %s)", name, len(data) / 1e6,
+                 stats.p50, decoded.gray.size)
         rows.append({"syntax": name, "uid": SYNTAXES[name], "bytes": len(data),
                      "pixels": list(size), "decode": stats.to_dict()})
     notes = [f"Input: fixture X-ray upscaled to {size[0]}x{size[1]} with sigma-3 grain, DX, "

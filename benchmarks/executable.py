@@ -8,17 +8,19 @@ is kept in the results and the median is reported.
 
 from __future__ import annotations
 
+import logging
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.http_load import free_port, multipart_body, post, stop, wait_healthy
 from benchmarks.models import REPO_ROOT
+
+log = logging.getLogger(__name__)
 
 DEFAULT_EXE = REPO_ROOT / "dist" / "pneumo-edge"
 
@@ -48,11 +50,11 @@ def cold_start(exe: Path, image: bytes, timeout: float = 120.0) -> dict:
     body, ctype = multipart_body(image)
     with tempfile.TemporaryDirectory(prefix="pneumo-exe-") as tmp:
         log_path = Path(tmp) / "exe.log"
-        with open(log_path, "wb") as log:
+        with open(log_path, "wb") as sink:
             t0 = time.perf_counter()
             proc = subprocess.Popen([str(exe), "--port", str(port), "--no-browser",
                                      "--data-dir", str(Path(tmp) / "data")],
-                                    stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+                                    stdout=sink, stderr=subprocess.STDOUT, cwd=tmp)
         try:
             try:
                 wait_healthy(port, proc, timeout=timeout, interval=0.01)
@@ -69,8 +71,7 @@ def cold_start(exe: Path, image: bytes, timeout: float = 120.0) -> dict:
     return {"healthz_s": t_health, "first_prediction_s": t_answer}
 
 
-def run(exe_path: str | Path | None, image: bytes, *, runs: int = 5,
-        log: Callable[[str], None] = print) -> dict:
+def run(exe_path: str | Path | None, image: bytes, *, runs: int = 5) -> dict:
     """The executable section (skipped when no executable is found)."""
     exe = find_executable(exe_path)
     if exe is None:
@@ -80,8 +81,8 @@ def run(exe_path: str | Path | None, image: bytes, *, runs: int = 5,
     launches = []
     for i in range(runs):
         r = cold_start(exe, image)
-        log(f"  launch {i + 1}: /healthz {r['healthz_s']:.2f} s, first answer "
-            f"{r['first_prediction_s']:.2f} s")
+        log.info(f"  launch {i + 1}: /healthz {r['healthz_s']:.2f} s, first answer "
+                 f"{r['first_prediction_s']:.2f} s")
         launches.append(r)
     return {
         "status": "ok",

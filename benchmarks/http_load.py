@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -17,11 +18,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.timing import summarize
+
+log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 PREDICT_PATH = "/api/v1/predict"
@@ -153,8 +155,8 @@ def start_server(model_path: Path, tmp: Path, threads: int | None = None) -> Ser
     env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
     repo = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=repo)
+    with open(log_path, "wb") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=repo)
     srv = Server(proc, port, log_path, 0.0)
     try:
         srv.startup_s = wait_healthy(port, proc)
@@ -235,7 +237,7 @@ def closed_loop(port: int, body: bytes, ctype: str, clients: int, duration_s: fl
 
 def run(model_path: Path | None, image: bytes, tmp: Path, *, clients: tuple[int, ...] = (1, 4, 8),
         duration_s: float = 10.0, max_requests: int = 5000, warmup: int = 3,
-        model_note: str = "", log: Callable[[str], None] = print) -> dict:
+        model_note: str = "") -> dict:
     """The HTTP section: start a server, warm it up, run each client level, read its RSS."""
     if not serve_available():
         return {"status": "skipped", "note": "the clinic app (edge_app.app / edge_app.server / "
@@ -244,7 +246,7 @@ def run(model_path: Path | None, image: bytes, tmp: Path, *, clients: tuple[int,
         return {"status": "skipped", "note": "no ONNX model with pneumo metadata to serve"}
     body, ctype = multipart_body(image)
     srv = start_server(model_path, tmp)
-    log(f"  server up on 127.0.0.1:{srv.port} in {srv.startup_s:.2f} s")
+    log.info(f"  server up on 127.0.0.1:{srv.port} in {srv.startup_s:.2f} s")
     try:
         rss = {"after_start": rss_bytes(srv.proc.pid)}
         warm: list[float] = []
@@ -263,9 +265,9 @@ def run(model_path: Path | None, image: bytes, tmp: Path, *, clients: tuple[int,
             res["rss_before"] = before
             res["rss_after"] = rss_bytes(srv.proc.pid)
             lat = res["latency"] or {}
-            log(f"  {c} client(s): {res['ok']} ok / {res['errors']} errors in "
-                f"{res['duration_s']:.1f} s, {res['throughput_rps']:.1f} req/s, "
-                f"p50 {lat.get('p50', float('nan')):.1f} ms")
+            log.info(f"  {c} client(s): {res['ok']} ok / {res['errors']} errors in "
+                     f"{res['duration_s']:.1f} s, {res['throughput_rps']:.1f} req/s, "
+                     f"p50 {lat.get('p50', float('nan')):.1f} ms")
             levels.append(res)
         rss["after_load"] = rss_bytes(srv.proc.pid)
     finally:

@@ -7,7 +7,7 @@ and is labelled ``threads="tf"``. Speed-ups are ratios of p50 latencies measured
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +19,8 @@ from benchmarks.timing import Settings, Stats, measure, ratio
 
 if TYPE_CHECKING:
     import onnxruntime
+
+log = logging.getLogger(__name__)
 
 TF_THREADS = "tf"
 
@@ -67,7 +69,7 @@ def ort_session(path: str | Path, threads: int) -> onnxruntime.InferenceSession:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def time_onnx(entry: OnnxEntry, cfg: LatencyConfig, log: Callable[[str], None]) -> list[dict]:
+def time_onnx(entry: OnnxEntry, cfg: LatencyConfig) -> list[dict]:
     """Time one ONNX file at every thread setting and batch size."""
     rows = []
     base = fixture_images(entry.input_size)
@@ -78,12 +80,12 @@ def time_onnx(entry: OnnxEntry, cfg: LatencyConfig, log: Callable[[str], None]) 
             x = np.ascontiguousarray(np.resize(base, (batch, *base.shape[1:])), np.float32)
             stats = measure(lambda s=sess, n=name, x=x: s.run(None, {n: x}), cfg.settings)
             row = _row(entry, "onnxruntime", entry.precision, batch, threads, stats)
-            log(f"  {describe_row(row):32s} b{batch:<3d}: p50 {stats.p50:8.2f} ms")
+            log.info(f"  {describe_row(row):32s} b{batch:<3d}: p50 {stats.p50:8.2f} ms")
             rows.append(row)
     return rows
 
 
-def time_keras(entry: KerasEntry, cfg: LatencyConfig, log: Callable[[str], None]) -> list[dict]:
+def time_keras(entry: KerasEntry, cfg: LatencyConfig) -> list[dict]:
     """Time `model.predict` and a compiled `tf.function` call at every batch size."""
     import tensorflow as tf
 
@@ -103,7 +105,7 @@ def time_keras(entry: KerasEntry, cfg: LatencyConfig, log: Callable[[str], None]
         for runtime, fn in runs.items():
             stats = measure(fn, cfg.settings)
             row = _row(entry, runtime, "fp32", batch, TF_THREADS, stats)
-            log(f"  {describe_row(row):32s} b{batch:<3d}: p50 {stats.p50:8.2f} ms")
+            log.info(f"  {describe_row(row):32s} b{batch:<3d}: p50 {stats.p50:8.2f} ms")
             rows.append(row)
     return rows
 
@@ -161,18 +163,18 @@ def speedups(rows: list[dict], batches: tuple[int, ...], threads: tuple[int, ...
     return out
 
 
-def run(models: ModelSet, cfg: LatencyConfig, log: Callable[[str], None] = print) -> dict:
+def run(models: ModelSet, cfg: LatencyConfig) -> dict:
     """Time every model in the set; returns the section dict for results.json."""
     rows: list[dict] = []
     errors: list[str] = []
     for entry in models.onnx:
         try:
-            rows += time_onnx(entry, cfg, log)
+            rows += time_onnx(entry, cfg)
         except Exception as exc:  # one broken file must not sink the other figures
             errors.append(f"{entry.label}: {type(exc).__name__}: {exc}")
     for kentry in models.keras:
         try:
-            rows += time_keras(kentry, cfg, log)
+            rows += time_keras(kentry, cfg)
         except Exception as exc:
             errors.append(f"{kentry.label}: {type(exc).__name__}: {exc}")
     notes = list(models.notes)

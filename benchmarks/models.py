@@ -18,12 +18,14 @@ Without TensorFlow only the ONNX files that already exist are timed.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_XRAYS = REPO_ROOT / "tests" / "fixtures" / "xray"
@@ -96,7 +98,7 @@ def onnx_input_size(path: str | Path) -> int:
 
 def onnx_arch(path: str | Path) -> tuple[str, int]:
     """(arch, input_size) from a pneumo model's metadata, falling back to the graph."""
-    from edge_app.model import read_metadata
+    from edge_app.onnx_model import read_metadata
 
     try:
         meta, _ = read_metadata(path)
@@ -107,7 +109,7 @@ def onnx_arch(path: str | Path) -> tuple[str, int]:
 
 def default_arch() -> tuple[str, int, str]:
     """(arch, input_size, where it came from) of the default model."""
-    from edge_app.model import DEFAULT_MODEL
+    from edge_app.onnx_model import DEFAULT_MODEL
 
     if DEFAULT_MODEL.exists():
         try:
@@ -144,93 +146,109 @@ def _export(model: object, fp32: Path, int8: Path | None, size: int) -> None:
         quantize_int8(fp32, int8, fixture_images(size))
 
 
+def keras_model(keras_path: str | Path | None, arch: str, size: int,
+                fresh: str = "fresh weights") -> tuple[object, str]:
+    """(Keras model, where it came from): KERAS_PATH loaded, else `arch`/`size` built fresh."""
+    import keras
+
+    from train.model import build_model
+
+    if keras_path:
+        return keras.models.load_model(keras_path, compile=False), str(keras_path)
+    return build_model(arch if arch in ("cnn", "seed") else "cnn", size), fresh
+
+
+def _add_export_dir(ms: ModelSet, export_dir: Path, keras_path: str | Path | None,
+                    include_keras: bool) -> None:
+    """The export folder's fp32/int8 files, and their Keras twin (loaded or fresh)."""
+    arch, size = None, None
+    for prec in ("fp32", "int8"):
+        p = export_dir / f"model.{prec}.onnx"
+        if p.exists():
+            arch, size = onnx_arch(p)
+            ms.onnx.append(OnnxEntry(f"model-{prec}", f"{arch}/{size} {prec} ONNX", p, prec,
+                                     arch, size, f"export dir {export_dir}"))
+        else:
+            ms.notes.append(f"{p} not found: skipped.")
+    if not (ms.tensorflow and include_keras and size):
+        return
+    model, src = keras_model(keras_path, arch, size, "fresh weights (same architecture)")
+    if not keras_path:
+        ms.notes.append(f"No --keras given: Keras timings use {arch}/{size} with fresh "
+                        "weights (latency does not depend on weight values).")
+    ms.keras.append(KerasEntry("model-keras", f"{arch}/{size} Keras", model, arch, size, src,
+                               twin="model-fp32"))
+
+
+def _add_default_export(ms: ModelSet, tmp: Path, keras_path: str | Path | None,
+                        include_keras: bool) -> None:
+    """The default architecture (or --keras) exported here to fp32 + int8 ONNX."""
+    if keras_path:
+        model, src = keras_model(keras_path, "cnn", 0)
+        size = int(model.input_shape[1])
+        arch = "seed" if model.name == "seed_cnn" else "cnn"
+    else:
+        arch, size, why = default_arch()
+        model, src = keras_model(None, arch, size)
+        ms.notes.append(f"Default architecture {arch}/{size} ({why}) built with fresh Keras "
+                        "weights and exported here: latency does not depend on weight "
+                        "values. int8 calibrated on the fixture X-rays.")
+    log.info(f"exporting {arch}/{size} to fp32 + int8 ONNX")
+    fp32, int8 = tmp / "model.fp32.onnx", tmp / "model.int8.onnx"
+    _export(model, fp32, int8, size)
+    ms.onnx.append(OnnxEntry("model-fp32", f"{arch}/{size} fp32 ONNX", fp32, "fp32", arch,
+                             size, src))
+    ms.onnx.append(OnnxEntry("model-int8", f"{arch}/{size} int8 ONNX", int8, "int8", arch,
+                             size, src))
+    if include_keras:
+        ms.keras.append(KerasEntry("model-keras", f"{arch}/{size} Keras", model, arch, size,
+                                   src, twin="model-fp32"))
+
+
+def _add_seed(ms: ModelSet, tmp: Path, include_keras: bool) -> None:
+    """The seed paper's network (fresh weights) as Keras and fp32 ONNX."""
+    from train.model import build_seed
+
+    log.info(f"exporting the seed network seed/{SEED_SIZE}")
+    seed = build_seed(SEED_SIZE)
+    sp = tmp / "seed.fp32.onnx"
+    _export(seed, sp, None, SEED_SIZE)
+    ms.onnx.append(OnnxEntry("seed-fp32", f"seed/{SEED_SIZE} fp32 ONNX", sp, "fp32", "seed",
+                             SEED_SIZE, "fresh weights"))
+    if include_keras:
+        ms.keras.append(KerasEntry("seed-keras", f"seed/{SEED_SIZE} Keras", seed, "seed",
+                                   SEED_SIZE, "fresh weights", twin="seed-fp32"))
+
+
+def _add_shipped(ms: ModelSet) -> None:
+    """The shipped int8 default model, when the file exists."""
+    from edge_app.onnx_model import DEFAULT_MODEL
+
+    if not DEFAULT_MODEL.exists():
+        ms.notes.append(f"Shipped default model {DEFAULT_MODEL} not present: not timed.")
+        return
+    arch, size = onnx_arch(DEFAULT_MODEL)
+    ms.onnx.append(OnnxEntry("shipped-int8", f"shipped {arch}/{size} int8 ONNX", DEFAULT_MODEL,
+                             "int8", arch, size, "edge_app/models"))
+
+
 def prepare_models(tmp: Path, *, export_dir: str | Path | None = None,
                    keras_path: str | Path | None = None, include_seed: bool = True,
-                   include_keras: bool = True,
-                   log: Callable[[str], None] = print) -> ModelSet:
+                   include_keras: bool = True) -> ModelSet:
     """Gather (and where needed build and export) the models to time, into `tmp`."""
-    from edge_app.model import DEFAULT_MODEL
-
     ms = ModelSet(tensorflow=tensorflow_available())
     tmp = Path(tmp)
     tmp.mkdir(parents=True, exist_ok=True)
     if not ms.tensorflow:
         ms.notes.append("TensorFlow/tf2onnx not importable: Keras timings and fresh exports "
                         "skipped; only existing ONNX files timed.")
-
     if export_dir:
-        export_dir = Path(export_dir)
-        arch, size = None, None
-        for prec in ("fp32", "int8"):
-            p = export_dir / f"model.{prec}.onnx"
-            if p.exists():
-                arch, size = onnx_arch(p)
-                ms.onnx.append(OnnxEntry(f"model-{prec}", f"{arch}/{size} {prec} ONNX", p, prec,
-                                         arch, size, f"export dir {export_dir}"))
-            else:
-                ms.notes.append(f"{p} not found: skipped.")
-        if ms.tensorflow and include_keras and size:
-            import keras
-
-            from train.model import build_model
-
-            if keras_path:
-                model = keras.models.load_model(keras_path, compile=False)
-                src = str(keras_path)
-            else:
-                model = build_model(arch if arch in ("cnn", "seed") else "cnn", size)
-                src = "fresh weights (same architecture)"
-                ms.notes.append(f"No --keras given: Keras timings use {arch}/{size} with fresh "
-                                "weights (latency does not depend on weight values).")
-            ms.keras.append(KerasEntry("model-keras", f"{arch}/{size} Keras", model, arch, size,
-                                       src, twin="model-fp32"))
+        _add_export_dir(ms, Path(export_dir), keras_path, include_keras)
     elif ms.tensorflow:
-        import keras
-
-        from train.model import build_model
-
-        if keras_path:
-            model = keras.models.load_model(keras_path, compile=False)
-            size = int(model.input_shape[1])
-            arch, src = ("seed" if model.name == "seed_cnn" else "cnn"), str(keras_path)
-        else:
-            arch, size, why = default_arch()
-            model = build_model(arch, size)
-            src = "fresh weights"
-            ms.notes.append(f"Default architecture {arch}/{size} ({why}) built with fresh Keras "
-                            "weights and exported here: latency does not depend on weight "
-                            "values. int8 calibrated on the fixture X-rays.")
-        log(f"exporting {arch}/{size} to fp32 + int8 ONNX")
-        fp32, int8 = tmp / "model.fp32.onnx", tmp / "model.int8.onnx"
-        _export(model, fp32, int8, size)
-        ms.onnx.append(OnnxEntry("model-fp32", f"{arch}/{size} fp32 ONNX", fp32, "fp32", arch,
-                                 size, src))
-        ms.onnx.append(OnnxEntry("model-int8", f"{arch}/{size} int8 ONNX", int8, "int8", arch,
-                                 size, src))
-        if include_keras:
-            ms.keras.append(KerasEntry("model-keras", f"{arch}/{size} Keras", model, arch, size,
-                                       src, twin="model-fp32"))
-
+        _add_default_export(ms, tmp, keras_path, include_keras)
     if ms.tensorflow and include_seed:
-        from train.model import build_seed
-
-        log(f"exporting the seed network seed/{SEED_SIZE}")
-        seed = build_seed(SEED_SIZE)
-        sp = tmp / "seed.fp32.onnx"
-        _export(seed, sp, None, SEED_SIZE)
-        ms.onnx.append(OnnxEntry("seed-fp32", f"seed/{SEED_SIZE} fp32 ONNX", sp, "fp32", "seed", SEED_SIZE,
-                                 "fresh weights"))
-        if include_keras:
-            ms.keras.append(KerasEntry("seed-keras", f"seed/{SEED_SIZE} Keras", seed, "seed", SEED_SIZE,
-                                       "fresh weights", twin="seed-fp32"))
-
-    if DEFAULT_MODEL.exists():
-        arch, size = onnx_arch(DEFAULT_MODEL)
-        ms.onnx.append(OnnxEntry("shipped-int8", f"shipped {arch}/{size} int8 ONNX",
-                                 DEFAULT_MODEL, "int8",
-                                 arch, size, "edge_app/models"))
-    else:
-        ms.notes.append(f"Shipped default model {DEFAULT_MODEL} not present: not timed.")
+        _add_seed(ms, tmp, include_keras)
+    _add_shipped(ms)
     return ms
 
 
@@ -241,7 +259,7 @@ def with_minimal_metadata(src: Path, dst: Path, arch: str, size: int) -> Path:
     import onnx
 
     from edge_app.imaging import RECIPE
-    from edge_app.model import METADATA_KEY
+    from edge_app.onnx_model import METADATA_KEY
 
     m = onnx.load(str(src))
     meta = {"name": "benchmark-fresh-weights", "version": "bench", "precision": "int8",
@@ -257,7 +275,7 @@ def with_minimal_metadata(src: Path, dst: Path, arch: str, size: int) -> Path:
 def servable_model(ms: ModelSet, tmp: Path) -> tuple[Path | None, str]:
     """(ONNX file the app can serve, note): an int8 with pneumo metadata, preferring the
     export dir's, then the shipped default, else the fresh int8 with minimal metadata."""
-    from edge_app.model import read_metadata
+    from edge_app.onnx_model import read_metadata
 
     for key in ("model-int8", "shipped-int8", "model-fp32"):
         e = ms.onnx_by_key(key)

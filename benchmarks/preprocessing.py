@@ -10,6 +10,7 @@ decoding, to show what draft mode saves.
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,8 @@ from benchmarks.timing import Settings, measure, ratio
 
 if TYPE_CHECKING:
     from edge_app.imaging import DecodedImage
+
+log = logging.getLogger(__name__)
 
 SIZE_2MP = (1700, 1200)
 
@@ -89,8 +92,7 @@ def inputs(size: tuple[int, int] = SIZE_2MP) -> dict[str, bytes]:
     return {"jpeg_8bit": make_jpeg(img), "png_16bit": make_png16(img), "dicom_16bit": make_dicom(img)}
 
 
-def run(model_size: int, settings: Settings, log: Callable[[str], None] = print,
-        save_inputs: Path | None = None) -> dict:
+def run(model_size: int, settings: Settings, save_inputs: Path | None = None) -> dict:
     """Time decode, resize and the whole of preprocessing for each input."""
     from edge_app import imaging
 
@@ -111,8 +113,8 @@ def run(model_size: int, settings: Settings, log: Callable[[str], None] = print,
             rsz = measure(lambda g=decoded.gray: imaging.to_model_input(g, model_size), settings)
             tot = measure(lambda dec_fn=decode: imaging.to_model_input(dec_fn().gray, model_size),
                           settings)
-            log(f"  {name:12s} {variant:8s}: decode {dec.p50:7.2f} ms, resize {rsz.p50:6.2f} ms, "
-                f"total {tot.p50:7.2f} ms (decoded at {decoded.gray.size})")
+            log.info(f"  {name:12s} {variant:8s}: decode {dec.p50:7.2f} ms, resize {rsz.p50:6.2f} ms, "
+                     f"total {tot.p50:7.2f} ms (decoded at {decoded.gray.size})")
             rows.append({"input": name, "variant": variant, "bytes": len(data),
                          "pixels": SIZE_2MP, "decoded_size": list(decoded.gray.size),
                          "model_size": model_size, "decode": dec.to_dict(),

@@ -13,8 +13,8 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     import onnx
 
     from benchmarks.models import ModelSet
+
+log = logging.getLogger(__name__)
 
 CONV_OPS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}  # op -> index of the weight input
 MATMUL_OPS = {"MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0, 3),
@@ -275,8 +277,7 @@ def memory_bandwidth_gbs(mib: int = 128, settings: Settings | None = None) -> fl
     return 2 * a.nbytes / (stats.p50 / 1000.0) / 1e9
 
 
-def attainable_rates(threads: tuple[int, ...], settings: Settings, *, small: bool = False,
-                     log: Callable[[str], None] = print) -> dict:
+def attainable_rates(threads: tuple[int, ...], settings: Settings, *, small: bool = False) -> dict:
     """Measured MAC/s of the conv and matmul microbenchmarks per precision and thread count."""
     conv_kw = {"channels": 64, "hw": 56} if small else {"channels": 128, "hw": 56}
     mm_kw = {"m": 128, "k": 512} if small else {"m": 256, "k": 1024}
@@ -293,14 +294,13 @@ def attainable_rates(threads: tuple[int, ...], settings: Settings, *, small: boo
                 out["micro"].append({"kind": kind, "precision": prec, "threads": t,
                                      "shape": shape, "macs": macs, "p50_ms": sec * 1000,
                                      "gmacs": rate / 1e9})
-                log(f"  micro {kind:8s} {prec} t{t}: {rate / 1e9:7.1f} GMAC/s")
+                log.info(f"  micro {kind:8s} {prec} t{t}: {rate / 1e9:7.1f} GMAC/s")
             out["peak"][f"{prec}|t{t}"] = best
     return out
 
 
 def run(models: ModelSet, latency: dict, threads: tuple[int, ...], settings: Settings, *,
-        small: bool = False, all_cores: int | None = None,
-        log: Callable[[str], None] = print) -> dict:
+        small: bool = False, all_cores: int | None = None) -> dict:
     """The roofline section: MACs per model, attainable rates, efficiency of every latency row."""
     counts: dict[str, dict] = {}
     for e in models.onnx:
@@ -309,9 +309,9 @@ def run(models: ModelSet, latency: dict, threads: tuple[int, ...], settings: Set
                          "traffic_bytes_per_image": traffic_bytes(e.path),
                          "precision": e.precision, "label": e.label}
     t0 = time.perf_counter()
-    rates = attainable_rates(threads, settings, small=small, log=log)
+    rates = attainable_rates(threads, settings, small=small)
     bw = memory_bandwidth_gbs(64 if small else 256)
-    log(f"  memory copy bandwidth {bw:.1f} GB/s ({time.perf_counter() - t0:.1f} s of microbenchmarks)")
+    log.info(f"  memory copy bandwidth {bw:.1f} GB/s ({time.perf_counter() - t0:.1f} s of microbenchmarks)")
     twins = {k.key: k.twin for k in models.keras}
     rows = []
     for r in latency.get("rows", []):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import tempfile
 import time
 import traceback
@@ -18,12 +18,14 @@ from benchmarks import (
     http_load,
     model_latency,
     preprocessing,
-    report,
+    results_report,
     roofline,
 )
 from benchmarks.machine import load_average, machine_info, usable_cores
 from benchmarks.models import ModelSet, default_arch, prepare_models, servable_model
 from benchmarks.timing import Settings
+
+log = logging.getLogger(__name__)
 
 SECTIONS = ("model_latency", "roofline", "preprocessing", "dicom_decode", "http", "executable")
 
@@ -75,113 +77,118 @@ def plan(quick: bool) -> Plan:
                 exe_runs=5, small_micro=False)
 
 
-def log(msg: str) -> None:
-    """Progress to stderr."""
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
 def _guard(name: str, fn: Callable[[], dict]) -> dict:
     """Run one section; an exception becomes {"status": "error"} instead of ending the run."""
     t0 = time.perf_counter()
-    log(f"{name} ...")
+    log.info(f"{name} ...")
     try:
         sec = fn()
     except Exception:
         sec = {"status": "error", "error": traceback.format_exc()}
-        log(f"{name} FAILED:\n{sec['error']}")
+        log.error("%s FAILED:\n%s", name, sec["error"])
     sec["elapsed_s"] = time.perf_counter() - t0
     if sec.get("status") == "skipped":
-        log(f"{name} skipped: {sec.get('note')}")
+        log.info(f"{name} skipped: {sec.get('note')}")
     return sec
+
+
+def _section(name: str, opts: Options, fn: Callable[[], dict], *, title: str | None = None,
+             missing: str | None = None) -> dict:
+    """One section: skipped when --skip names it or `missing` says why it cannot run."""
+    if name in opts.skip:
+        return {"status": "skipped", "note": f"--skip {name}"}
+    if missing:
+        return {"status": "skipped", "note": missing}
+    return _guard(title or name, fn)
+
+
+def _header(opts: Options, p: Plan) -> dict:
+    """The start of results.json: when, what, where, with which plan."""
+    return {"schema": 1, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "quick": opts.quick, "command": opts.command, "machine": machine_info(),
+            "plan": {"batches": list(p.batches), "threads": list(p.threads),
+                     "http_clients": list(p.http_clients), "http_seconds": p.http_seconds},
+            "sections": {}, "notes": []}
+
+
+def _prepare(opts: Options, tmp: Path, res: dict) -> ModelSet:
+    """The models to time (none when every section that needs them is skipped)."""
+    if not {"model_latency", "roofline", "http"} - set(opts.skip):
+        return ModelSet()
+    t0 = time.perf_counter()
+    models = ModelSet()
+    try:
+        models = prepare_models(tmp / "models", export_dir=opts.export_dir,
+                                keras_path=opts.keras)
+    except Exception:
+        res["notes"].append("preparing models failed:\n" + traceback.format_exc())
+        log.error("%s", res["notes"][-1])
+    res["prepare_models_s"] = time.perf_counter() - t0
+    return models
+
+
+def _run_sections(opts: Options, p: Plan, models: ModelSet, tmp: Path) -> dict:
+    """Every section in order, each contained (see _guard)."""
+    secs: dict = {}
+    image = preprocessing.inputs()["jpeg_8bit"]
+
+    def _roofline() -> dict:
+        threads = set(p.threads) | ({usable_cores()} if models.keras else set())
+        return roofline.run(models, secs.get("model_latency") or {}, tuple(sorted(threads)),
+                            p.micro, small=p.small_micro, all_cores=usable_cores())
+
+    def _preprocessing() -> dict:
+        entry = next(iter(models.onnx), None)
+        size = entry.input_size if entry else default_arch()[1]
+        return preprocessing.run(size, p.pre)
+
+    def _http() -> dict:
+        path, note = servable_model(models, tmp)
+        return http_load.run(path, image, tmp, clients=p.http_clients,
+                             duration_s=p.http_seconds, max_requests=p.http_max_requests,
+                             model_note=note)
+
+    cfg = model_latency.LatencyConfig(p.batches, p.threads, p.model)
+    secs["model_latency"] = _section("model_latency", opts, title="model latency",
+                                     fn=lambda: model_latency.run(models, cfg))
+    secs["roofline"] = _section("roofline", opts, _roofline,
+                                missing=None if models.onnx else "no ONNX model to count")
+    secs["preprocessing"] = _section("preprocessing", opts, _preprocessing)
+    secs["dicom_decode"] = _section("dicom_decode", opts, lambda: dicom_decode.run(p.pre),
+                                    title="DICOM decode per transfer syntax")
+    secs["http"] = _section("http", opts, _http)
+    secs["executable"] = _section("executable", opts, lambda: executable.run(
+        opts.exe, image, runs=p.exe_runs))
+    return secs
+
+
+def _write(res: dict, out: Path) -> dict[str, Path]:
+    """results.json, results.md and the plots; the numbers alone if the plots fail."""
+    try:
+        return results_report.write(res, out)
+    except Exception:  # plots must never cost the numbers
+        res["notes"].append("report/plots failed:\n" + traceback.format_exc())
+        res["plots"] = []
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(res, indent=1, default=str))
+        (out / "results.md").write_text(results_report.markdown(res, []))
+        return {"json": out / "results.json", "md": out / "results.md"}
 
 
 def run(opts: Options) -> dict:
     """Run the suite and write results.json / results.md / plots into opts.out."""
     t_start = time.perf_counter()
     p = plan(opts.quick)
-    res: dict = {"schema": 1, "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                 "quick": opts.quick, "command": opts.command, "machine": machine_info(),
-                 "plan": {"batches": list(p.batches), "threads": list(p.threads),
-                          "http_clients": list(p.http_clients),
-                          "http_seconds": p.http_seconds}, "sections": {}, "notes": []}
-    secs = res["sections"]
+    res = _header(opts, p)
     with tempfile.TemporaryDirectory(prefix="pneumo-bench-") as tmp_s:
         tmp = Path(tmp_s)
-        models = ModelSet()
-        need_models = {"model_latency", "roofline", "http"} - set(opts.skip)
-        if need_models:
-            t0 = time.perf_counter()
-            try:
-                models = prepare_models(tmp / "models", export_dir=opts.export_dir,
-                                        keras_path=opts.keras, log=log)
-            except Exception:
-                res["notes"].append("preparing models failed:\n" + traceback.format_exc())
-                log(res["notes"][-1])
-            res["prepare_models_s"] = time.perf_counter() - t0
+        models = _prepare(opts, tmp, res)
         res["tensorflow"] = models.tensorflow
-
-        if "model_latency" in opts.skip:
-            secs["model_latency"] = {"status": "skipped", "note": "--skip model_latency"}
-        else:
-            cfg = model_latency.LatencyConfig(p.batches, p.threads, p.model)
-            secs["model_latency"] = _guard("model latency",
-                                           lambda: model_latency.run(models, cfg, log))
-
-        if "roofline" in opts.skip:
-            secs["roofline"] = {"status": "skipped", "note": "--skip roofline"}
-        elif not models.onnx:
-            secs["roofline"] = {"status": "skipped", "note": "no ONNX model to count"}
-        else:
-            threads = set(p.threads) | ({usable_cores()} if models.keras else set())
-            secs["roofline"] = _guard("roofline", lambda: roofline.run(
-                models, secs.get("model_latency") or {}, tuple(sorted(threads)), p.micro,
-                small=p.small_micro, all_cores=usable_cores(), log=log))
-
-        image = preprocessing.inputs()["jpeg_8bit"]
-        if "preprocessing" in opts.skip:
-            secs["preprocessing"] = {"status": "skipped", "note": "--skip preprocessing"}
-        else:
-            entry = next(iter(models.onnx), None)
-            size = entry.input_size if entry else default_arch()[1]
-            secs["preprocessing"] = _guard("preprocessing",
-                                           lambda: preprocessing.run(size, p.pre, log))
-
-        if "dicom_decode" in opts.skip:
-            secs["dicom_decode"] = {"status": "skipped", "note": "--skip dicom_decode"}
-        else:
-            secs["dicom_decode"] = _guard("DICOM decode per transfer syntax",
-                                          lambda: dicom_decode.run(p.pre, log))
-
-        if "http" in opts.skip:
-            secs["http"] = {"status": "skipped", "note": "--skip http"}
-        else:
-            def _http() -> dict:
-                path, note = servable_model(models, tmp)
-                return http_load.run(path, image, tmp, clients=p.http_clients,
-                                     duration_s=p.http_seconds,
-                                     max_requests=p.http_max_requests, model_note=note, log=log)
-
-            secs["http"] = _guard("http", _http)
-
-        if "executable" in opts.skip:
-            secs["executable"] = {"status": "skipped", "note": "--skip executable"}
-        else:
-            secs["executable"] = _guard("executable", lambda: executable.run(
-                opts.exe, image, runs=p.exe_runs, log=log))
-
+        res["sections"] = _run_sections(opts, p, models, tmp)
     res["load_average_end"] = load_average()
     res["elapsed_s"] = time.perf_counter() - t_start
-    try:
-        paths = report.write(res, Path(opts.out))
-    except Exception:  # plots must never cost the numbers
-        res["notes"].append("report/plots failed:\n" + traceback.format_exc())
-        res["plots"] = []
-        out = Path(opts.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(res, indent=1, default=str))
-        (out / "results.md").write_text(report.markdown(res, []))
-        paths = {"json": out / "results.json", "md": out / "results.md"}
-    log(f"wrote {paths['json']} and {paths['md']} ({res['elapsed_s']:.1f} s)")
+    paths = _write(res, Path(opts.out))
+    log.info(f"wrote {paths['json']} and {paths['md']} ({res['elapsed_s']:.1f} s)")
     return res
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edge_app.checks import NotAChestXray
 from edge_app.history import new_id, utc_now_iso
-from edge_app.pipeline import Prediction
+from edge_app.predictor import Prediction
 from edge_app.state import AppState
 
 

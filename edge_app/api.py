@@ -15,7 +15,7 @@ from edge_app.analysis import analyse
 from edge_app.config import clean_text
 from edge_app.errors import ApiError
 from edge_app.history import FIELDS, parse_bound
-from edge_app.pipeline import INTENDED_USE, headline, next_steps, probability_text
+from edge_app.predictor import INTENDED_USE, headline, next_steps, probability_text
 from edge_app.state import get_state
 
 API_VERSION = "v1"

@@ -11,8 +11,8 @@ from edge_app import api, errors, pages, security, site_api
 from edge_app.config import resolve
 from edge_app.history import DB_NAME, HistoryStore
 from edge_app.imaging import map_large_buffers, release_memory
-from edge_app.model import OnnxModel
-from edge_app.pipeline import Predictor
+from edge_app.onnx_model import OnnxModel
+from edge_app.predictor import Predictor
 from edge_app.site_profile import SiteProfile
 from edge_app.state import AppState, set_state
 

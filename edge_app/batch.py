@@ -11,8 +11,8 @@ from typing import TextIO
 
 from edge_app.checks import NotAChestXray
 from edge_app.imaging import ImageError
-from edge_app.model import OnnxModel
-from edge_app.pipeline import Predictor
+from edge_app.onnx_model import OnnxModel
+from edge_app.predictor import Predictor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".dic"}
 """Files taken from folders: these suffixes, or no suffix at all (DICOM exports)."""

@@ -21,8 +21,8 @@ from PIL import Image, ImageDraw
 from edge_app.config import DATA_DIR_ENV, resolve
 from edge_app.history import DB_NAME, HistoryStore, utc_now_iso
 from edge_app.labelled import labelled_csv, labelled_folder, score
-from edge_app.model import DEFAULT_MODEL, OnnxModel
-from edge_app.pipeline import Predictor
+from edge_app.onnx_model import DEFAULT_MODEL, OnnxModel
+from edge_app.predictor import Predictor
 from edge_app.site_calibration import MIN_CASES_PER_CLASS, TooFewCases, propose
 from edge_app.site_profile import SiteProfile, accept
 

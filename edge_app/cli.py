@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from edge_app.config import DATA_DIR_ENV, DEFAULTS
+from edge_app.logs import setup_logging
 
 
 def _default_model() -> str:
@@ -47,9 +48,8 @@ def serve_and_report(config: dict, *, open_browser: bool) -> int:
     which and what to do); 1: the address cannot be listened on.
     """
     from edge_app.history import StorageError
-    from edge_app.server import run_server, setup_logging
+    from edge_app.server import run_server
 
-    setup_logging()
     try:
         return int(run_server(config, open_browser=open_browser) or 0)
     except StorageError as exc:
@@ -219,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m edge_app` (and of a packaged executable)."""
     args = build_parser().parse_args(argv)
+    setup_logging()
     return int(args.func(args) or 0)
 
 

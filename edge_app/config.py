@@ -9,7 +9,7 @@ import unicodedata
 from pathlib import Path
 
 from edge_app.imaging import DEFAULT_MAX_PIXELS
-from edge_app.model import DEFAULT_MODEL
+from edge_app.onnx_model import DEFAULT_MODEL
 from edge_app.site_calibration import MIN_CASES_PER_CLASS
 
 APP_NAME = "pneumo"

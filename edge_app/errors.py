@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from edge_app.checks import NotAChestXray
 from edge_app.history import StorageFull
 from edge_app.imaging import ImageError
-from edge_app.pipeline import BadMode
+from edge_app.predictor import BadMode
 
 log = logging.getLogger(__name__)
 

@@ -86,11 +86,6 @@ def png_bytes(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def heatmap_png(gray: Image.Image, original_size: tuple[int, int], cam: np.ndarray) -> bytes:
-    """The CAM overlay PNG for a decoded image, at display size."""
-    return png_bytes(overlay(display_image(gray, original_size), cam))
-
-
 _PACK_MAGIC = b"PNEUMOCAM1"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _HEADER = struct.Struct("<6I")
@@ -122,7 +117,11 @@ def _unpack(blob: bytes) -> tuple[Image.Image, np.ndarray]:
 
 
 def render(blob: bytes) -> bytes:
-    """The overlay PNG from `pack`'s output (a PNG is passed through unchanged)."""
+    """The overlay PNG from `pack`'s output.
+
+    A PNG is passed through unchanged: histories written by versions that stored finished
+    overlays (before heatmaps were packed) still hold PNGs, served by the heatmap route.
+    """
     if blob.startswith(_PNG_MAGIC):
         return blob
     gray, cam = _unpack(blob)

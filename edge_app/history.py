@@ -514,12 +514,6 @@ class HistoryStore:
             params.append(date_to)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
-    def count(self, date_from: str | None = None, date_to: str | None = None) -> int:
-        """Number of records in a date range."""
-        where, params = self._where(date_from, date_to)
-        return int(self._conn().execute(f"SELECT COUNT(*) FROM predictions{where}",
-                                        params).fetchone()[0])
-
     def page(self, page: int = 1, per_page: int = 50, date_from: str | None = None,
              date_to: str | None = None) -> tuple[list[dict], int]:
         """(records of one page, newest first, total count) in a date range."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_app.batch import iter_inputs, predict_file
-from edge_app.pipeline import Predictor
+from edge_app.predictor import Predictor
 
 log = logging.getLogger(__name__)
 

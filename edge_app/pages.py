@@ -7,7 +7,7 @@ import re
 from flask import Blueprint, render_template
 
 from edge_app.errors import ApiError
-from edge_app.pipeline import (
+from edge_app.predictor import (
     BORDERLINE_NOTE,
     GUIDANCE_LABEL,
     HEATMAP_NOTE,

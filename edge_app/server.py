@@ -20,14 +20,8 @@ from edge_app.state import get_state
 
 log = logging.getLogger(__name__)
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 QUEUE_WARNING_EVERY_S = 60.0
 """At most one "Task queue depth" warning this often, and only when the queue stays high."""
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    """The one logging setup, called by the entry points (`pneumo serve`, the executable)."""
-    logging.basicConfig(level=level, format=LOG_FORMAT)
 
 
 class QueueDepthFilter(logging.Filter):

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from flask import Flask, current_app
 
 from edge_app.history import HistoryStore
-from edge_app.model import OnnxModel
-from edge_app.pipeline import Predictor
+from edge_app.onnx_model import OnnxModel
+from edge_app.predictor import Predictor
 from edge_app.site_calibration import Proposals
 from edge_app.site_profile import SiteProfile
 

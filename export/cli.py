@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 log = logging.getLogger(__name__)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from export.pipeline import ParityError, export_model
-
-    if not logging.getLogger().handlers:  # progress on stderr, as before
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="[export %(asctime)s] %(message)s", datefmt="%H:%M:%S")
+    from export.run import ParityError, export_model
     models = args.model[0] if len(args.model) == 1 else args.model
     try:
         export_model(models, args.calib_data, args.out, n_calib=args.n_calib,

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_app.labelled import labelled_folder, score
-from edge_app.model import OnnxModel, read_metadata
-from edge_app.pipeline import Predictor
+from edge_app.onnx_model import OnnxModel, read_metadata
+from edge_app.predictor import Predictor
 
 log = logging.getLogger(__name__)
 

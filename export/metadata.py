@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_app.imaging import DATASET_SIZE, RECIPE
-from edge_app.model import METADATA_KEY, MODEL_CARD_KEY, encode_array
+from edge_app.onnx_model import METADATA_KEY, MODEL_CARD_KEY, encode_array
 from train.data import EXTERNAL_LABEL as EXTERNAL_SOURCE
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_app.model import INPUT_NAME
+from edge_app.onnx_model import INPUT_NAME
 
 
 class _ArrayReader:

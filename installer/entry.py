@@ -88,7 +88,7 @@ def model_path(arg: str | None) -> Path:
     """The model file to use: --model (relative to the current folder) or the bundled one."""
     if arg:
         return Path(arg).expanduser().resolve()
-    from edge_app.model import DEFAULT_MODEL
+    from edge_app.onnx_model import DEFAULT_MODEL
 
     return Path(DEFAULT_MODEL)
 
@@ -132,7 +132,7 @@ def print_version(path: Path) -> int:
     try:
         import onnxruntime
 
-        from edge_app.model import OnnxModel
+        from edge_app.onnx_model import OnnxModel
 
         m = OnnxModel(path)
     except Exception as exc:  # noqa: BLE001 - reported, not raised
@@ -151,8 +151,8 @@ def self_test(path: Path) -> int:
     """
     t0 = time.perf_counter()
     try:
-        from edge_app.model import OnnxModel
-        from edge_app.pipeline import Predictor
+        from edge_app.onnx_model import OnnxModel
+        from edge_app.predictor import Predictor
 
         model = OnnxModel(path)
         t_load = time.perf_counter()
@@ -303,6 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if stream is not None and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace", line_buffering=True)
     args = build_parser().parse_args(argv)
+    from edge_app.logs import setup_logging
+
+    setup_logging()  # the one logging setup of the executable: server logs to the console
     path = model_path(args.model)
     if args.version:
         return print_version(path)

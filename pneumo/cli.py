@@ -11,6 +11,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from edge_app.logs import setup_logging
+
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from train.trainer import TrainConfig, train
@@ -176,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if getattr(args, "img_size", "absent") is None:
         args.img_size = 148 if getattr(args, "arch", "cnn") == "seed" else 224
+    setup_logging()  # the one logging setup: progress and server logs to stderr
     try:
         return int(args.func(args) or 0)
     except FileNotFoundError as exc:  # a wrong path is the user's to fix: no traceback

@@ -120,7 +120,7 @@ def rewrite_model(src: Path, dst: Path, **changes) -> Path:
     """Copy an ONNX model to `dst` with its "pneumo" metadata updated (a None value deletes)."""
     import onnx
 
-    from edge_app.model import METADATA_KEY
+    from edge_app.onnx_model import METADATA_KEY
 
     m = onnx.load(str(src))
     prop = next(p for p in m.metadata_props if p.key == METADATA_KEY)

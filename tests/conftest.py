@@ -1,4 +1,5 @@
-"""Shared fixtures: the model under test, the Flask app and client, a real Waitress server.
+"""Shared fixtures: the model under test, the Flask app and client, a real Waitress server,
+and one tiny training run shared by the training and export tests.
 
 The model comes from $PNEUMO_TEST_MODEL, else the bundled default model
 (edge_app/models/pneumo.int8.onnx).
@@ -17,7 +18,7 @@ MODEL_ENV = "PNEUMO_TEST_MODEL"
 @pytest.fixture(scope="session")
 def test_model_path() -> Path:
     """Path of the ONNX model the app tests run against."""
-    from edge_app.model import DEFAULT_MODEL
+    from edge_app.onnx_model import DEFAULT_MODEL
 
     env = os.environ.get(MODEL_ENV)
     path = Path(env) if env else DEFAULT_MODEL
@@ -31,7 +32,7 @@ def test_model_path() -> Path:
 @pytest.fixture(scope="session")
 def model(test_model_path):
     """One loaded OnnxModel shared by the tests."""
-    from edge_app.model import OnnxModel
+    from edge_app.onnx_model import OnnxModel
 
     return OnnxModel(test_model_path)
 
@@ -80,3 +81,26 @@ def server_factory(test_model_path, tmp_path):
 def live_server(server_factory):
     """One real Waitress server running the app."""
     return server_factory()
+
+
+@pytest.fixture(scope="session")
+def tiny_kaggle(tmp_path_factory) -> Path:
+    """A tiny Kaggle-layout folder: train/ with 24 perturbed fixture X-rays per class."""
+    from tinydata import make_tiny_kaggle
+
+    return make_tiny_kaggle(tmp_path_factory.mktemp("tiny-kaggle"), per_class=24)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_kaggle, tmp_path_factory) -> Path:
+    """One real tiny training run (2 epochs, 64 px), made once per test session.
+
+    Shared by tests/train and tests/export: read it, never write into it (copy it first).
+    """
+    pytest.importorskip("tensorflow")
+    from pneumo.cli import main
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    assert main(["train", "--data", str(tiny_kaggle), "--out", str(out), "--epochs", "2",
+                 "--img-size", "64", "--batch-size", "16", "--seed", "3"]) == 0
+    return out

@@ -195,7 +195,7 @@ def borderline_stats(y: np.ndarray, p: np.ndarray, thresholds: dict[str, float])
 
 def calibrated(p_raw: np.ndarray, calibration: dict | None) -> np.ndarray:
     """Calibrated probabilities rounded to float32, exactly as the app computes them
-    (edge_app.model.OnnxModel.calibrate), so thresholds chosen on them hold in the app."""
+    (edge_app.onnx_model.OnnxModel.calibrate), so thresholds chosen on them hold in the app."""
     return apply_calibration(p_raw, calibration).astype(np.float32).astype(np.float64)
 
 

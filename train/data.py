@@ -1,15 +1,15 @@
 """Kaggle-layout chest X-ray data: file listing, patient-grouped split, cached arrays.
 
-Nothing here imports TensorFlow; `train.pipeline` builds the tf.data input from these arrays.
+Nothing here imports TensorFlow; `train.tf_data` builds the tf.data input from these arrays.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_app.imaging import load_uint8
+
+log = logging.getLogger(__name__)
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 EXTERNAL_LABEL = "external validation (half of the official test split)"
@@ -168,7 +170,7 @@ def load_arrays(samples: Sequence[Sample], size: int, *, workers: int = 4,
     with ThreadPoolExecutor(workers) as pool:
         for done, _ in enumerate(pool.map(work, range(len(samples))), 1):
             if progress and (done % step == 0 or done == len(samples)):
-                print(f"  loaded {done}/{len(samples)} images", file=sys.stderr, flush=True)
+                log.info("loaded %d/%d images", done, len(samples))
     return x, y
 
 

@@ -7,14 +7,13 @@ file (fp32 or int8). Images go through the one shared preprocessing (`edge_app.i
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from train.data import (
-    CLASS_NAMES,
     EXTERNAL_LABEL,
     Sample,
     Split,
@@ -22,16 +21,20 @@ from train.data import (
     load_arrays,
     resolve_split_dirs,
 )
+from train.evaluation import Evaluation, format_table
 from train.metrics import bootstrap_ci, metrics_at
+from train.report import write_report
 
-Predictor = Callable[[np.ndarray], np.ndarray]
+PredictFn = Callable[[np.ndarray], np.ndarray]
+
+log = logging.getLogger(__name__)
 
 
-def load_predictor(model_path: str | Path) -> tuple[Predictor, dict]:
+def load_predictor(model_path: str | Path) -> tuple[PredictFn, dict]:
     """(batch -> probabilities, metadata) for a .keras or .onnx model."""
     path = Path(model_path)
     if path.suffix == ".onnx":
-        from edge_app.model import OnnxModel
+        from edge_app.onnx_model import OnnxModel
 
         m = OnnxModel(path, intra_op_threads=0)
         return m.predict, dict(m.metadata)
@@ -79,7 +82,7 @@ def resolve_eval_samples(model_path: str | Path, data: str | Path, split: str = 
     return list_class_folder(dirs[split]), str(dirs[split])
 
 
-def _predict_all(predict: Predictor, x: np.ndarray) -> np.ndarray:
+def _predict_all(predict: PredictFn, x: np.ndarray) -> np.ndarray:
     """Probabilities for a float (N, S, S, 1) or uint8 (N, S, S) array, in batches of 64."""
     if x.dtype == np.uint8:
         x = x.astype(np.float32)[..., None] / 255.0
@@ -88,8 +91,8 @@ def _predict_all(predict: Predictor, x: np.ndarray) -> np.ndarray:
     return np.concatenate([predict(x[i:i + 64]) for i in range(0, len(x), 64)])
 
 
-def evaluate(predict: Predictor, meta: dict, samples: list[Sample], *, n_boot: int = 1000,
-             shifts: bool = False) -> dict:
+def evaluate(predict: PredictFn, meta: dict, samples: list[Sample], *, n_boot: int = 1000,
+             shifts: bool = False) -> Evaluation:
     """Metrics (with 95% CIs) at each of the model's operating thresholds.
 
     With `shifts`, also the metrics at the balanced threshold under each acquisition shift
@@ -101,25 +104,21 @@ def evaluate(predict: Predictor, meta: dict, samples: list[Sample], *, n_boot: i
     x_raw, y = load_arrays(samples, size, progress=len(samples) > 500)
     x = normalize_intensity(x_raw, intensity)
     probs = _predict_all(predict, x)
-    result = {
-        "model": {k: meta.get(k) for k in ("name", "version", "input_size", "thresholds")},
-        "n": int(len(y)),
-        "n_per_class": {c: int((y == i).sum()) for i, c in enumerate(CLASS_NAMES)},
-        "operating_points": {},
-    }
+    result = Evaluation(
+        model={k: meta.get(k) for k in ("name", "version", "input_size", "thresholds")},
+        labels=y, probabilities=probs)
     for mode, t in meta["thresholds"].items():
         m = metrics_at(y, probs, float(t))
         m["ci95"] = bootstrap_ci(y, probs, float(t), n_boot=n_boot)
-        result["operating_points"][mode] = m
+        result.operating_points[mode] = m
     if shifts:
         from train.shifts import shifted_versions
 
         t = float(meta["thresholds"]["balanced"])
-        result["acquisition_shifts"] = {  # shift the raw pixels, then normalise as the app does
+        result.acquisition_shifts = {  # shift the raw pixels, then normalise as the app does
             name: metrics_at(y, _predict_all(predict, _renormalised(xs, intensity)), t)
             for name, xs in shifted_versions(x_raw.astype(np.float32)[..., None] / 255.0).items()
         }
-    result["_y"], result["_p"] = y, probs
     return result
 
 
@@ -133,33 +132,6 @@ def _renormalised(x: np.ndarray, intensity: str) -> np.ndarray:
     return normalize_intensity(u8, intensity)
 
 
-def public(result: dict) -> dict:
-    """The JSON-serialisable part of an evaluation result."""
-    return {k: public(v) if k == "external" else v
-            for k, v in result.items() if not k.startswith("_")}
-
-
-def format_table(result: dict) -> str:
-    """A plain-text table of the metrics with CIs (and the external set's, when evaluated)."""
-    lines = [f"[{result.get('label', 'evaluation data')}]",
-             f"n = {result['n']} ({result['n_per_class']})"]
-    for mode, m in result["operating_points"].items():
-        lines.append(f"[{mode}] threshold {m['threshold']:.4f}")
-        for k in ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc"):
-            lo, hi = m["ci95"].get(k, [float("nan")] * 2)
-            lines.append(f"  {k:<12} {m[k]:.4f}  (95% CI {lo:.4f}-{hi:.4f})")
-        lines.append(f"  confusion    TN {m['tn']}  FP {m['fp']}  FN {m['fn']}  TP {m['tp']}")
-    if "acquisition_shifts" in result:
-        lines.append("[acquisition shifts, balanced threshold]  accuracy  sensitivity  "
-                     "specificity  AUC")
-        for name, m in result["acquisition_shifts"].items():
-            lines.append(f"  {name:<16} {m['accuracy']:.4f}    {m['sensitivity']:.4f}       "
-                         f"{m['specificity']:.4f}       {m['auc']:.4f}")
-    if "external" in result:
-        lines += ["", format_table(result["external"])]
-    return "\n".join(lines)
-
-
 def evaluate_cli(model: str, data: str, *, json_path: str | None = None,
                  report_dir: str | None = None, split: str = "auto", shifts: bool = False,
                  external_val: str | None = None) -> int:
@@ -171,33 +143,31 @@ def evaluate_cli(model: str, data: str, *, json_path: str | None = None,
     predict, meta = load_predictor(model)
     samples, source = resolve_eval_samples(model, data, split)
     if not samples:
-        print(f"no images found in {source}", file=sys.stderr)
+        log.error("no images found in %s", source)
         return 2
-    print(f"evaluating {model} on {len(samples)} images from {source}", file=sys.stderr)
+    log.info("evaluating %s on %d images from %s", model, len(samples), source)
     result = evaluate(predict, meta, samples, shifts=shifts)
-    result["data"] = source
-    result["label"] = ("internal validation" if source.startswith("validation split")
-                       else EXTERNAL_LABEL if Path(source).name == "external_val"
-                       else f"evaluation data ({source})")
+    result.data = source
+    result.label = ("internal validation" if source.startswith("validation split")
+                    else EXTERNAL_LABEL if Path(source).name == "external_val"
+                    else f"evaluation data ({source})")
     if external_val:
         ext_samples = list_class_folder(Path(external_val))
         if not ext_samples:
-            print(f"no images found in {external_val}/NORMAL or /PNEUMONIA", file=sys.stderr)
+            log.error("no images found in %s/NORMAL or /PNEUMONIA", external_val)
             return 2
-        print(f"and on {len(ext_samples)} images of {EXTERNAL_LABEL} from {external_val}",
-              file=sys.stderr)
+        log.info("and on %d images of %s from %s", len(ext_samples), EXTERNAL_LABEL,
+                 external_val)
         ext = evaluate(predict, meta, ext_samples, shifts=False)
-        ext["data"], ext["label"] = str(external_val), EXTERNAL_LABEL
-        result["external"] = ext
+        ext.data, ext.label = str(external_val), EXTERNAL_LABEL
+        result.external = ext
     print(format_table(result))
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(public(result), indent=2))
+        Path(json_path).write_text(json.dumps(result.to_json(), indent=2))
     if report_dir:
-        from train.report import write_report
-
         history = Path(model).resolve().parent / "history.csv"
         write_report(result, Path(report_dir), model_path=model,
                      history_csv=history if history.exists() else None)
-        print(f"report written to {report_dir}/report.md", file=sys.stderr)
+        log.info("report written to %s/report.md", report_dir)
     return 0

@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 
 from train.gan import GAN_SIZES
 
 CLASS_CHOICES = ["NORMAL", "PNEUMONIA"]
-
-
-def _setup_logging(name: str) -> None:
-    """Progress on stderr unless the caller configured logging already."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format=f"[{name} %(asctime)s] %(message)s", datefmt="%H:%M:%S")
 
 
 def train_classes(kind: str, classes: list[str] | None, cls: str | None) -> tuple[str, ...]:
@@ -39,7 +30,6 @@ def train_classes(kind: str, classes: list[str] | None, cls: str | None) -> tupl
 def _gan_train(args: argparse.Namespace) -> int:
     from train.gan import GanConfig, train_gan
 
-    _setup_logging("gan")
     cfg = GanConfig(data=args.data, out=args.out, kind=args.kind,
                     classes=train_classes(args.kind, args.classes, args.cls),
                     img_size=args.img_size, steps=args.steps, batch_size=args.batch_size,
@@ -53,7 +43,6 @@ def _gan_train(args: argparse.Namespace) -> int:
 def _gan_sample(args: argparse.Namespace) -> int:
     from train.gan import sample_gan
 
-    _setup_logging("gan")
     sample_gan(args.checkpoint, args.n, args.out, seed=args.seed, class_name=args.cls)
     return 0
 
@@ -61,7 +50,7 @@ def _gan_sample(args: argparse.Namespace) -> int:
 def _gan_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from edge_app.model import DEFAULT_MODEL
+    from edge_app.onnx_model import DEFAULT_MODEL
     from train.gan_eval import evaluate_gan
 
     report = evaluate_gan(args.real, args.synthetic, args.model or DEFAULT_MODEL, args.out,
@@ -73,7 +62,6 @@ def _gan_evaluate(args: argparse.Namespace) -> int:
 def _ablation(args: argparse.Namespace) -> int:
     from train.ablation import run_ablation
 
-    _setup_logging("ablation")
     recipe = {"arch": args.arch, "batch_size": args.batch_size, "learning_rate": args.lr,
               "weight_decay": args.weight_decay, "intensity": args.intensity,
               "label_smoothing": args.label_smoothing, "mixup": args.mixup,

@@ -105,7 +105,7 @@ def evaluate_gan(real_dir: str | Path, synthetic_dir: str | Path, model_path: st
                  out: str | Path, *, class_name: str = "NORMAL", max_real: int = 1500,
                  seed: int = 0) -> dict:
     """`pneumo gan evaluate`: write gan_quality.json/.md and closest_pairs.png into out."""
-    from edge_app.model import OnnxModel
+    from edge_app.onnx_model import OnnxModel
     from train.data import CLASS_NAMES, list_class_folder, load_arrays, make_split
 
     out = Path(out)

@@ -135,7 +135,7 @@ def exported_figures(onnx_path: Path) -> dict:
     """int8 size and one-core batch-1 latency (median of 50 runs) of an exported model."""
     import time
 
-    from edge_app.model import OnnxModel
+    from edge_app.onnx_model import OnnxModel
 
     model = OnnxModel(onnx_path, intra_op_threads=1)
     x = np.random.default_rng(0).uniform(0, 1, (1, model.input_size, model.input_size, 1))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from train.data import CLASS_NAMES
+from train.evaluation import Evaluation
 
 
 def _plt():
@@ -100,43 +101,41 @@ def plot_history(history_csv: Path, path: Path) -> None:
     plt.close(fig)
 
 
-def _side_by_side(result: dict) -> list[str]:
+def _side_by_side(result: Evaluation) -> list[str]:
     """Internal and external figures at the same thresholds, one row per set and mode."""
     lines = ["| set | operating point | threshold | accuracy | sensitivity | specificity | AUC |",
              "|---|---|---|---|---|---|---|"]
-    for res in (result, result["external"]):
-        for mode, m in res["operating_points"].items():
+    for res in (result, result.external):
+        for mode, m in res.operating_points.items():
             cells = []
             for k in ("accuracy", "sensitivity", "specificity", "auc"):
                 lo, hi = m["ci95"].get(k, [float("nan")] * 2)
                 cells.append(f"{m[k]:.3f} ({lo:.3f}-{hi:.3f})")
-            lines.append(f"| {res.get('label', 'evaluation data')} (n={res['n']}) | {mode} | "
+            lines.append(f"| {res.title} (n={res.n}) | {mode} | "
                          f"{m['threshold']:.4f} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _external_section(result: dict, out: Path, plots: list) -> list[str]:
+def _external_section(result: Evaluation, out: Path, plots: list) -> list[str]:
     """The external set: side-by-side table, its own ROC and reliability plots."""
-    ext = result["external"]
-    y, p = ext["_y"], ext["_p"]
-    plot_roc(y, p, ext["operating_points"], out / "roc_external.png")
+    ext = result.external
+    y, p = ext.labels, ext.probabilities
+    plot_roc(y, p, ext.operating_points, out / "roc_external.png")
     plot_calibration(y, p, out / "calibration_external.png")
-    plots += [(f"ROC, {ext['label']}", "roc_external.png"),
-              (f"Calibration, {ext['label']}", "calibration_external.png")]
+    plots += [(f"ROC, {ext.title}", "roc_external.png"),
+              (f"Calibration, {ext.title}", "calibration_external.png")]
     return ["## Internal and external validation side by side", "",
-            f"External: `{ext.get('data')}`, {ext['label']}; n = {ext['n']} "
-            + ", ".join(f"{k} {v}" for k, v in ext["n_per_class"].items()) + ".", "",
+            f"External: `{ext.data}`, {ext.title}; n = {ext.n} "
+            + ", ".join(f"{k} {v}" for k, v in ext.n_per_class.items()) + ".", "",
             *_side_by_side(result), ""]
 
 
-def write_report(result: dict, out: Path, *, model_path: str,
+def write_report(result: Evaluation, out: Path, *, model_path: str,
                  history_csv: Path | None = None) -> Path:
     """Write report.md, metrics.json and the PNG plots into `out`."""
-    from train.evaluate import public
-
     out.mkdir(parents=True, exist_ok=True)
-    y, p = result["_y"], result["_p"]
-    points = result["operating_points"]
+    y, p = result.labels, result.probabilities
+    points = result.operating_points
     plots = []
     if len(np.unique(y)) == 2:
         plot_roc(y, p, points, out / "roc.png")
@@ -147,16 +146,16 @@ def write_report(result: dict, out: Path, *, model_path: str,
     if history_csv:
         plot_history(history_csv, out / "training_curves.png")
         plots.append(("Training curves", "training_curves.png"))
-    (out / "metrics.json").write_text(json.dumps(public(result), indent=2))
+    (out / "metrics.json").write_text(json.dumps(result.to_json(), indent=2))
 
-    model = result["model"]
+    model = result.model
     lines = [
         "# Evaluation report",
         "",
         f"- model: `{model_path}` ({model.get('name')} {model.get('version')}, "
         f"input {model.get('input_size')} px)",
-        f"- data: `{result.get('data', '?')}`: n = {result['n']} "
-        + ", ".join(f"{k} {v}" for k, v in result["n_per_class"].items()),
+        f"- data: `{result.data or '?'}`: n = {result.n} "
+        + ", ".join(f"{k} {v}" for k, v in result.n_per_class.items()),
         "- confidence intervals: 95% percentile bootstrap over images (1000 resamples, seed 0)",
         "",
         "| operating point | threshold | accuracy | sensitivity | specificity | precision | F1 | AUC |",
@@ -171,16 +170,16 @@ def write_report(result: dict, out: Path, *, model_path: str,
     lines += ["", "Confusion counts: " + "; ".join(
         f"{mode}: TN {m['tn']} FP {m['fp']} FN {m['fn']} TP {m['tp']}"
         for mode, m in points.items()), ""]
-    if "acquisition_shifts" in result:
+    if result.acquisition_shifts is not None:
         lines += ["## Under acquisition shifts (balanced threshold)", "",
                   "The same images rendered as another machine or exposure might "
                   "(`train/shifts.py`).", "",
                   "| shift | accuracy | sensitivity | specificity | AUC |", "|---|---|---|---|---|"]
-        for name, m in result["acquisition_shifts"].items():
+        for name, m in result.acquisition_shifts.items():
             lines.append(f"| {name} | {m['accuracy']:.3f} | {m['sensitivity']:.3f} | "
                          f"{m['specificity']:.3f} | {m['auc']:.3f} |")
         lines.append("")
-    if "external" in result:
+    if result.external is not None:
         lines += _external_section(result, out, plots)
     for title, fname in plots:
         lines += [f"## {title}", "", f"![{title}]({fname})", ""]

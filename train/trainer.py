@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,8 @@ from train.metrics import (
 MODEL_FILE = "model.keras"
 META_FILE = "model.json"
 EXTERNAL_PREDICTIONS_FILE = "external_predictions.csv"
+
+log = logging.getLogger(__name__)
 
 
 def write_predictions(path: Path, samples: list, probabilities: np.ndarray) -> None:
@@ -83,11 +86,6 @@ class TrainConfig:
     width: float = 1.0  # multiplier of the CNN's channel widths
     select: str = "val_auc"  # which epoch is the result: best internal 'val_auc' or 'last'
     overlays: float = 0.0  # probability of burned-in unit text on a training image
-
-
-def log(msg: str) -> None:
-    """Progress to stderr, flushed (long runs are followed through a log file)."""
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -169,39 +167,43 @@ def _load_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, bool]:
     return cfg, resuming
 
 
-def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
-    """Train (or resume) a run; returns the final metadata written to model.json."""
-    import keras
-    import tensorflow as tf
+@dataclass
+class RunData:
+    """The arrays of one run: training (and its burned-in-text copy), validation, external."""
 
-    from edge_app.imaging import normalize_intensity
-    from train.augment import AugmentConfig
-    from train.model import build_model
-    from train.pipeline import eval_dataset, train_dataset
+    split: Split
+    synthetic: list
+    train_samples: list
+    x_tr: np.ndarray
+    y_tr: np.ndarray
+    x_va: np.ndarray
+    y_va: np.ndarray
+    weights: dict
+    x_ov: np.ndarray | None = None
+    x_ext: np.ndarray | None = None
+    y_ext: np.ndarray | None = None
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    state_path, ckpt_path = out / "state.json", out / "checkpoint.keras"
-    cfg, resuming = _load_run(cfg, resume)
-    _write_json(out / "config.json", asdict(cfg))
 
-    keras.utils.set_random_seed(cfg.seed)
-    tf.config.experimental.enable_op_determinism()
-    augment = (AugmentConfig.from_name(cfg.augment).with_overrides(cfg.augment_off)
-               .with_values(cfg.augment_set))
-
+def _run_split(cfg: TrainConfig, out: Path, resuming: bool) -> Split:
+    """The run's patient-grouped split: the saved one when resuming, else made and saved."""
     if resuming:
-        split = Split.from_json(json.loads((out / "split.json").read_text()))
-    else:
-        split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
-        split = make_split(cfg.data, cfg.val_fraction, split_seed)
-        _write_json(out / "split.json", split.to_json())
+        return Split.from_json(json.loads((out / "split.json").read_text()))
+    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    split = make_split(cfg.data, cfg.val_fraction, split_seed)
+    _write_json(out / "split.json", split.to_json())
+    return split
+
+
+def load_run_data(cfg: TrainConfig, out: Path, resuming: bool) -> RunData:
+    """Step 1: split, decode (cached) and normalise every image set the run uses."""
+    from edge_app.imaging import normalize_intensity
+
+    split = _run_split(cfg, out, resuming)
     synthetic = _synthetic_samples(cfg.synthetic)
     train_samples = split.train + synthetic
-    log(f"data: {len(split.train)} train + {len(synthetic)} synthetic, {len(split.val)} val images; "
-        f"img_size={cfg.img_size} arch={cfg.arch} augment={cfg.augment} "
-        f"intensity={cfg.intensity}")
-
+    log.info(f"data: {len(split.train)} train + {len(synthetic)} synthetic, {len(split.val)} val images; "
+             f"img_size={cfg.img_size} arch={cfg.arch} augment={cfg.augment} "
+             f"intensity={cfg.intensity}")
     cache = cfg.cache_dir or str(out / "cache")
     x_tr, y_tr = cached_arrays(train_samples, cfg.img_size, cache)
     x_va, y_va = cached_arrays(split.val, cfg.img_size, cache)
@@ -210,88 +212,142 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
         from train.overlays import burn_in_text
 
         x_ov = normalize_intensity(burn_in_text(x_tr, cfg.seed), cfg.intensity)
-        log(f"burned-in text on a copy of every training image, used with p={cfg.overlays}")
-    x_tr, x_va = normalize_intensity(x_tr, cfg.intensity), normalize_intensity(x_va, cfg.intensity)
+        log.info(f"burned-in text on a copy of every training image, used with p={cfg.overlays}")
     weights = class_weights(y_tr) if cfg.balance == "weights" else {0: 1.0, 1: 1.0}
-    log(f"class balance: {cfg.balance}, weights {weights}")
-    val_ds = eval_dataset(x_va)
-    ext_ds = y_ext = None
+    log.info(f"class balance: {cfg.balance}, weights {weights}")
+    data = RunData(split, synthetic, train_samples, normalize_intensity(x_tr, cfg.intensity),
+                   y_tr, normalize_intensity(x_va, cfg.intensity), y_va, weights, x_ov)
     if cfg.external_val:
-        x_ext, y_ext = load_external(cfg.external_val, cfg.img_size, cfg.intensity, cache)
-        ext_ds = eval_dataset(x_ext)
-        log(f"{EXTERNAL_LABEL}: {len(y_ext)} images from {cfg.external_val} "
-            "(judged after every epoch, never trained on, never used to pick the epoch)")
+        data.x_ext, data.y_ext = load_external(cfg.external_val, cfg.img_size, cfg.intensity,
+                                               cache)
+        log.info(f"{EXTERNAL_LABEL}: {len(data.y_ext)} images from {cfg.external_val} "
+                 "(judged after every epoch, never trained on, never used to pick the epoch)")
+    return data
+
+
+def build_or_resume(cfg: TrainConfig, out: Path, resuming: bool, steps_per_epoch: int
+                    ) -> tuple[Any, dict]:
+    """Step 2: (Keras model, state): the checkpoint when resuming, else a fresh model."""
+    import keras
+
+    from train.model import build_model
 
     strategy = make_strategy(cfg.strategy)
-    steps_per_epoch = int(np.ceil(len(y_tr) / cfg.batch_size))
     with strategy.scope():
         if resuming:
-            model = keras.models.load_model(ckpt_path)
-            state = json.loads(state_path.read_text())
-            log(f"resuming after epoch {state['epoch']} (best val AUC {state['best_auc']:.4f})")
+            model = keras.models.load_model(out / "checkpoint.keras")
+            state = json.loads((out / "state.json").read_text())
+            log.info(f"resuming after epoch {state['epoch']} (best val AUC {state['best_auc']:.4f})")
         else:
             model = build_model(cfg.arch, cfg.img_size, width=cfg.width)
             _compile(model, cfg, steps_per_epoch)
             state = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "history": []}
-    log(f"model {model.name}: {model.count_params():,} parameters; "
-        f"strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
+    log.info(f"model {model.name}: {model.count_params():,} parameters; "
+             f"strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
+    return model, state
 
+
+def train_epoch(model: Any, cfg: TrainConfig, data: RunData, augment: Any, epoch: int,
+                val_ds: Any, ext_ds: Any | None) -> dict:
+    """Step 3, once per epoch: fit one epoch, judge it; its history row."""
+    import keras
     from sklearn.metrics import roc_auc_score
 
-    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-        t0 = time.time()
-        ds = train_dataset(x_tr, y_tr, weights, batch_size=cfg.batch_size, epoch=epoch,
-                           seed=cfg.seed, augment=augment, mixup=cfg.mixup,
-                           balanced_sampling=cfg.balance == "sampling", x_alt=x_ov,
-                           alt_prob=cfg.overlays)
-        hist = model.fit(ds, epochs=1, verbose=0, shuffle=False)
-        p_val = model.predict(val_ds, verbose=0).ravel()
-        val_auc = float(roc_auc_score(y_va, p_val))
-        val_loss = float(keras.losses.binary_crossentropy(y_va.astype("float32"),
-                                                           p_val.astype("float32")).numpy())
-        row = {"epoch": epoch, "loss": float(hist.history["loss"][-1]),
-               "auc": float(hist.history["auc"][-1]), "val_loss": val_loss, "val_auc": val_auc}
-        if ext_ds is not None:
-            row.update(external_scores(y_ext, model.predict(ext_ds, verbose=0).ravel()))
-        row["seconds"] = round(time.time() - t0, 1)
-        state["history"].append(row)
-        improved = val_auc > state["best_auc"] if cfg.select == "val_auc" else True
-        if improved:
-            state["best_auc"], state["best_epoch"] = max(val_auc, state["best_auc"]), epoch
-            model.save(out / MODEL_FILE)
-        model.save(ckpt_path)
-        state["epoch"] = epoch
-        _write_json(state_path, state)
-        ext = (f" | external AUC {row['ext_auc']:.4f} spec@sens0.95 "
-               f"{row['ext_spec_at_sens95']:.3f}" if ext_ds is not None else "")
-        log(f"epoch {epoch}/{cfg.epochs} loss {row['loss']:.4f} auc {row['auc']:.4f} "
-            f"val_loss {val_loss:.4f} val_auc {val_auc:.4f} {'*' if improved else ' '}"
-            f"{ext} ({row['seconds']}s)")
-        if cfg.select == "val_auc" and epoch - state["best_epoch"] >= cfg.patience:
-            log(f"early stop: no val AUC gain for {cfg.patience} epochs")
-            break
-    _write_history_csv(out / "history.csv", state["history"])
+    from train.tf_data import train_dataset
+
+    t0 = time.time()
+    ds = train_dataset(data.x_tr, data.y_tr, data.weights, batch_size=cfg.batch_size,
+                       epoch=epoch, seed=cfg.seed, augment=augment, mixup=cfg.mixup,
+                       balanced_sampling=cfg.balance == "sampling", x_alt=data.x_ov,
+                       alt_prob=cfg.overlays)
+    hist = model.fit(ds, epochs=1, verbose=0, shuffle=False)
+    p_val = model.predict(val_ds, verbose=0).ravel()
+    val_auc = float(roc_auc_score(data.y_va, p_val))
+    val_loss = float(keras.losses.binary_crossentropy(data.y_va.astype("float32"),
+                                                       p_val.astype("float32")).numpy())
+    row = {"epoch": epoch, "loss": float(hist.history["loss"][-1]),
+           "auc": float(hist.history["auc"][-1]), "val_loss": val_loss, "val_auc": val_auc}
+    if ext_ds is not None:
+        row.update(external_scores(data.y_ext, model.predict(ext_ds, verbose=0).ravel()))
+    row["seconds"] = round(time.time() - t0, 1)
+    return row
+
+
+def _log_epoch(cfg: TrainConfig, row: dict, improved: bool) -> None:
+    ext = (f" | external AUC {row['ext_auc']:.4f} spec@sens0.95 "
+           f"{row['ext_spec_at_sens95']:.3f}" if "ext_auc" in row else "")
+    log.info(f"epoch {row['epoch']}/{cfg.epochs} loss {row['loss']:.4f} auc {row['auc']:.4f} "
+             f"val_loss {row['val_loss']:.4f} val_auc {row['val_auc']:.4f} "
+             f"{'*' if improved else ' '}{ext} ({row['seconds']}s)")
+
+
+def finish_run(cfg: TrainConfig, out: Path, state: dict, data: RunData, augment: Any,
+               val_ds: Any, ext_ds: Any | None) -> dict:
+    """Step 4: the best (or last) epoch's model judged again; model.json written."""
+    import keras
 
     best = keras.models.load_model(out / MODEL_FILE)
     p_val = best.predict(val_ds, verbose=0).ravel()
-    meta = _run_metadata(cfg, state, split, train_samples, synthetic, weights, augment,
-                         y_va, p_val, best.count_params())
+    meta = _run_metadata(cfg, state, data.split, data.train_samples, data.synthetic,
+                         data.weights, augment, data.y_va, p_val, best.count_params())
     if ext_ds is not None:
         p_ext = best.predict(ext_ds, verbose=0).ravel()
         write_predictions(out / EXTERNAL_PREDICTIONS_FILE,
                           list_class_folder(Path(cfg.external_val)), p_ext)
         meta["external_val"] = {
-            "label": EXTERNAL_LABEL, "folder": str(cfg.external_val), "n": int(len(y_ext)),
-            **external_scores(y_ext, p_ext),
-            "at_internal_thresholds": {m: metrics_at(y_ext, p_ext, t)
+            "label": EXTERNAL_LABEL, "folder": str(cfg.external_val), "n": int(len(data.y_ext)),
+            **external_scores(data.y_ext, p_ext),
+            "at_internal_thresholds": {m: metrics_at(data.y_ext, p_ext, t)
                                        for m, t in meta["thresholds"].items()},
         }
     _write_json(out / META_FILE, meta)
-    log(f"done: best epoch {state['best_epoch']} val AUC {state['best_auc']:.4f}; "
-        f"thresholds {meta['thresholds']}"
-        + (f"; {EXTERNAL_LABEL} AUC {meta['external_val']['ext_auc']:.4f}, spec@sens0.95 "
-           f"{meta['external_val']['ext_spec_at_sens95']:.3f}" if ext_ds is not None else ""))
+    log.info(f"done: best epoch {state['best_epoch']} val AUC {state['best_auc']:.4f}; "
+             f"thresholds {meta['thresholds']}"
+             + (f"; {EXTERNAL_LABEL} AUC {meta['external_val']['ext_auc']:.4f}, spec@sens0.95 "
+                f"{meta['external_val']['ext_spec_at_sens95']:.3f}" if ext_ds is not None else ""))
     return meta
+
+
+def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
+    """Train (or resume) a run; returns the final metadata written to model.json."""
+    import keras
+    import tensorflow as tf
+
+    from train.augment import AugmentConfig
+    from train.tf_data import eval_dataset
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg, resuming = _load_run(cfg, resume)
+    _write_json(out / "config.json", asdict(cfg))
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+    augment = (AugmentConfig.from_name(cfg.augment).with_overrides(cfg.augment_off)
+               .with_values(cfg.augment_set))
+
+    data = load_run_data(cfg, out, resuming)
+    val_ds = eval_dataset(data.x_va)
+    ext_ds = eval_dataset(data.x_ext) if data.x_ext is not None else None
+    steps_per_epoch = int(np.ceil(len(data.y_tr) / cfg.batch_size))
+    model, state = build_or_resume(cfg, out, resuming, steps_per_epoch)
+
+    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+        row = train_epoch(model, cfg, data, augment, epoch, val_ds, ext_ds)
+        state["history"].append(row)
+        improved = row["val_auc"] > state["best_auc"] if cfg.select == "val_auc" else True
+        if improved:
+            state["best_auc"] = max(row["val_auc"], state["best_auc"])
+            state["best_epoch"] = epoch
+            model.save(out / MODEL_FILE)
+        model.save(out / "checkpoint.keras")
+        state["epoch"] = epoch
+        _write_json(out / "state.json", state)
+        _log_epoch(cfg, row, improved)
+        if cfg.select == "val_auc" and epoch - state["best_epoch"] >= cfg.patience:
+            log.info(f"early stop: no val AUC gain for {cfg.patience} epochs")
+            break
+    _write_history_csv(out / "history.csv", state["history"])
+    return finish_run(cfg, out, state, data, augment, val_ds, ext_ds)
 
 
 def _run_metadata(cfg: TrainConfig, state: dict, split: Split, train_samples: list,

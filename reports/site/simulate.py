@@ -23,8 +23,8 @@ import numpy as np
 
 from edge_app.app import create_app
 from edge_app.labelled import labelled_folder, score
-from edge_app.model import DEFAULT_MODEL, OnnxModel
-from edge_app.pipeline import Predictor
+from edge_app.onnx_model import DEFAULT_MODEL, OnnxModel
+from edge_app.predictor import Predictor
 from edge_app.site_calibration import propose, rates
 from edge_app.state import get_state
 

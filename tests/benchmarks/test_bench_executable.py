@@ -46,7 +46,7 @@ def test_cold_start_with_stand_in_executable(tmp_path):
     exe.chmod(0o755)
     assert find_executable(exe) == exe
     assert find_executable(tmp_path / "missing") is None
-    res = run(exe, b"\xff\xd8\xff" + b"0" * 100, runs=3, log=lambda m: None)
+    res = run(exe, b"\xff\xd8\xff" + b"0" * 100, runs=3)
     assert res["status"] == "ok" and res["runs"] == 3 and len(res["launches"]) == 3
     assert res["exe_bytes"] == os.path.getsize(exe)
     for launch in res["launches"]:
@@ -64,5 +64,5 @@ def test_one_folder_build_is_found(tmp_path):
 
 
 def test_missing_executable_is_skipped(tmp_path):
-    res = run(tmp_path / "nothing", b"x", runs=1, log=lambda m: None)
+    res = run(tmp_path / "nothing", b"x", runs=1)
     assert res["status"] == "skipped" and "no executable" in res["note"]

@@ -40,7 +40,7 @@ def no_tf_models(tmp_path, monkeypatch):
     export = tmp_path / "export"
     export.mkdir()
     _tiny_onnx(export / "model.fp32.onnx")
-    return models.prepare_models(tmp_path / "work", export_dir=export, log=lambda m: None)
+    return models.prepare_models(tmp_path / "work", export_dir=export)
 
 
 def test_without_tensorflow_only_existing_onnx(no_tf_models):
@@ -57,12 +57,12 @@ def test_latency_and_roofline_sections(no_tf_models):
     ms = no_tf_models
     ms.onnx = [e for e in ms.onnx if e.key == "model-fp32"]  # not the shipped model
     cfg = model_latency.LatencyConfig(batches=(1, 2), threads=(1,), settings=TINY)
-    lat = model_latency.run(ms, cfg, log=lambda m: None)
+    lat = model_latency.run(ms, cfg)
     assert lat["status"] == "ok" and len(lat["rows"]) == 2
     row = lat["rows"][1]
     assert row["id"] == "model-fp32|onnxruntime|b2|t1" and row["batch"] == 2
     assert row["stats"]["n"] >= 2 and row["per_image_ms"] == pytest.approx(row["stats"]["p50"] / 2)
-    roof = roofline.run(ms, lat, (1,), TINY, small=True, log=lambda m: None)
+    roof = roofline.run(ms, lat, (1,), TINY, small=True)
     macs = 16 * 16 * 4 * 9 + 4
     assert roof["models"]["model-fp32"]["macs_per_image"] == macs
     assert len(roof["rows"]) == 2

@@ -40,7 +40,7 @@ def pct(values: list[float], q: float) -> float:
 
 def main(n: int = 50) -> None:
     """Run the measurement and print a summary."""
-    from edge_app.model import DEFAULT_MODEL
+    from edge_app.onnx_model import DEFAULT_MODEL
 
     model = Path(os.environ.get("PNEUMO_TEST_MODEL", str(DEFAULT_MODEL)))
     data = two_megapixel_jpeg()

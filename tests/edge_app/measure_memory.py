@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bombs  # noqa: E402
 from apptools import XRAY_NORMAL, post_image, start_server  # noqa: E402
 
-from edge_app.model import DEFAULT_MODEL  # noqa: E402
+from edge_app.onnx_model import DEFAULT_MODEL  # noqa: E402
 
 CASES = {
     "ct_small.dcm (CT)": (lambda: bombs.pydicom_test_file("CT_small.dcm"), 1),

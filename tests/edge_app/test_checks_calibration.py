@@ -128,7 +128,7 @@ def test_every_skimage_picture_refused(model):
 
 
 if __name__ == "__main__":
-    from edge_app.model import DEFAULT_MODEL, OnnxModel
+    from edge_app.onnx_model import DEFAULT_MODEL, OnnxModel
 
     arg = sys.argv[1] if len(sys.argv) > 1 else "1000"
     m = OnnxModel(os.environ.get("PNEUMO_TEST_MODEL", str(DEFAULT_MODEL)))

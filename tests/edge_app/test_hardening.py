@@ -156,7 +156,7 @@ def test_one_source_for_defaults(model):
     """Before: 50 MP in the app, 80 MP for batch/self-test; 8765 written three times."""
     from edge_app import imaging
     from edge_app.cli import build_parser
-    from edge_app.pipeline import Predictor
+    from edge_app.predictor import Predictor
     from installer import entry
 
     assert DEFAULTS["max_pixels"] == imaging.DEFAULT_MAX_PIXELS == Predictor(model).max_pixels
@@ -168,7 +168,7 @@ def test_one_source_for_defaults(model):
 def test_batch_refuses_what_the_server_refuses(client, model, tmp_path):
     """Before: `pneumo predict` accepted a 60 MP image the server refused. After: both refuse."""
     from edge_app.batch import predict_file
-    from edge_app.pipeline import Predictor
+    from edge_app.predictor import Predictor
 
     path = tmp_path / "huge.png"
     path.write_bytes(encode(Image.new("L", (8000, 7500)), "PNG", compress_level=1))

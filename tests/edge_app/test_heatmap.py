@@ -38,9 +38,9 @@ def test_flat_cam_leaves_image_readable():
     assert out.size == (300, 200)
 
 
-def test_heatmap_png_display_size_keeps_aspect():
+def test_rendered_heatmap_display_size_keeps_aspect():
     gray = _gray(1200, 900)
-    png = hm.heatmap_png(gray, (1200, 900), np.random.default_rng(0).normal(size=(7, 7)))
+    png = hm.render(hm.pack(gray, (1200, 900), np.random.default_rng(0).normal(size=(7, 7))))
     img = Image.open(io.BytesIO(png))
     assert img.format == "PNG"
     assert max(img.size) == hm.DISPLAY_MAX_SIDE
@@ -58,12 +58,12 @@ def test_packed_heatmap_renders_like_the_direct_overlay():
     cam = np.random.default_rng(1).normal(size=(14, 14)).astype(np.float32)
     blob = hm.pack(gray, (1200, 1000), cam)
     assert len(blob) < 300 * 250  # compact: CAM + compressed small grayscale
-    direct = hm.heatmap_png(gray, (1200, 1000), cam)
+    direct = hm.png_bytes(hm.overlay(hm.display_image(gray, (1200, 1000)), cam))
     rendered = hm.render(blob)
     a = np.asarray(Image.open(io.BytesIO(rendered)))
     b = np.asarray(Image.open(io.BytesIO(direct)))
     assert a.shape == b.shape == (373, 448, 3)
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
-    assert hm.render(rendered) == rendered  # PNGs pass through
+    assert hm.render(rendered) == rendered  # PNGs of older histories pass through
     with pytest.raises(ValueError):
         hm.render(b"junk")

@@ -10,8 +10,8 @@ from apptools import XRAY_NORMAL, all_fixture_xrays, rewrite_model
 from edge_app.app import create_app
 from edge_app.calibration import apply_calibration
 from edge_app.imaging import decode_image, preprocess_path, to_model_input
-from edge_app.model import OnnxModel
-from edge_app.pipeline import BORDERLINE_NOTE, NEXT_STEP_BORDERLINE, Predictor
+from edge_app.onnx_model import OnnxModel
+from edge_app.predictor import BORDERLINE_NOTE, NEXT_STEP_BORDERLINE, Predictor
 from edge_app.state import get_state
 
 pytest.importorskip("onnx")

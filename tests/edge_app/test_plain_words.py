@@ -15,8 +15,8 @@ from PIL import Image
 from edge_app.api import CSV_COLUMNS
 from edge_app.app import create_app
 from edge_app.config import DEFAULTS, resolve
-from edge_app.model import OnnxModel
-from edge_app.pipeline import GUIDANCE_LABEL, HEATMAP_NOTE
+from edge_app.onnx_model import OnnxModel
+from edge_app.predictor import GUIDANCE_LABEL, HEATMAP_NOTE
 from edge_app.state import get_state
 
 EXTERNAL = "external validation (half of the official test split)"

@@ -150,7 +150,7 @@ def test_propose_accept_use_revert_and_audit(site_app):
 
 def test_profile_of_another_model_is_not_used_and_says_so(site_app, app_config, tmp_path,
                                                           test_model_path):
-    from edge_app.model import OnnxModel, read_metadata
+    from edge_app.onnx_model import OnnxModel, read_metadata
     from export.metadata import write_metadata
 
     client = site_app.test_client()

@@ -5,7 +5,7 @@ import pytest
 from tinydata import fixture_images
 
 from edge_app.imaging import preprocess_path
-from edge_app.model import DEFAULT_MODEL, OnnxModel
+from edge_app.onnx_model import DEFAULT_MODEL, OnnxModel
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ pytest.importorskip("tf2onnx")
 
 from edge_app.calibration import apply_calibration, logit, sigmoid  # noqa: E402
 from edge_app.imaging import decode_image, to_model_input  # noqa: E402
-from edge_app.model import OnnxModel, read_metadata  # noqa: E402
+from edge_app.onnx_model import OnnxModel, read_metadata  # noqa: E402
 from train.data import Sample, load_arrays, make_split  # noqa: E402
 
 EXTERNAL = "external validation (half of the official test split)"
@@ -50,7 +50,7 @@ def _images(intensity: str = "equalize") -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from export.pipeline import export_model
+    from export.run import export_model
 
     data = make_tiny_kaggle(tmp_path_factory.mktemp("data"), per_class=12)
     external = make_tiny_kaggle(tmp_path_factory.mktemp("ext"), per_class=16, seed=1) / "train"
@@ -141,7 +141,7 @@ def test_reports_written(exported):
 
 
 def test_model_input_applies_the_models_intensity(tmp_path):
-    from export.pipeline import model_input
+    from export.run import model_input
 
     path = fixture_images()["NORMAL"][0]
     x_u8, _ = load_arrays([Sample(str(path), 0)], SIZE, progress=False)
@@ -152,7 +152,7 @@ def test_model_input_applies_the_models_intensity(tmp_path):
 
 def test_members_must_agree(tmp_path):
     from export.onnx_export import ExportError, ensemble_serving_function
-    from export.pipeline import Run, _check_members
+    from export.run import Run, _check_members
 
     data = make_tiny_kaggle(tmp_path / "data", per_class=4)
     a = _make_run(tmp_path, data, 1)

@@ -4,23 +4,20 @@ import json
 
 import numpy as np
 import pytest
-from tinydata import make_tiny_kaggle
 
 pytest.importorskip("tf2onnx")
 
 from edge_app.imaging import preprocess_path  # noqa: E402
-from edge_app.model import OnnxModel, read_metadata  # noqa: E402
+from edge_app.onnx_model import OnnxModel, read_metadata  # noqa: E402
 from export.onnx_export import ExportError, check_ops  # noqa: E402
-from export.pipeline import ParityError, export_model  # noqa: E402
+from export.run import ParityError, export_model  # noqa: E402
 from pneumo.cli import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    data = make_tiny_kaggle(tmp_path_factory.mktemp("data"), per_class=24)
-    run = tmp_path_factory.mktemp("run")
-    assert main(["train", "--data", str(data), "--out", str(run), "--epochs", "2",
-                 "--img-size", "64", "--batch-size", "16"]) == 0
+def tiny(tiny_kaggle, tiny_run, tmp_path_factory):
+    """The session's tiny training run (tests/conftest.py), exported once."""
+    data, run = tiny_kaggle, tiny_run
     out = tmp_path_factory.mktemp("export")
     # gates relaxed: an undertrained 2-epoch model has probabilities bunched at the threshold
     parity = export_model(run / "model.keras", data, out, n_calib=24, n_ood_train=40,

@@ -14,7 +14,7 @@ from edge_app.imaging import normalize_intensity  # noqa: E402
 from pneumo.cli import main  # noqa: E402
 from train.augment import AugmentConfig, augment_batch  # noqa: E402
 from train.data import EXTERNAL_LABEL  # noqa: E402
-from train.pipeline import epoch_order, train_dataset  # noqa: E402
+from train.tf_data import epoch_order, train_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,31 +1,24 @@
 """A real (tiny) training run end to end: train, resume, determinism, evaluate, report."""
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
 
 import pytest
-from tinydata import make_tiny_kaggle
 
 pytest.importorskip("tensorflow")
 
 from pneumo.cli import main  # noqa: E402
 from train.trainer import TrainConfig, train  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return make_tiny_kaggle(tmp_path_factory.mktemp("data"), per_class=24)
+# tiny_run (2 epochs, 64 px) and tiny_kaggle are session fixtures of tests/conftest.py.
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    rc = main(["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "2",
-               "--img-size", "64", "--batch-size", "16", "--seed", "3"])
-    assert rc == 0
-    return out
+@pytest.fixture
+def tiny_data(tiny_kaggle):
+    return tiny_kaggle
 
 
 def test_run_folder_and_metadata(tiny_run):
@@ -43,12 +36,13 @@ def test_run_folder_and_metadata(tiny_run):
     assert json.loads((tiny_run / "state.json").read_text())["epoch"] == 2
 
 
-def test_resume_continues_where_it_stopped(tiny_run):
-    before = json.loads((tiny_run / "state.json").read_text())["history"]
-    rc = main(["train", "--data", "unused-on-resume", "--out", str(tiny_run), "--epochs", "3",
+def test_resume_continues_where_it_stopped(tiny_run, tmp_path):
+    run = shutil.copytree(tiny_run, tmp_path / "run")  # the shared run stays as it is
+    before = json.loads((run / "state.json").read_text())["history"]
+    rc = main(["train", "--data", "unused-on-resume", "--out", str(run), "--epochs", "3",
                "--img-size", "64"])
     assert rc == 0
-    after = json.loads((tiny_run / "state.json").read_text())["history"]
+    after = json.loads((run / "state.json").read_text())["history"]
     assert len(after) == 3 and after[:2] == before
 
 
@@ -94,6 +88,8 @@ def test_evaluate_on_a_class_folder(tiny_run, tiny_data):
 def test_mirrored_strategy_on_two_logical_cpus(tiny_data, tmp_path):
     code = textwrap.dedent(f"""
         import tensorflow as tf
+        from edge_app.logs import setup_logging
+        setup_logging()  # progress to stderr, as the pneumo command does
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)

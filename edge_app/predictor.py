@@ -27,7 +27,7 @@ from edge_app.checks import (
 )
 from edge_app.config import DEFAULTS
 from edge_app.imaging import DEFAULT_MAX_PIXELS, DecodeGate, decode_image
-from edge_app.model import OnnxModel
+from edge_app.onnx_model import OnnxModel
 
 INTENDED_USE = (
     "Decision support for pediatric frontal chest X-rays. Not a diagnosis: a clinician must "

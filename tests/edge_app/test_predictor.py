@@ -1,10 +1,10 @@
-"""The shared prediction pipeline (used by the API and the batch command)."""
+"""edge_app/predictor.py: one prediction start to end (used by the API and the batch command)."""
 
 import pytest
 from apptools import XRAY_NORMAL, noise_png
 
 from edge_app.checks import NotAChestXray
-from edge_app.pipeline import (
+from edge_app.predictor import (
     GUIDANCE_LABEL,
     NEXT_STEP_BORDERLINE,
     NEXT_STEP_NEGATIVE,

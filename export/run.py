@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -213,6 +214,195 @@ def external_step(p_raw: np.ndarray, y: np.ndarray, names: Sequence[str], *,
     return res
 
 
+@dataclass
+class ExportData:
+    """What an export works on: the runs, their shared settings and the images it needs."""
+
+    runs: list[Run]
+    size: int
+    intensity: str
+    split: Split
+    train_meta: dict
+    source_sha: str
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_cal: np.ndarray
+    x_ood: np.ndarray
+    x_shifted: np.ndarray
+    """Validation images (up to ~400) under every acquisition shift, raw uint8."""
+    external: tuple[np.ndarray, np.ndarray, list[str]] | None
+
+    @property
+    def ensemble(self) -> bool:
+        """True when several runs are exported as one graph."""
+        return len(self.runs) > 1
+
+
+def load_export_data(runs: Sequence[Run], calib_data: str | Path, *, n_calib: int,
+                     n_ood_train: int, external_val: str | Path | None) -> ExportData:
+    """Step 1: check the members, describe the result and load every image set it needs."""
+    from edge_app.onnx_model import file_sha256
+    from export.metadata import acquisition_variants
+
+    size, intensity = _check_members(runs)
+    split = combined_split(runs)
+    shas = [file_sha256(r.model_path) for r in runs]
+    if len(runs) > 1:
+        train_meta, source_sha = ensemble_train_meta(runs, shas), _sha256_text(shas)
+    else:
+        train_meta, source_sha = runs[0].meta, shas[0]
+    train_meta = {**train_meta, "intensity": intensity, "val_n": len(split.val)}
+    log.info("loading %s (%d px, intensity %s) and %d validation images",
+             ", ".join(str(r.model_path) for r in runs), size, intensity, len(split.val))
+    x_val, y_val = load_arrays(split.val, size, progress=False)
+    x_cal, _ = load_arrays(calibration_samples(calib_data, split, n_calib), size, progress=False)
+    ood_pool = [s for s in split.train if Path(s.path).exists()]
+    random.Random(1).shuffle(ood_pool)
+    x_ood, _ = load_arrays(ood_pool[:n_ood_train], size, progress=False)
+    # acquisition shifts act on the raw image; the intensity step follows (_onnx_outputs)
+    shifted = acquisition_variants(_floats(x_val[:: max(1, len(x_val) // 400)]))
+    x_shifted = np.round(shifted[..., 0] * 255).astype(np.uint8)
+    return ExportData(list(runs), size, intensity, split, train_meta, source_sha, x_val, y_val,
+                      x_cal, x_ood, x_shifted,
+                      load_external(external_val, size) if external_val else None)
+
+
+def convert_and_quantize(target: Any, data: ExportData, out: Path) -> tuple[Path, Path, dict]:
+    """Step 2: Keras -> fp32 ONNX (checked against Keras) -> int8 ONNX; (fp32, int8, ops)."""
+    from export.onnx_export import check_matches_keras, check_ops, convert
+    from export.quantize import quantize_int8
+
+    fp32 = convert(target, out / "model.fp32.onnx")
+    ops_fp32 = check_ops(fp32)
+    delta = check_matches_keras(target, fp32, model_input(data.x_val[:32], data.intensity))
+    log.info("fp32 ONNX written%s; ops %s; max |p_keras - p_onnx| %.2e",
+             f" (ensemble of {len(data.runs)})" if data.ensemble else "", sorted(ops_fp32),
+             delta)
+    int8 = quantize_int8(fp32, out / "model.int8.onnx", model_input(data.x_cal, data.intensity))
+    ops_int8 = check_ops(int8)
+    log.info("int8 ONNX written (calibrated on %d training images)", len(data.x_cal))
+    return fp32, int8, {"fp32": sorted(ops_fp32), "int8": sorted(ops_int8)}
+
+
+def describe_model(name: str, path: Path, data: ExportData, out: Path, *, calibration: str,
+                   cross_fit_seed: int, n_boot: int) -> dict:
+    """Step 3, per precision: thresholds, metrics, OOD statistics -> metadata in the file.
+
+    Returns {"p": validation probabilities, "meta": the metadata, "ext": external results}.
+    """
+    from export.metadata import build_metadata, model_card, ood_statistics, write_metadata
+    from train.calibration import calibrated, expected_calibration_error
+
+    x_val, y_val, intensity = data.x_val, data.y_val, data.intensity
+    o_val = _onnx_outputs(path, x_val, intensity)
+    ext = None
+    if data.external is not None:
+        x_ext, y_ext, names_ext = data.external
+        p_ext = _onnx_outputs(path, x_ext, intensity)["probability"]
+        ext = external_step(p_ext, y_ext, names_ext, method=calibration, seed=cross_fit_seed,
+                            n_boot=n_boot)
+        ext["p_raw"] = p_ext
+        thresholds = ext["thresholds"]
+        p_val = calibrated(o_val["probability"], ext["calibration"])
+    else:
+        thresholds = choose_thresholds(y_val, o_val["probability"])
+        p_val = o_val["probability"]
+    val_metrics = {}
+    for mode, t in thresholds.items():
+        m = metrics_at(y_val, p_val, t)
+        m["ci95"] = bootstrap_ci(y_val, p_val, t)
+        val_metrics[mode] = m
+    val_ece = {"before": expected_calibration_error(y_val, o_val["probability"]),
+               "after": expected_calibration_error(y_val, p_val)}
+    ood = {}
+    if "embedding" in o_val:
+        ood = ood_statistics(_onnx_outputs(path, data.x_ood, intensity)["embedding"],
+                             o_val["embedding"],
+                             _onnx_outputs(path, data.x_shifted, intensity)["embedding"])
+    meta = build_metadata(data.train_meta, precision=name, thresholds=thresholds,
+                          val_metrics=val_metrics, ood=ood, source_sha256=data.source_sha,
+                          external=ext, val_ece=val_ece)
+    card = model_card(meta)
+    write_metadata(path, meta, card)
+    if name == "int8":  # the shipped file's card, also as Markdown beside it
+        (out / "MODEL_CARD.md").write_text(card + "\n")
+    log.info("%s: thresholds %s; val AUC %.4f", name, thresholds, val_metrics["balanced"]["auc"])
+    return {"p": o_val["probability"], "meta": meta, "ext": ext}
+
+
+def parity_figures(target: Any, data: ExportData, files: dict[str, Path],
+                   results: dict[str, dict], ops: dict) -> tuple[dict, dict[str, np.ndarray]]:
+    """Step 4: Keras, fp32 and int8 side by side at one raw-scale threshold, sizes, latency.
+
+    Returns (parity document without gates' verdict, probabilities per model).
+    """
+    import onnxruntime as ort
+
+    from export.onnx_export import keras_probability
+
+    x_val, y_val, intensity = data.x_val, data.y_val, data.intensity
+    p_keras = np.concatenate([keras_probability(target, model_input(x_val[i:i + 64], intensity))
+                              for i in range(0, len(x_val), 64)])
+    # The same raw-scale threshold for all three (Keras' balanced one from training; for
+    # an ensemble, chosen on its Keras validation probabilities).
+    t_ref = (float(choose_thresholds(y_val, p_keras)["balanced"]) if data.ensemble
+             else float(data.train_meta["thresholds"]["balanced"]))
+    probs = {"keras": p_keras, "fp32": results["fp32"]["p"], "int8": results["int8"]["p"]}
+    table = {k: metrics_at(y_val, p, t_ref) for k, p in probs.items()}
+    d = np.abs(probs["int8"] - probs["fp32"])
+    x1 = model_input(x_val[:1], intensity)
+    latency = {"keras": _latency_ms(lambda x: keras_probability(target, x), x1)}
+    for n, path in files.items():
+        s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        latency[n] = _latency_ms(lambda x, s=s: s.run(None, {"image": x}), x1)
+    parity = {
+        "n_val": int(len(y_val)),
+        "threshold": t_ref,
+        "metrics": table,
+        "int8_vs_fp32_label_agreement": float(np.mean((probs["int8"] >= t_ref)
+                                                      == (probs["fp32"] >= t_ref))),
+        "int8_vs_fp32_abs_delta_p": {"max": float(d.max()), "mean": float(d.mean())},
+        "fp32_vs_keras_abs_delta_p_max": float(np.max(np.abs(probs["fp32"] - p_keras))),
+        "auc_drop_int8": float(table["fp32"]["auc"] - table["int8"]["auc"]),
+        "size_bytes": {"keras": sum(r.model_path.stat().st_size for r in data.runs),
+                       "fp32": files["fp32"].stat().st_size,
+                       "int8": files["int8"].stat().st_size},
+        "latency_ms_batch1_median": latency,
+        "ops": ops,
+        "gates": {},
+        "ood": {k: v for k, v in results["int8"]["meta"]["ood"].items()
+                if k not in ("mean", "precision")},
+        "intensity": intensity,
+        "members": len(data.runs),
+    }
+    return parity, probs
+
+
+def external_parity(data: ExportData, results: dict[str, dict], out: Path) -> dict:
+    """Step 5 (with an external set): fp32/int8 agreement there, calibration, its plots."""
+    from export.parity_report import write_external_report
+    from train.calibration import public_cross_fit
+
+    e8, e32 = results["int8"]["ext"], results["fp32"]["ext"]
+    y_ext = data.external[1]
+    lab8 = e8["p_calibrated"] >= e8["thresholds"]["balanced"]
+    lab32 = e32["p_calibrated"] >= e32["thresholds"]["balanced"]
+    section = {
+        "set": results["int8"]["meta"]["operating_points_source"],
+        "n": int(len(y_ext)),
+        "raw_auc": {"fp32": e32["raw_auc"], "int8": e8["raw_auc"]},
+        "int8_vs_fp32_label_agreement_balanced": float(np.mean(lab8 == lab32)),
+        "int8": {"calibration": e8["calibration"], "thresholds": e8["thresholds"],
+                 "cross_fit": public_cross_fit(e8["cross_fit"]),
+                 "shipped_thresholds_in_sample": e8["full_set"]},
+    }
+    section["plots"] = write_external_report(e8, y_ext, out)
+    log.info("external (%d images): calibration %s, thresholds %s, cross-fitted ECE "
+             "%.4f -> %.4f", len(y_ext), e8["calibration"].get("fit"), e8["thresholds"],
+             e8["calibration"]["ece_before"], e8["calibration"]["ece_after"])
+    return section
+
+
 def export_model(model_path: str | Path | Sequence[str | Path], calib_data: str | Path,
                  out: str | Path, *, n_calib: int = 300, n_ood_train: int = 1500,
                  min_agreement: float = 0.99, max_auc_drop: float = 0.005,
@@ -224,157 +414,33 @@ def export_model(model_path: str | Path | Sequence[str | Path], calib_data: str 
     and cross-fitted figures from that folder (see train.calibration).
     """
     import keras
-    import onnxruntime as ort
 
-    from edge_app.model import file_sha256
-    from export.metadata import (
-        acquisition_variants,
-        build_metadata,
-        model_card,
-        ood_statistics,
-        write_metadata,
-    )
-    from export.onnx_export import check_matches_keras, check_ops, convert, keras_probability
-    from export.parity_report import write_external_report, write_parity_report
-    from export.quantize import quantize_int8
-    from train.calibration import calibrated, expected_calibration_error, public_cross_fit
+    from export.parity_report import write_parity_report
 
     paths = [model_path] if isinstance(model_path, (str, Path)) else list(model_path)
     if not paths:
         raise ValueError("export needs at least one model")
     runs = [Run.load(p) for p in paths]
-    size, intensity = _check_members(runs)
-    split = combined_split(runs)
-    shas = [file_sha256(r.model_path) for r in runs]
-    ensemble = len(runs) > 1
-    if ensemble:
-        train_meta = ensemble_train_meta(runs, shas)
-        source_sha = _sha256_text(shas)
-    else:
-        train_meta, source_sha = runs[0].meta, shas[0]
-    train_meta = {**train_meta, "intensity": intensity, "val_n": len(split.val)}
+    data = load_export_data(runs, calib_data, n_calib=n_calib, n_ood_train=n_ood_train,
+                            external_val=external_val)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-
-    log.info("loading %s (%d px, intensity %s) and %d validation images",
-             ", ".join(str(r.model_path) for r in runs), size, intensity, len(split.val))
     models = [keras.models.load_model(r.model_path) for r in runs]
-    target = models if ensemble else models[0]
-    x_val, y_val = load_arrays(split.val, size, progress=False)
-    calib = calibration_samples(calib_data, split, n_calib)
-    x_cal, _ = load_arrays(calib, size, progress=False)
-    ood_pool = [s for s in split.train if Path(s.path).exists()]
-    random.Random(1).shuffle(ood_pool)
-    x_ood, _ = load_arrays(ood_pool[:n_ood_train], size, progress=False)
-    ext_data = load_external(external_val, size) if external_val else None
+    target = models if data.ensemble else models[0]
 
-    fp32 = convert(target, out / "model.fp32.onnx")
-    ops_fp32 = check_ops(fp32)
-    delta = check_matches_keras(target, fp32, model_input(x_val[:32], intensity))
-    log.info("fp32 ONNX written%s; ops %s; max |p_keras - p_onnx| %.2e",
-             f" (ensemble of {len(models)})" if ensemble else "", sorted(ops_fp32), delta)
-
-    int8 = quantize_int8(fp32, out / "model.int8.onnx", model_input(x_cal, intensity))
-    ops_int8 = check_ops(int8)
-    log.info("int8 ONNX written (calibrated on %d training images)", len(x_cal))
-
-    p_keras = np.concatenate([keras_probability(target, model_input(x_val[i:i + 64], intensity))
-                              for i in range(0, len(x_val), 64)])
-    results: dict[str, dict] = {}
-    # acquisition shifts act on the raw image; the intensity step follows (in _onnx_outputs)
-    shifted = acquisition_variants(_floats(x_val[:: max(1, len(x_val) // 400)]))
-    shifted_u8 = np.round(shifted[..., 0] * 255).astype(np.uint8)
-    for name, path in (("fp32", fp32), ("int8", int8)):
-        o_val = _onnx_outputs(path, x_val, intensity)
-        ext = None
-        if ext_data is not None:
-            x_ext, y_ext, names_ext = ext_data
-            p_ext = _onnx_outputs(path, x_ext, intensity)["probability"]
-            ext = external_step(p_ext, y_ext, names_ext, method=calibration,
-                                seed=cross_fit_seed, n_boot=n_boot)
-            ext["p_raw"] = p_ext
-            thresholds = ext["thresholds"]
-            p_val = calibrated(o_val["probability"], ext["calibration"])
-        else:
-            thresholds = choose_thresholds(y_val, o_val["probability"])
-            p_val = o_val["probability"]
-        val_metrics = {}
-        for mode, t in thresholds.items():
-            m = metrics_at(y_val, p_val, t)
-            m["ci95"] = bootstrap_ci(y_val, p_val, t)
-            val_metrics[mode] = m
-        val_ece = {"before": expected_calibration_error(y_val, o_val["probability"]),
-                   "after": expected_calibration_error(y_val, p_val)}
-        ood = {}
-        if "embedding" in o_val:
-            ood = ood_statistics(_onnx_outputs(path, x_ood, intensity)["embedding"],
-                                 o_val["embedding"],
-                                 _onnx_outputs(path, shifted_u8, intensity)["embedding"])
-        meta = build_metadata(train_meta, precision=name, thresholds=thresholds,
-                              val_metrics=val_metrics, ood=ood, source_sha256=source_sha,
-                              external=ext, val_ece=val_ece)
-        card = model_card(meta)
-        write_metadata(path, meta, card)
-        if name == "int8":  # the shipped file's card, also as Markdown beside it
-            (out / "MODEL_CARD.md").write_text(card + "\n")
-        results[name] = {"p": o_val["probability"], "meta": meta, "ext": ext}
-        log.info("%s: thresholds %s; val AUC %.4f", name, thresholds,
-                 val_metrics["balanced"]["auc"])
-
-    # Parity: the same raw-scale threshold for all three (Keras' balanced one from training;
-    # for an ensemble, chosen on its Keras validation probabilities).
-    t_ref = (float(choose_thresholds(y_val, p_keras)["balanced"]) if ensemble
-             else float(train_meta["thresholds"]["balanced"]))
-    probs = {"keras": p_keras, "fp32": results["fp32"]["p"], "int8": results["int8"]["p"]}
-    table = {k: metrics_at(y_val, p, t_ref) for k, p in probs.items()}
-    agree = float(np.mean((probs["int8"] >= t_ref) == (probs["fp32"] >= t_ref)))
-    d = np.abs(probs["int8"] - probs["fp32"])
-    x1 = model_input(x_val[:1], intensity)
-    sessions = {n: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
-                for n, p in (("fp32", fp32), ("int8", int8))}
-    latency = {"keras": _latency_ms(lambda x: keras_probability(target, x), x1)}
-    for n, s in sessions.items():
-        latency[n] = _latency_ms(lambda x, s=s: s.run(None, {"image": x}), x1)
-    size_keras = sum(r.model_path.stat().st_size for r in runs)
-    parity = {
-        "n_val": int(len(y_val)),
-        "threshold": t_ref,
-        "metrics": table,
-        "int8_vs_fp32_label_agreement": agree,
-        "int8_vs_fp32_abs_delta_p": {"max": float(d.max()), "mean": float(d.mean())},
-        "fp32_vs_keras_abs_delta_p_max": float(np.max(np.abs(probs["fp32"] - p_keras))),
-        "auc_drop_int8": float(table["fp32"]["auc"] - table["int8"]["auc"]),
-        "size_bytes": {"keras": size_keras, "fp32": fp32.stat().st_size,
-                       "int8": int8.stat().st_size},
-        "latency_ms_batch1_median": latency,
-        "ops": {"fp32": sorted(ops_fp32), "int8": sorted(ops_int8)},
-        "gates": {"min_agreement": min_agreement, "max_auc_drop": max_auc_drop},
-        "ood": {k: v for k, v in results["int8"]["meta"]["ood"].items()
-                if k not in ("mean", "precision")},
-        "intensity": intensity,
-        "members": len(runs),
-    }
-    if ext_data is not None:
-        e8, e32 = results["int8"]["ext"], results["fp32"]["ext"]
-        y_ext = ext_data[1]
-        lab8 = e8["p_calibrated"] >= e8["thresholds"]["balanced"]
-        lab32 = e32["p_calibrated"] >= e32["thresholds"]["balanced"]
-        parity["external"] = {
-            "set": results["int8"]["meta"]["operating_points_source"],
-            "n": int(len(y_ext)),
-            "raw_auc": {"fp32": e32["raw_auc"], "int8": e8["raw_auc"]},
-            "int8_vs_fp32_label_agreement_balanced": float(np.mean(lab8 == lab32)),
-            "int8": {"calibration": e8["calibration"], "thresholds": e8["thresholds"],
-                     "cross_fit": public_cross_fit(e8["cross_fit"]),
-                     "shipped_thresholds_in_sample": e8["full_set"]},
-        }
-        parity["external"]["plots"] = write_external_report(e8, y_ext, out)
-        log.info("external (%d images): calibration %s, thresholds %s, cross-fitted ECE "
-                 "%.4f -> %.4f", len(y_ext), e8["calibration"].get("fit"), e8["thresholds"],
-                 e8["calibration"]["ece_before"], e8["calibration"]["ece_after"])
+    fp32, int8, ops = convert_and_quantize(target, data, out)
+    files = {"fp32": fp32, "int8": int8}
+    results = {name: describe_model(name, path, data, out, calibration=calibration,
+                                    cross_fit_seed=cross_fit_seed, n_boot=n_boot)
+               for name, path in files.items()}
+    parity, probs = parity_figures(target, data, files, results, ops)
+    parity["gates"] = {"min_agreement": min_agreement, "max_auc_drop": max_auc_drop}
+    if data.external is not None:
+        parity["external"] = external_parity(data, results, out)
+    agree = parity["int8_vs_fp32_label_agreement"]
     parity["passed"] = bool(agree >= min_agreement and parity["auc_drop_int8"] <= max_auc_drop)
 
-    write_parity_report(parity, probs, y_val, out)
+    write_parity_report(parity, probs, data.y_val, out)
     log.info("parity: agreement %.4f, AUC drop %+.4f, sizes %s; report %s", agree,
              parity["auc_drop_int8"], parity["size_bytes"], out / "parity.md")
     if not parity["passed"]:
