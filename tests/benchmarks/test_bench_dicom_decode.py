@@ -1,12 +1,12 @@
 """`pneumo bench`'s DICOM section: the X-ray in every transfer syntax, timed through the app."""
 
-from benchmarks import report
+from benchmarks import results_report
 from benchmarks.dicom_decode import SYNTAXES, dcmtk_available, run
 from benchmarks.timing import Settings
 
 
 def test_every_transfer_syntax_is_timed_and_reported():
-    sec = run(Settings(warmup=0, repeat=2, min_repeat=1, max_seconds=0.2), log=lambda m: None,
+    sec = run(Settings(warmup=0, repeat=2, min_repeat=1, max_seconds=0.2),
               size=(340, 240))
     assert sec["status"] == "ok"
     timed = {r["syntax"] for r in sec["rows"]}
@@ -16,6 +16,6 @@ def test_every_transfer_syntax_is_timed_and_reported():
     for row in sec["rows"]:
         assert row["uid"] == SYNTAXES[row["syntax"]] and row["bytes"] > 0
         assert 0 < row["decode"]["min"] <= row["decode"]["p50"]
-    md = report.markdown({"sections": {"dicom_decode": sec}, "machine": {}, "date": "",
+    md = results_report.markdown({"sections": {"dicom_decode": sec}, "machine": {}, "date": "",
                           "command": "pneumo bench"}, [])
     assert "DICOM decode per transfer syntax" in md and "1.2.840.10008.1.2.4.80" in md
