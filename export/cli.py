@@ -22,8 +22,28 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_drift_reference(args: argparse.Namespace) -> int:
+    from export.drift_reference import add_drift_reference
+
+    ref = add_drift_reference(args.model, args.images, args.source)
+    print(f"{args.model}: drift reference from {ref['n']} images ({ref['n_refused']} refused, "
+          f"borderline {ref['borderline_rate']:.3f}); the file's sha256 changed, so site "
+          "thresholds made for the old file no longer apply")
+    return 0
+
+
 def add_subcommands(sub) -> None:
-    """Register `pneumo export`."""
+    """Register `pneumo export` and `pneumo drift-reference`."""
+    d = sub.add_parser("drift-reference",
+                       help="store the app's drift reference in an exported ONNX model")
+    d.add_argument("model", help="the .onnx file to update in place")
+    d.add_argument("--images", required=True, metavar="DIR",
+                   help="labelled folder (NORMAL/, PNEUMONIA/) the operating points were chosen "
+                        "on, e.g. ../shared/data/external_val")
+    d.add_argument("--source", default="external validation (half of the official test split)",
+                   help="how reports name those images")
+    d.set_defaults(func=_cmd_drift_reference)
+
     p = sub.add_parser("export", help="Keras run(s) -> fp32 + int8 ONNX with metadata and parity")
     p.add_argument("--model", required=True, action="append", metavar="RUN",
                    help="a run's model.keras or run folder (split.json beside it); repeat it "

@@ -403,6 +403,10 @@ def external_parity(data: ExportData, results: dict[str, dict], out: Path) -> di
     return section
 
 
+DRIFT_SOURCE = "external validation (half of the official test split)"
+"""Where the drift reference of a model exported with --external-val comes from."""
+
+
 def export_model(model_path: str | Path | Sequence[str | Path], calib_data: str | Path,
                  out: str | Path, *, n_calib: int = 300, n_ood_train: int = 1500,
                  min_agreement: float = 0.99, max_auc_drop: float = 0.005,
@@ -415,6 +419,7 @@ def export_model(model_path: str | Path | Sequence[str | Path], calib_data: str 
     """
     import keras
 
+    from export.drift_reference import add_drift_reference
     from export.parity_report import write_parity_report
 
     paths = [model_path] if isinstance(model_path, (str, Path)) else list(model_path)
@@ -434,6 +439,10 @@ def export_model(model_path: str | Path | Sequence[str | Path], calib_data: str 
                                     cross_fit_seed=cross_fit_seed, n_boot=n_boot)
                for name, path in files.items()}
     parity, probs = parity_figures(target, data, files, results, ops)
+    if external_val:  # the app's drift check compares clinics' images with these
+        parity["drift_reference"] = {
+            name: {k: v for k, v in add_drift_reference(path, external_val, DRIFT_SOURCE).items()
+                   if "quantiles" not in k} for name, path in files.items()}
     parity["gates"] = {"min_agreement": min_agreement, "max_auc_drop": max_auc_drop}
     if data.external is not None:
         parity["external"] = external_parity(data, results, out)
