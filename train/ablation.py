@@ -187,8 +187,7 @@ def run_ablation(data: str, synthetic: str | None, out: str, *, seeds: int = 3,
     label_smoothing, mixup, balance, width, arch, batch_size, learning_rate, weight_decay,
     augment_set); `augment_set` applies to the augmented variants only.
     """
-    from train.data import list_class_folder
-    from train.gan import refuse_external_val
+    from train.data import list_class_folder, refuse_external_val
     from train.trainer import TrainConfig, train
 
     recipe = dict(recipe or {})

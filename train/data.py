@@ -201,3 +201,42 @@ def manifest_sha256(samples: Sequence[Sample]) -> str:
         h.update(f"{s.label}:{s.name}:".encode())
         h.update(hashlib.sha256(Path(s.path).read_bytes()).digest())
     return h.hexdigest()
+
+
+EXTERNAL_README_TITLE = "# External validation set"
+"""How the external validation folder's README starts (../shared/data/external_val)."""
+
+
+def is_external_val(folder: str | Path) -> bool:
+    """Whether `folder` is (inside) an external validation folder: by name or by its README."""
+    path = Path(folder).resolve()
+    if "external_val" in path.parts:
+        return True
+    for d in (path, *path.parents):
+        readme = d / "README.md"
+        try:
+            if readme.is_file() and readme.read_text(encoding="utf-8", errors="replace"
+                                                     ).startswith(EXTERNAL_README_TITLE):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def refuse_external_val(folder: str | Path | None, role: str,
+                        external: str | Path | None = None) -> None:
+    """Raise ValueError if `folder` is external validation (or overlaps `external`).
+
+    External validation (half of the official test split) is never trained on, augmented
+    from or fed to a GAN.
+    """
+    if not folder:
+        return
+    path = Path(folder).resolve()
+    overlaps = False
+    if external:
+        ext = Path(external).resolve()
+        overlaps = path == ext or ext in path.parents or path in ext.parents
+    if overlaps or is_external_val(path):
+        raise ValueError(f"{folder} is external validation (half of the official test split); "
+                         f"it must never be used as {role}")

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from train.data import refuse_external_val
+
 GAN_KINDS = ("dcgan", "sngan")
 GAN_SIZES = (32, 64, 96, 128, 160, 192, 224, 256)
 """Image sides the GANs build for (base x 2**k with base 3..7; 64 is the default)."""
@@ -48,13 +50,6 @@ class GanConfig:
     checkpoint_every: int = 250
     val_fraction: float = 0.2
     log_every: int = 50
-
-
-def refuse_external_val(folder: str | Path | None, role: str) -> None:
-    """Raise if `folder` is (inside) an external_val folder: it is never trained on."""
-    if folder and "external_val" in Path(folder).resolve().parts:
-        raise ValueError(f"{folder} is external validation (half of the official test split); "
-                         f"it must never be used as {role}")
 
 
 def size_stages(img_size: int) -> tuple[int, int]:

@@ -32,6 +32,7 @@ from train.data import (
     list_class_folder,
     make_split,
     manifest_sha256,
+    refuse_external_val,
 )
 from train.metrics import (
     choose_thresholds,
@@ -310,6 +311,7 @@ def finish_run(cfg: TrainConfig, out: Path, state: dict, data: RunData, augment:
 
 def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
     """Train (or resume) a run; returns the final metadata written to model.json."""
+    refuse_external_val(cfg.data, "training data", external=cfg.external_val)
     import keras
     import tensorflow as tf
 

@@ -59,3 +59,23 @@ def test_real_split_has_no_patient_on_both_sides():
            "person1372_bacteria_3503.jpeg"}
     val_names = {s.name for s in split.val}
     assert dup <= val_names or not dup & val_names
+
+
+def test_external_validation_is_refused_as_training_data(tmp_path):
+    from train.data import refuse_external_val
+    from train.trainer import TrainConfig, train
+
+    renamed = tmp_path / "local_copy"  # a copy under another name: known by its README
+    (renamed / "NORMAL").mkdir(parents=True)
+    (renamed / "README.md").write_text("# External validation set: half of the official test "
+                                       "split\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="never be used as training data"):
+        refuse_external_val(renamed / "NORMAL", "training data")
+    ext = tmp_path / "val_here"
+    (ext / "NORMAL").mkdir(parents=True)
+    with pytest.raises(ValueError, match="external validation"):
+        refuse_external_val(ext, "training data", external=ext)  # the same folder as --data
+    refuse_external_val(tmp_path / "chest_xray", "training data", external=ext)  # fine
+    with pytest.raises(ValueError, match="external validation"):
+        train(TrainConfig(data=str(renamed), out=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()  # refused before anything is written

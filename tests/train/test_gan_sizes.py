@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 from tinydata import make_tiny_kaggle
 
-from train.gan import refuse_external_val, sample_classes, size_stages
+from train.data import refuse_external_val
+from train.gan import sample_classes, size_stages
 from train.gan_cli import train_classes
 
 
