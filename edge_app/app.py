@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import io
 import secrets
+from contextlib import ExitStack
 
-from flask import Flask, Request, request
+from flask import Flask, Request, g, request
 
 from edge_app import api, errors, pages, security, site_api
 from edge_app.config import resolve
 from edge_app.history import DB_NAME, HistoryStore
-from edge_app.imaging import map_large_buffers, release_memory
+from edge_app.imaging import DecodeGate, map_large_buffers, release_memory
 from edge_app.onnx_model import OnnxModel
 from edge_app.predictor import Predictor
 from edge_app.site_profile import SiteProfile
 from edge_app.state import AppState, set_state
+
+LARGE_UPLOAD_BYTES = 8 * 1024 * 1024
+"""Request bodies from this size on wait for one of `max_large_uploads` slots."""
 
 
 class InMemoryRequest(Request):
@@ -60,9 +64,24 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(site_api.bp)
 
+    upload_gate = DecodeGate(cfg["max_large_uploads"], large_bytes=LARGE_UPLOAD_BYTES)
+
+    @app.before_request
+    def _large_upload_slot() -> None:
+        """A large body is parsed only when a slot is free (Waitress keeps it on disk meanwhile):
+        several maximum-size uploads at once must not add up in memory."""
+        size = request.content_length or 0
+        if request.method == "POST" and size >= LARGE_UPLOAD_BYTES:
+            slot = ExitStack()
+            slot.enter_context(upload_gate.hold(size))  # 503 server_busy after 2 minutes
+            g.upload_slot = slot
+
     @app.teardown_request
     def _give_memory_back(exc: BaseException | None) -> None:
-        """After an upload, hand the decoder's freed memory back to the OS (RSS to baseline)."""
+        """After an upload, free its slot and hand the decoder's freed memory back to the OS."""
+        slot = g.pop("upload_slot", None)
+        if slot is not None:
+            slot.close()
         if request.method == "POST":
             release_memory()
 

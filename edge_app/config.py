@@ -31,6 +31,7 @@ DEFAULTS: dict = {
     "max_upload_bytes": 30 * 1024 * 1024,  # request body limit (HTTP 413)
     "max_pixels": DEFAULT_MAX_PIXELS,  # decoded image pixel limit (HTTP 413); also batch/self-test
     "max_large_decodes": 1,  # images over 8 MB of pixels decoded at once (others wait): memory
+    "max_large_uploads": 1,  # request bodies over 8 MB handled at once (others wait): memory
     "heatmap_keep": 200,  # heatmaps kept in the history database (most recent)
     "secret_key": None,  # session signing key; None -> random per process
     "trusted_hosts": None,  # Host header names accepted without a token; None -> loopback names
@@ -138,10 +139,13 @@ def resolve(config: dict | None) -> dict:
     cfg.update({k: v for k, v in (config or {}).items()})
     cfg["data_dir"] = Path(cfg["data_dir"]).expanduser() if cfg["data_dir"] else default_data_dir()
     for key in ("threads", "max_upload_bytes", "max_pixels", "max_large_decodes",
+                "max_large_uploads",
                 "heatmap_keep", "port"):
         cfg[key] = int(cfg[key])
     if cfg["max_large_decodes"] < 1:
         raise ValueError("max_large_decodes must be at least 1")
+    if cfg["max_large_uploads"] < 1:
+        raise ValueError("max_large_uploads must be at least 1")
     cfg["clinic_name"] = clean_text(str(cfg["clinic_name"] or ""))
     if len(cfg["clinic_name"]) > MAX_CLINIC_NAME:
         raise ValueError(f"the clinic name must have at most {MAX_CLINIC_NAME} characters")

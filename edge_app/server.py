@@ -112,7 +112,7 @@ def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None =
     """Create the app and serve it with Waitress until interrupted; returns an exit code."""
     from waitress.server import BaseWSGIServer, create_server
 
-    from edge_app.app import create_app
+    from edge_app.app import LARGE_UPLOAD_BYTES, create_app
 
     out = out or sys.stdout
     cfg = prepare_config(config)
@@ -120,10 +120,12 @@ def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None =
     app = create_app(cfg)
     server = create_server(
         app, host=cfg["host"], port=cfg["port"], threads=cfg["threads"], ident="pneumo",
-        # Bodies up to twice the upload limit reach the app (which answers a JSON 413);
-        # legitimate uploads stay in memory instead of Waitress's temporary files.
+        # Bodies up to twice the upload limit reach the app (which answers a JSON 413).
+        # Bodies under 8 MB stay in memory; larger ones wait in Waitress's anonymous
+        # (already unlinked) temporary file until the app has a large-upload slot, so
+        # several maximum-size uploads at once do not add up in memory.
         max_request_body_size=2 * cfg["max_upload_bytes"] + 1024 * 1024,
-        inbuf_overflow=cfg["max_upload_bytes"] + 1024 * 1024,
+        inbuf_overflow=LARGE_UPLOAD_BYTES,
         clear_untrusted_proxy_headers=True,
     )
     channel = _json_error_channel(cfg["max_upload_bytes"])

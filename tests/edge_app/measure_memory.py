@@ -23,6 +23,18 @@ from apptools import XRAY_NORMAL, post_image, start_server  # noqa: E402
 
 from edge_app.onnx_model import DEFAULT_MODEL  # noqa: E402
 
+
+def _compressed(syntax: str) -> bytes:
+    """A 2-megapixel X-ray DICOM in one compressed transfer syntax (dcmtk/pydicom)."""
+    from benchmarks.dicom_decode import variants
+    from benchmarks.preprocessing import SIZE_2MP, base_image
+
+    data = variants(base_image(SIZE_2MP))[syntax]
+    if isinstance(data, str):
+        raise RuntimeError(f"cannot make {syntax}: {data}")
+    return data
+
+
 CASES = {
     "ct_small.dcm (CT)": (lambda: bombs.pydicom_test_file("CT_small.dcm"), 1),
     "JPEG2000.dcm (NM)": (lambda: bombs.pydicom_test_file("JPEG2000.dcm"), 1),
@@ -37,6 +49,8 @@ CASES = {
     "float tiff 7000x7000": (bombs.float_tiff_bomb, 1),
     "float tiff 7000x7000 x4": (bombs.float_tiff_bomb, 4),
     "WindowWidth=0": (lambda: bombs.window_width_dicom(0.0), 1),
+    "x-ray JPEG-LS (2 MP)": (lambda: _compressed("jpeg_ls_lossless"), 1),
+    "x-ray JPEG extended 12-bit (2 MP)": (lambda: _compressed("jpeg_extended"), 1),
     # beyond the issue's list
     "deflated 1 MB, private element": (lambda: bombs.deflated_dicom_bomb(1000, where="private"),
                                        1),

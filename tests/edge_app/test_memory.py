@@ -74,6 +74,9 @@ def test_worst_uploads_stay_under_400_mb(live_server):
     tiff = bombs.float_tiff_bomb()
     statuses = _all_at_once(url, tiff, 4)
     assert set(statuses) <= {200, 422}, statuses
+    # four maximum-size uploads at once: the bodies wait on disk for a large-upload slot
+    statuses = _all_at_once(url, bombs.max_size_rgba_png(), 4)
+    assert set(statuses) <= {200, 422}, statuses
 
     peak = _mb(pid, "VmHWM")
     assert peak <= PEAK_LIMIT_MB, f"peak RSS {peak:.0f} MB"
