@@ -23,7 +23,7 @@ def serve_config(args: argparse.Namespace, **overrides) -> dict:
     config = {
         "host": args.host,
         "port": args.port,
-        "model_path": args.model,
+        "model_path": args.model or _default_model(),
         "data_dir": args.data_dir,  # None -> $PNEUMO_DATA_DIR or the user's data folder
         "keep_images": bool(args.keep_images),
         "token": args.token,
@@ -65,6 +65,13 @@ def serve_and_report(config: dict, *, open_browser: bool) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from edge_app.model_store import ModelStoreError, serving_model
+
+    try:  # no --model: the model installed in the data folder, else the bundled one
+        args.model = str(serving_model(args.model, args.data_dir))
+    except ModelStoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not os.path.isfile(args.model):
         print(f"error: model file not found: {args.model}", file=sys.stderr)
         return 2
@@ -146,7 +153,9 @@ def add_serve_arguments(p: argparse.ArgumentParser, *, executable: bool = False)
     else:
         p.add_argument("--port", type=int, default=port,
                        help=f"TCP port (default {port}; 0 = any free)")
-        p.add_argument("--model", default=_default_model(), help="ONNX model file")
+        p.add_argument("--model", default=None,
+                       help="ONNX model file (default: the one installed with `pneumo model "
+                            "install` in the data folder, else the bundled model)")
     p.add_argument("--data-dir", default=None,
                    help=f"history folder (default ${DATA_DIR_ENV} or the user's data folder)")
     p.add_argument("--keep-images", action="store_true",

@@ -33,6 +33,9 @@ NAME = "pneumo-edge"
 PYINSTALLER = "pyinstaller==6.22.3"
 MODEL_RELPATH = Path("edge_app") / "models" / "pneumo.int8.onnx"
 SELFTEST_RELPATH = Path("tests") / "fixtures" / "xray" / "NORMAL" / "IM-0115-0001.jpeg"
+REFERENCE_RELPATHS = (SELFTEST_RELPATH, Path("tests") / "fixtures" / "xray" / "PNEUMONIA"
+                      / "person1_bacteria_1.jpeg")
+"""The reference X-rays a model must label right (edge_app.model_store.REFERENCE_XRAYS)."""
 DEFAULT_MAX_MB = 60.0
 
 FORBIDDEN = (
@@ -108,11 +111,12 @@ def stage_source(root: Path, stage: Path, model: Path | None) -> Path:
             f"the default model {MODEL_RELPATH} is missing; commit it or pass --model PATH "
             "(the file is then bundled as the default model, the source tree is not changed)"
         )
-    sample = root / SELFTEST_RELPATH
-    if not sample.is_file():
-        raise BuildError(f"the self-test sample image {SELFTEST_RELPATH} is missing")
-    (stage / SELFTEST_RELPATH).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(sample, stage / SELFTEST_RELPATH)
+    for rel in REFERENCE_RELPATHS:
+        sample = root / rel
+        if not sample.is_file():
+            raise BuildError(f"the self-test sample image {rel} is missing")
+        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(sample, stage / rel)
     return staged_model
 
 

@@ -78,19 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not open the page in the default browser")
     p.add_argument("--version", action="store_true",
                    help="print the app and model versions and exit")
+    p.add_argument("--install-model", metavar="MODEL.onnx", default=None,
+                   help="verify the model's signature (MODEL.onnx.sig), check and self-test "
+                        "it, and make it the model of this data folder; then exit")
+    p.add_argument("--trusted-key", metavar="PUBLIC", default=None,
+                   help="with --install-model: the public key to trust (default: the release "
+                        "key inside the app)")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="with --install-model: install without a valid signature (audited)")
     p.add_argument("--self-test", action="store_true",
                    help="classify a bundled sample X-ray, print the result; exit 0 only if "
                         "the model gives the sample's known label")
     return p
 
 
-def model_path(arg: str | None) -> Path:
-    """The model file to use: --model (relative to the current folder) or the bundled one."""
-    if arg:
-        return Path(arg).expanduser().resolve()
-    from edge_app.onnx_model import DEFAULT_MODEL
+def model_path(arg: str | None, data_dir: str | None = None) -> Path:
+    """The model file to use: --model, else the one installed in the data folder, else bundled."""
+    from edge_app.model_store import serving_model
 
-    return Path(DEFAULT_MODEL)
+    return serving_model(arg, data_dir)
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -306,7 +312,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edge_app.logs import setup_logging
 
     setup_logging()  # the one logging setup of the executable: server logs to the console
-    path = model_path(args.model)
+    if args.install_model:
+        from edge_app.model_cli import install_and_report
+
+        return install_and_report(args.install_model, data_dir=args.data_dir,
+                                  trusted_key=args.trusted_key,
+                                  allow_unsigned=args.allow_unsigned)
+    from edge_app.model_store import ModelStoreError
+
+    try:
+        path = model_path(args.model, args.data_dir)
+    except ModelStoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.version:
         return print_version(path)
     if not path.is_file():

@@ -216,12 +216,17 @@ class LiveServer:
             self.proc.stdout.close()
 
 
-def start_server(model_path: Path, data_dir: Path, *extra: str, timeout: float = 60) -> LiveServer:
-    """Start the app under Waitress on 127.0.0.1 and an OS-chosen port; wait until it answers."""
+def start_server(model_path: Path | None, data_dir: Path, *extra: str,
+                 timeout: float = 60) -> LiveServer:
+    """Start the app under Waitress on 127.0.0.1 and an OS-chosen port; wait until it answers.
+
+    ``model_path`` None: no --model (the data folder's installed model, else the bundled one).
+    """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    model = ["--model", str(model_path)] if model_path is not None else []
     cmd = [sys.executable, "-m", "edge_app", "serve", "--host", "127.0.0.1", "--port", "0",
-           "--model", str(model_path), "--data-dir", str(data_dir), *extra]
+           *model, "--data-dir", str(data_dir), *extra]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines: list[str] = []
