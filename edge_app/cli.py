@@ -36,6 +36,7 @@ def serve_config(args: argparse.Namespace, **overrides) -> dict:
         "dicom_ae_title": args.ae_title,
         "dicom_allowed_aets": args.allowed_aets,
         "dicom_send": args.dicom_send,
+        "retain_days": args.retain_days,
     }
     config.update(overrides)
     return config
@@ -126,6 +127,53 @@ def _cmd_history_repair(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_history_backup(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from edge_app.backup import backup_history
+
+    path = _history_path(args)
+    try:
+        counts = backup_history(path, args.out)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (sqlite3.DatabaseError, OSError) as exc:
+        print(f"error: cannot back up {path}: {exc}", file=sys.stderr)
+        return 2
+    print(f"backup of {path}: {args.out}")
+    print(", ".join(f"{table} {n}" for table, n in counts.items()))
+    return 0
+
+
+def _cmd_history_purge(args: argparse.Namespace) -> int:
+    import getpass
+
+    from edge_app.history import HistoryStore, StorageError
+
+    path = _history_path(args)
+    if not path.is_file():
+        print(f"error: no history database at {path}", file=sys.stderr)
+        return 2
+    try:
+        store = HistoryStore(path)
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        done = store.purge(args.before, by=getpass.getuser())
+    except ValueError as exc:
+        print(f"error: --before {args.before!r}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    span = f" ({done['oldest']} .. {done['newest']})" if done["predictions"] else ""
+    print(f"purged before {done['before']}: {done['predictions']} records{span}, "
+          f"{done['heatmaps']} heatmaps, {done['images']} kept images, "
+          f"{done['refusals']} refusal counts; recorded in the audit table")
+    return 0
+
+
 def add_clinic_name_option(p: argparse.ArgumentParser) -> None:
     """--clinic-name (shared with the pneumo-edge launcher; default from config.DEFAULTS)."""
     p.add_argument("--clinic-name", default=DEFAULTS["clinic_name"], metavar="NAME",
@@ -172,6 +220,9 @@ def add_serve_arguments(p: argparse.ArgumentParser, *, executable: bool = False)
                    help="images over 8 MB of pixels decoded at once; others wait (memory; "
                         f"default {DEFAULTS['max_large_decodes']})")
     add_clinic_name_option(p)
+    p.add_argument("--retain-days", type=int, default=DEFAULTS["retain_days"], metavar="N",
+                   help="delete records (with heatmaps and kept images) older than N days, at "
+                        "start and every hour; each purge is audited (default: keep all)")
     d = p.add_argument_group("DICOM receiver (off unless --dicom-port is given)")
     d.add_argument("--dicom-port", type=int, default=DEFAULTS["dicom_port"], metavar="PORT",
                    help="receive images from X-ray units and PACS (C-ECHO, C-STORE of CR/DX) "
@@ -203,17 +254,26 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--model", default=_default_model(), help="ONNX model file")
     q.set_defaults(func=_cmd_predict)
 
-    h = sub.add_parser("history", help="check or repair the history database")
+    h = sub.add_parser("history", help="check, repair, back up or purge the history database")
     hsub = h.add_subparsers(dest="history_command", metavar="ACTION", required=True)
     for name, func, text in (
             ("check", _cmd_history_check,
              "read-only integrity and schema check (exit 0 ok, 2 damaged)"),
             ("repair", _cmd_history_repair,
              "back the file up, salvage the readable rows into a fresh database (stop the "
-             "server first)")):
+             "server first)"),
+            ("backup", _cmd_history_backup,
+             "copy the history database to --out FILE (safe while the app is serving)"),
+            ("purge", _cmd_history_purge,
+             "delete records, heatmaps and kept images made before --before DATE (audited)")):
         c = hsub.add_parser(name, help=text)
         c.add_argument("--data-dir", default=None,
                        help=f"history folder (default ${DATA_DIR_ENV} or the user's data folder)")
+        if name == "backup":
+            c.add_argument("--out", required=True, metavar="FILE", help="the backup file")
+        if name == "purge":
+            c.add_argument("--before", required=True, metavar="DATE",
+                           help="YYYY-MM-DD or an ISO date-time (UTC if no zone)")
         c.set_defaults(func=func)
 
 

@@ -32,6 +32,7 @@ DEFAULTS: dict = {
     "max_pixels": DEFAULT_MAX_PIXELS,  # decoded image pixel limit (HTTP 413); also batch/self-test
     "max_large_decodes": 1,  # images over 8 MB of pixels decoded at once (others wait): memory
     "heatmap_keep": 200,  # heatmaps kept in the history database (most recent)
+    "retain_days": None,  # records older than this many days are purged hourly; None = kept
     "secret_key": None,  # session signing key; None -> random per process
     "trusted_hosts": None,  # Host header names accepted without a token; None -> loopback names
     "clinic_name": "",  # shown on the page and the printed report ("" -> not shown)
@@ -147,6 +148,10 @@ def resolve(config: dict | None) -> dict:
         raise ValueError(f"the clinic name must have at most {MAX_CLINIC_NAME} characters")
     if cfg["threads"] < 1:
         raise ValueError("threads must be at least 1")
+    if cfg["retain_days"] is not None:
+        cfg["retain_days"] = int(cfg["retain_days"])
+        if cfg["retain_days"] < 1:
+            raise ValueError("--retain-days must be at least 1")
     if cfg["dicom_port"] is not None:
         cfg["dicom_port"] = int(cfg["dicom_port"])
         if not 0 <= cfg["dicom_port"] <= 65535:

@@ -160,6 +160,14 @@ def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None =
                  if cfg["dicom_allowed_aets"] else ", any caller")
               + (f"; results sent to {cfg['dicom_send']}" if cfg["dicom_send"] else ""),
               file=out)
+    retention = None
+    if cfg["retain_days"]:
+        from edge_app.backup import RetentionThread
+
+        retention = RetentionThread(state.history, cfg["retain_days"])
+        retention.start()
+        print(f"retention: records older than {cfg['retain_days']} days are deleted "
+              "(at start and every hour)", file=out)
     if "pneumo_pin" in app.extensions:
         print("access PIN required: open the page as /?pin=YOUR-PIN once", file=out)
     if cfg["token"]:
@@ -177,6 +185,9 @@ def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None =
     except KeyboardInterrupt:
         print("stopping", file=out)
     finally:
+        if retention is not None:
+            retention.stop()
+            retention.join(timeout=30)
         if receiver is not None:
             receiver.stop()
         server.close()

@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "key inside the app)")
     p.add_argument("--allow-unsigned", action="store_true",
                    help="with --install-model: install without a valid signature (audited)")
+    p.add_argument("--backup", metavar="FILE", default=None,
+                   help="copy the history database to FILE (safe while the app is serving) "
+                        "and exit")
     p.add_argument("--self-test", action="store_true",
                    help="classify a bundled sample X-ray, print the result; exit 0 only if "
                         "the model gives the sample's known label")
@@ -303,6 +306,24 @@ def serve(args: argparse.Namespace, path: Path) -> int:
     return code
 
 
+def backup(data_dir: str | None, out: str) -> int:
+    """Copy the data folder's history database to ``out``; 0 done, 2 failed."""
+    import sqlite3
+
+    from edge_app.backup import backup_history
+    from edge_app.config import resolve
+    from edge_app.history import DB_NAME
+
+    path = resolve({"data_dir": data_dir})["data_dir"] / DB_NAME
+    try:
+        counts = backup_history(path, out)
+    except (sqlite3.DatabaseError, OSError) as exc:
+        print(f"error: cannot back up {path}: {exc}", file=sys.stderr)
+        return 2
+    print(f"backup of {path}: {out} ({', '.join(f'{t} {n}' for t, n in counts.items())})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the executable."""
     for stream in (sys.stdout, sys.stderr):  # a console may not be UTF-8 (Windows)
@@ -318,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return install_and_report(args.install_model, data_dir=args.data_dir,
                                   trusted_key=args.trusted_key,
                                   allow_unsigned=args.allow_unsigned)
+    if args.backup:
+        return backup(args.data_dir, args.backup)
     from edge_app.model_store import ModelStoreError
 
     try:
