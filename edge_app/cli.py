@@ -66,8 +66,12 @@ def serve_and_report(config: dict, *, open_browser: bool) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from edge_app.autostart import handle_autostart
     from edge_app.model_store import ModelStoreError, serving_model
 
+    done = handle_autostart(args)
+    if done is not None:
+        return done
     try:  # no --model: the model installed in the data folder, else the bundled one
         args.model = str(serving_model(args.model, args.data_dir))
     except ModelStoreError as exc:
@@ -184,23 +188,22 @@ def add_clinic_name_option(p: argparse.ArgumentParser) -> None:
 def add_serve_arguments(p: argparse.ArgumentParser, *, executable: bool = False) -> None:
     """The serving flags of `pneumo serve` and the `pneumo-edge` executable (one declaration).
 
-    Defaults come from config.DEFAULTS. For the executable (``executable=True``) --port and
-    --model default to None: the default port, or a free one if it is taken, and the bundled
-    model.
+    Defaults come from config.DEFAULTS. --port and --model default to None: the port used
+    last time with the data folder (else the default one, else a free one) and the model
+    installed in the data folder (else the bundled one).
     """
     port = DEFAULTS["port"]
     p.add_argument("--host", default=DEFAULTS["host"],
                    help=f"address to bind (default {DEFAULTS['host']}; anything else needs a "
                         "token)")
+    p.add_argument("--port", type=int, default=None,
+                   help=f"TCP port (default: the one used last time with this data folder, "
+                        f"else {port}, else a free one; 0 = any free port)")
     if executable:
-        p.add_argument("--port", type=int, default=None,
-                       help=f"TCP port (default {port}, or a free one if it is taken; "
-                            "0 = any free port)")
         p.add_argument("--model", default=None,
-                       help="ONNX model file (default: the model inside the executable)")
+                       help="ONNX model file (default: the one installed with --install-model "
+                            "in the data folder, else the model inside the executable)")
     else:
-        p.add_argument("--port", type=int, default=port,
-                       help=f"TCP port (default {port}; 0 = any free)")
         p.add_argument("--model", default=None,
                        help="ONNX model file (default: the one installed with `pneumo model "
                             "install` in the data folder, else the bundled model)")
@@ -244,7 +247,12 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Register `serve`, `predict` and `history` on an argparse subparsers object."""
     p = sub.add_parser("serve", help="run the clinic web app (Waitress)")
     add_serve_arguments(p)
-    p.add_argument("--open-browser", action="store_true", help="open the page in a browser")
+    p.add_argument("--open-browser", action="store_true",
+                   help="open the page in a browser (if the app already runs for this data "
+                        "folder: open that one and exit 0)")
+    from edge_app.autostart import add_autostart_options
+
+    add_autostart_options(p)
     p.set_defaults(func=_cmd_serve)
 
     q = sub.add_parser("predict", help="predict image files/folders without a server")

@@ -139,8 +139,10 @@ def resolve(config: dict | None) -> dict:
     cfg.update({k: v for k, v in (config or {}).items()})
     cfg["data_dir"] = Path(cfg["data_dir"]).expanduser() if cfg["data_dir"] else default_data_dir()
     for key in ("threads", "max_upload_bytes", "max_pixels", "max_large_decodes",
-                "heatmap_keep", "port"):
+                "heatmap_keep"):
         cfg[key] = int(cfg[key])
+    # None: the port used last time with this data folder, else DEFAULT_PORT, else a free one
+    cfg["port"] = None if cfg["port"] is None else int(cfg["port"])
     if cfg["max_large_decodes"] < 1:
         raise ValueError("max_large_decodes must be at least 1")
     cfg["clinic_name"] = clean_text(str(cfg["clinic_name"] or ""))

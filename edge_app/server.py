@@ -11,11 +11,11 @@ import secrets
 import sys
 import threading
 import time
-import webbrowser
 from typing import TextIO
 
 from edge_app.config import is_loopback, resolve
 from edge_app.history import DB_NAME
+from edge_app.instance import InstanceLock, choose_port, open_in_browser, report_running
 from edge_app.state import get_state
 
 log = logging.getLogger(__name__)
@@ -109,17 +109,34 @@ def _url(host: str, port: int) -> str:
 
 def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None = None,
                ready: threading.Event | None = None) -> int:
-    """Create the app and serve it with Waitress until interrupted; returns an exit code."""
+    """Create the app and serve it with Waitress until interrupted; returns an exit code.
+
+    One app per data folder: when another one already serves it, its address is opened in
+    the browser (``open_browser``) or printed, and 0 is returned (edge_app.instance).
+    """
+    out = out or sys.stdout
+    cfg = prepare_config(config)
+    lock = InstanceLock(cfg["data_dir"])
+    if not lock.acquire():
+        return report_running(lock, open_browser=open_browser, out=out)
+    try:
+        return _serve(cfg, generated=cfg["token"] if not config.get("token") else None,
+                      lock=lock, open_browser=open_browser, out=out, ready=ready)
+    finally:
+        lock.release()
+
+
+def _serve(cfg: dict, *, generated: str | None, lock: InstanceLock, open_browser: bool,
+           out: TextIO, ready: threading.Event | None) -> int:
+    """run_server once this process holds the data folder's lock."""
     from waitress.server import BaseWSGIServer, create_server
 
     from edge_app.app import create_app
 
-    out = out or sys.stdout
-    cfg = prepare_config(config)
-    generated = cfg["token"] if not config.get("token") else None
+    port = choose_port(cfg["host"], cfg["port"], out, remembered=lock.remembered_port())
     app = create_app(cfg)
     server = create_server(
-        app, host=cfg["host"], port=cfg["port"], threads=cfg["threads"], ident="pneumo",
+        app, host=cfg["host"], port=port, threads=cfg["threads"], ident="pneumo",
         # Bodies up to twice the upload limit reach the app (which answers a JSON 413);
         # legitimate uploads stay in memory instead of Waitress's temporary files.
         max_request_body_size=2 * cfg["max_upload_bytes"] + 1024 * 1024,
@@ -133,7 +150,7 @@ def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None =
     queue_log = logging.getLogger("waitress.queue")
     queue_log.filters = [f for f in queue_log.filters if not isinstance(f, QueueDepthFilter)]
     queue_log.addFilter(QueueDepthFilter(high=cfg["threads"]))
-    port = server.effective_port if hasattr(server, "effective_port") else cfg["port"]
+    port = int(server.effective_port) if hasattr(server, "effective_port") else port
     url = _url(cfg["host"], port)
     open_url = url + (f"?token={cfg['token']}" if cfg["token"] else "")
     state = get_state(app)
@@ -176,8 +193,9 @@ def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None =
         print(f"open: {open_url}", file=out)
     print("press Ctrl+C to stop", file=out)
     out.flush()
+    lock.publish(url=url, port=port, token=bool(cfg["token"]))
     if open_browser:
-        threading.Timer(0.5, webbrowser.open, args=(open_url,)).start()
+        threading.Timer(0.5, open_in_browser, args=(open_url, out)).start()
     if ready is not None:
         ready.set()
     try:

@@ -19,9 +19,7 @@ import os
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import argparse  # noqa: E402
-import errno  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -86,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "key inside the app)")
     p.add_argument("--allow-unsigned", action="store_true",
                    help="with --install-model: install without a valid signature (audited)")
+    from edge_app.autostart import add_autostart_options
+
+    add_autostart_options(p)
     p.add_argument("--backup", metavar="FILE", default=None,
                    help="copy the history database to FILE (safe while the app is serving) "
                         "and exit")
@@ -103,36 +104,17 @@ def model_path(arg: str | None, data_dir: str | None = None) -> Path:
 
 
 def port_is_free(host: str, port: int) -> bool:
-    """Whether (host, port) can be bound now (same socket options as Waitress)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        return True  # let the server report the bad address
-    family, _, _, _, addr = infos[0]
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        if os.name != "nt":
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(addr)
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1), 10048, 10013):
-                return False
-            return True  # another problem (e.g. a foreign address): the server reports it
-    return True
+    """Whether (host, port) can be bound now (edge_app.instance.port_is_free)."""
+    from edge_app.instance import port_is_free as free
+
+    return free(host, port)
 
 
 def choose_port(host: str, requested: int | None, out: TextIO | None = None) -> int:
-    """The port to listen on: the requested one, or a free one if the default is taken."""
-    from edge_app.config import DEFAULT_PORT
+    """The port to listen on when nothing is remembered (edge_app.instance.choose_port)."""
+    from edge_app.instance import choose_port as choose
 
-    out = out or sys.stdout
-    if requested is not None:
-        return requested  # an explicit port (0 = any free) is used as given
-    if port_is_free(host, DEFAULT_PORT):
-        return DEFAULT_PORT
-    print(f"port {DEFAULT_PORT} is already in use (another copy running?); "
-          "using a free port instead", file=out, flush=True)
-    return 0
+    return choose(host, requested, out)
 
 
 def print_version(path: Path) -> int:
@@ -286,13 +268,19 @@ def serve(args: argparse.Namespace, path: Path) -> int:
     """Run the clinic app until stopped; returns the exit code."""
     from edge_app.cli import serve_and_report, serve_config
 
-    port = choose_port(args.host, args.port)
     config = serve_config(
-        args, port=port, model_path=str(path),
+        args, model_path=str(path),
         data_dir=str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else None)
     open_browser = not args.no_browser
     if open_browser:
         _restore_child_env()
+    from edge_app.config import resolve
+    from edge_app.instance import InstanceLock, report_running
+
+    probe = InstanceLock(resolve({"data_dir": config["data_dir"]})["data_dir"])
+    if not probe.acquire():  # already running for this data folder: show that one
+        return report_running(probe, open_browser=open_browser)
+    probe.release()  # run_server takes it again (and answers a launch racing this one)
     install_stop_handlers()
     try:
         code = serve_and_report(config, open_browser=open_browser)
@@ -341,6 +329,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   allow_unsigned=args.allow_unsigned)
     if args.backup:
         return backup(args.data_dir, args.backup)
+    from edge_app.autostart import handle_autostart
+
+    done = handle_autostart(args)
+    if done is not None:
+        return done
     from edge_app.model_store import ModelStoreError
 
     try:
