@@ -91,6 +91,18 @@ def _json_error_channel(max_upload_bytes: int):
     return JsonErrorChannel
 
 
+def model_line(model, source: dict | None) -> str:
+    """The start-up line's model: name, version, where it came from, short sha256.
+
+    Only stable places are named (never the executable's temporary unpack folder): the
+    bundled model is "bundled with the app", an installed one its date, a --model file its path.
+    """
+    where = (source or {}).get("text") or "bundled with the app"
+    if (source or {}).get("source") == "file":
+        where = f"file {model.path}"
+    return f"{model.name} {model.version} ({where}, sha256 {model.sha256[:12]})"
+
+
 def prepare_config(config: dict) -> dict:
     """Resolve settings; off-loopback binding gets a generated token if none was given."""
     cfg = resolve(config)
@@ -166,7 +178,7 @@ def _serve(cfg: dict, *, generated: str | None, lock: InstanceLock, open_browser
             state.history.close()
             raise
     print(f"pneumo clinic app listening on {url}", file=out)
-    print(f"model: {state.model.name} {state.model.version} ({state.model.path})", file=out)
+    print(f"model: {model_line(state.model, state.config.get('model_source'))}", file=out)
     if cfg["clinic_name"]:
         print(f"clinic: {cfg['clinic_name']}", file=out)
     print(f"history: {cfg['data_dir'] / DB_NAME}"

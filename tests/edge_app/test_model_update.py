@@ -209,7 +209,9 @@ def test_pneumo_serve_uses_the_installed_model_and_healthz_says_so(tmp_path, key
     assert body["model"]["sha256"] == file_sha256(signed)
     assert body["model"]["source"]["source"] == "installed"
     assert "Source: installed on 20" in page
-    assert any("2.0-test" in line for line in server.lines if line.startswith("model:"))
+    (line,) = [line for line in server.lines if line.startswith("model:")]
+    assert line.startswith("model: ") and "2.0-test (installed on 20" in line
+    assert str(tmp_path) not in line  # no file path: the data folder is on the history line
 
 
 def test_executable_launcher_installs_and_reports_the_installed_model(tmp_path, keys, signed):
