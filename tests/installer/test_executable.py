@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -279,6 +280,23 @@ def test_install_model_checks_the_signature_inside_the_executable(exe, tmp_path)
     res = subprocess.run([str(exe), "--install-model", str(tampered), "--data-dir", str(data)],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "pneumo.int8.onnx.sig does not match" in res.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux" or not shutil.which("dpkg-deb"),
+                    reason="the .deb needs dpkg-deb")
+def test_deb_package_of_the_executable(exe, tmp_path):
+    """Package the built executable, unpack it into a throwaway root, self-test it there."""
+    from debtools import check_deb
+
+    from installer.deb import make_deb
+
+    deb = make_deb(exe, tmp_path / "dist")
+    binary = check_deb(deb, tmp_path / "root")
+    res = subprocess.run([str(binary), "--self-test"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and "self-test passed" in res.stdout, res.stdout + res.stderr
+    print(f"{deb.name}: {deb.stat().st_size / 1e6:.1f} MB")
 
 
 def test_serve_predict_and_stop_cleanly(start, tmp_path):
