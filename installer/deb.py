@@ -4,7 +4,8 @@ Layout: the binary in ``/opt/pneumo-edge/``, the ``pneumo-edge`` command as a li
 ``/usr/bin``, a ``.desktop`` launcher (a terminal window shows the log; closing it stops
 the app) and an SVG icon. The package owns nothing in users' data folders
 (``~/.local/share/pneumo``): removing or purging it keeps every history. No maintainer
-scripts. Built with ``dpkg-deb --root-owner-group``; no root needed.
+scripts. Built with ``dpkg-deb --root-owner-group`` (gzip: the executable is already
+compressed inside, xz only costs minutes); no root needed.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def make_deb(exe: Path, out_dir: Path, *, version: str | None = None,
     (tree / "DEBIAN").mkdir(mode=0o755)
     (tree / "DEBIAN" / "control").write_text(control(version, arch, (size + 1023) // 1024))
     deb = out_dir / f"{PACKAGE}_{version}_{arch}.deb"
-    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(tree), str(deb)],
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(tree), str(deb)],
                    check=True, capture_output=True, text=True)
     shutil.rmtree(tree)
     log.info("built %s (%.1f MB)", deb, deb.stat().st_size / 1e6)
