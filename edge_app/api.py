@@ -37,7 +37,8 @@ _ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 def _model_summary() -> dict:
     m = get_state().model
-    return {"name": m.name, "version": m.version, "sha256": m.sha256}
+    return {"name": m.name, "version": m.version, "sha256": m.sha256,
+            "source": get_state().config.get("model_source")}
 
 
 @health.get("/healthz")

@@ -12,6 +12,7 @@ from edge_app import api, errors, pages, security, site_api
 from edge_app.config import resolve
 from edge_app.history import DB_NAME, HistoryStore
 from edge_app.imaging import DecodeGate, map_large_buffers, release_memory
+from edge_app.model_store import describe as describe_model_source
 from edge_app.onnx_model import OnnxModel
 from edge_app.predictor import Predictor
 from edge_app.site_profile import SiteProfile
@@ -45,6 +46,7 @@ def create_app(config: dict | None = None) -> Flask:
     )
     app.json.sort_keys = False
     model = cfg["model"] or OnnxModel(cfg["model_path"], intra_op_threads=1, inter_op_threads=1)
+    cfg["model_source"] = describe_model_source(model.path, cfg["data_dir"])
     history = HistoryStore(cfg["data_dir"] / DB_NAME, heatmap_keep=cfg["heatmap_keep"],
                            keep_images=cfg["keep_images"])
     set_state(app, AppState(
@@ -62,6 +64,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.health)
     app.register_blueprint(api.bp)
+    app.jinja_env.globals["model_source"] = cfg["model_source"]
     app.register_blueprint(site_api.bp)
 
     upload_gate = DecodeGate(cfg["max_large_uploads"], large_bytes=LARGE_UPLOAD_BYTES)

@@ -23,7 +23,7 @@ def serve_config(args: argparse.Namespace, **overrides) -> dict:
     config = {
         "host": args.host,
         "port": args.port,
-        "model_path": args.model,
+        "model_path": args.model or _default_model(),
         "data_dir": args.data_dir,  # None -> $PNEUMO_DATA_DIR or the user's data folder
         "keep_images": bool(args.keep_images),
         "token": args.token,
@@ -36,6 +36,7 @@ def serve_config(args: argparse.Namespace, **overrides) -> dict:
         "dicom_ae_title": args.ae_title,
         "dicom_allowed_aets": args.allowed_aets,
         "dicom_send": args.dicom_send,
+        "retain_days": args.retain_days,
     }
     config.update(overrides)
     return config
@@ -65,6 +66,17 @@ def serve_and_report(config: dict, *, open_browser: bool) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from edge_app.autostart import handle_autostart
+    from edge_app.model_store import ModelStoreError, serving_model
+
+    done = handle_autostart(args)
+    if done is not None:
+        return done
+    try:  # no --model: the model installed in the data folder, else the bundled one
+        args.model = str(serving_model(args.model, args.data_dir))
+    except ModelStoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not os.path.isfile(args.model):
         print(f"error: model file not found: {args.model}", file=sys.stderr)
         return 2
@@ -119,6 +131,53 @@ def _cmd_history_repair(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_history_backup(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from edge_app.backup import backup_history
+
+    path = _history_path(args)
+    try:
+        counts = backup_history(path, args.out)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (sqlite3.DatabaseError, OSError) as exc:
+        print(f"error: cannot back up {path}: {exc}", file=sys.stderr)
+        return 2
+    print(f"backup of {path}: {args.out}")
+    print(", ".join(f"{table} {n}" for table, n in counts.items()))
+    return 0
+
+
+def _cmd_history_purge(args: argparse.Namespace) -> int:
+    import getpass
+
+    from edge_app.history import HistoryStore, StorageError
+
+    path = _history_path(args)
+    if not path.is_file():
+        print(f"error: no history database at {path}", file=sys.stderr)
+        return 2
+    try:
+        store = HistoryStore(path)
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        done = store.purge(args.before, by=getpass.getuser())
+    except ValueError as exc:
+        print(f"error: --before {args.before!r}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    span = f" ({done['oldest']} .. {done['newest']})" if done["predictions"] else ""
+    print(f"purged before {done['before']}: {done['predictions']} records{span}, "
+          f"{done['heatmaps']} heatmaps, {done['images']} kept images, "
+          f"{done['refusals']} refusal counts; recorded in the audit table")
+    return 0
+
+
 def add_clinic_name_option(p: argparse.ArgumentParser) -> None:
     """--clinic-name (shared with the pneumo-edge launcher; default from config.DEFAULTS)."""
     p.add_argument("--clinic-name", default=DEFAULTS["clinic_name"], metavar="NAME",
@@ -129,24 +188,25 @@ def add_clinic_name_option(p: argparse.ArgumentParser) -> None:
 def add_serve_arguments(p: argparse.ArgumentParser, *, executable: bool = False) -> None:
     """The serving flags of `pneumo serve` and the `pneumo-edge` executable (one declaration).
 
-    Defaults come from config.DEFAULTS. For the executable (``executable=True``) --port and
-    --model default to None: the default port, or a free one if it is taken, and the bundled
-    model.
+    Defaults come from config.DEFAULTS. --port and --model default to None: the port used
+    last time with the data folder (else the default one, else a free one) and the model
+    installed in the data folder (else the bundled one).
     """
     port = DEFAULTS["port"]
     p.add_argument("--host", default=DEFAULTS["host"],
                    help=f"address to bind (default {DEFAULTS['host']}; anything else needs a "
                         "token)")
+    p.add_argument("--port", type=int, default=None,
+                   help=f"TCP port (default: the one used last time with this data folder, "
+                        f"else {port}, else a free one; 0 = any free port)")
     if executable:
-        p.add_argument("--port", type=int, default=None,
-                       help=f"TCP port (default {port}, or a free one if it is taken; "
-                            "0 = any free port)")
         p.add_argument("--model", default=None,
-                       help="ONNX model file (default: the model inside the executable)")
+                       help="ONNX model file (default: the one installed with --install-model "
+                            "in the data folder, else the model inside the executable)")
     else:
-        p.add_argument("--port", type=int, default=port,
-                       help=f"TCP port (default {port}; 0 = any free)")
-        p.add_argument("--model", default=_default_model(), help="ONNX model file")
+        p.add_argument("--model", default=None,
+                       help="ONNX model file (default: the one installed with `pneumo model "
+                            "install` in the data folder, else the bundled model)")
     p.add_argument("--data-dir", default=None,
                    help=f"history folder (default ${DATA_DIR_ENV} or the user's data folder)")
     p.add_argument("--keep-images", action="store_true",
@@ -163,6 +223,9 @@ def add_serve_arguments(p: argparse.ArgumentParser, *, executable: bool = False)
                    help="images over 8 MB of pixels decoded at once; others wait (memory; "
                         f"default {DEFAULTS['max_large_decodes']})")
     add_clinic_name_option(p)
+    p.add_argument("--retain-days", type=int, default=DEFAULTS["retain_days"], metavar="N",
+                   help="delete records (with heatmaps and kept images) older than N days, at "
+                        "start and every hour; each purge is audited (default: keep all)")
     d = p.add_argument_group("DICOM receiver (off unless --dicom-port is given)")
     d.add_argument("--dicom-port", type=int, default=DEFAULTS["dicom_port"], metavar="PORT",
                    help="receive images from X-ray units and PACS (C-ECHO, C-STORE of CR/DX) "
@@ -184,7 +247,12 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Register `serve`, `predict` and `history` on an argparse subparsers object."""
     p = sub.add_parser("serve", help="run the clinic web app (Waitress)")
     add_serve_arguments(p)
-    p.add_argument("--open-browser", action="store_true", help="open the page in a browser")
+    p.add_argument("--open-browser", action="store_true",
+                   help="open the page in a browser (if the app already runs for this data "
+                        "folder: open that one and exit 0)")
+    from edge_app.autostart import add_autostart_options
+
+    add_autostart_options(p)
     p.set_defaults(func=_cmd_serve)
 
     q = sub.add_parser("predict", help="predict image files/folders without a server")
@@ -194,17 +262,26 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--model", default=_default_model(), help="ONNX model file")
     q.set_defaults(func=_cmd_predict)
 
-    h = sub.add_parser("history", help="check or repair the history database")
+    h = sub.add_parser("history", help="check, repair, back up or purge the history database")
     hsub = h.add_subparsers(dest="history_command", metavar="ACTION", required=True)
     for name, func, text in (
             ("check", _cmd_history_check,
              "read-only integrity and schema check (exit 0 ok, 2 damaged)"),
             ("repair", _cmd_history_repair,
              "back the file up, salvage the readable rows into a fresh database (stop the "
-             "server first)")):
+             "server first)"),
+            ("backup", _cmd_history_backup,
+             "copy the history database to --out FILE (safe while the app is serving)"),
+            ("purge", _cmd_history_purge,
+             "delete records, heatmaps and kept images made before --before DATE (audited)")):
         c = hsub.add_parser(name, help=text)
         c.add_argument("--data-dir", default=None,
                        help=f"history folder (default ${DATA_DIR_ENV} or the user's data folder)")
+        if name == "backup":
+            c.add_argument("--out", required=True, metavar="FILE", help="the backup file")
+        if name == "purge":
+            c.add_argument("--before", required=True, metavar="DATE",
+                           help="YYYY-MM-DD or an ISO date-time (UTC if no zone)")
         c.set_defaults(func=func)
 
 

@@ -33,6 +33,7 @@ DEFAULTS: dict = {
     "max_large_decodes": 1,  # images over 8 MB of pixels decoded at once (others wait): memory
     "max_large_uploads": 1,  # request bodies over 8 MB handled at once (others wait): memory
     "heatmap_keep": 200,  # heatmaps kept in the history database (most recent)
+    "retain_days": None,  # records older than this many days are purged hourly; None = kept
     "secret_key": None,  # session signing key; None -> random per process
     "trusted_hosts": None,  # Host header names accepted without a token; None -> loopback names
     "clinic_name": "",  # shown on the page and the printed report ("" -> not shown)
@@ -139,9 +140,10 @@ def resolve(config: dict | None) -> dict:
     cfg.update({k: v for k, v in (config or {}).items()})
     cfg["data_dir"] = Path(cfg["data_dir"]).expanduser() if cfg["data_dir"] else default_data_dir()
     for key in ("threads", "max_upload_bytes", "max_pixels", "max_large_decodes",
-                "max_large_uploads",
-                "heatmap_keep", "port"):
+                "max_large_uploads", "heatmap_keep"):
         cfg[key] = int(cfg[key])
+    # None: the port used last time with this data folder, else DEFAULT_PORT, else a free one
+    cfg["port"] = None if cfg["port"] is None else int(cfg["port"])
     if cfg["max_large_decodes"] < 1:
         raise ValueError("max_large_decodes must be at least 1")
     if cfg["max_large_uploads"] < 1:
@@ -151,6 +153,10 @@ def resolve(config: dict | None) -> dict:
         raise ValueError(f"the clinic name must have at most {MAX_CLINIC_NAME} characters")
     if cfg["threads"] < 1:
         raise ValueError("threads must be at least 1")
+    if cfg["retain_days"] is not None:
+        cfg["retain_days"] = int(cfg["retain_days"])
+        if cfg["retain_days"] < 1:
+            raise ValueError("--retain-days must be at least 1")
     if cfg["dicom_port"] is not None:
         cfg["dicom_port"] = int(cfg["dicom_port"])
         if not 0 <= cfg["dicom_port"] <= 65535:

@@ -436,6 +436,46 @@ class HistoryStore:
                 raise StorageFull(f"no space left for {self.path}") from exc
             raise
 
+    def purge(self, before: str, *, by: str | None = None) -> dict:
+        """Delete records (with heatmaps, kept images) and refusals made before ``before``.
+
+        ``before`` is a date or datetime (UTC if naive). The deleted content is overwritten
+        (secure_delete); one ``purge`` audit row records the counts and the date range only.
+        Returns {"before", "predictions", "heatmaps", "images", "refusals", "oldest", "newest"}.
+        """
+        bound = parse_bound(before, end=False)
+        conn = self._conn()
+        conn.execute("PRAGMA secure_delete=ON")
+        try:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                ids = "SELECT id FROM predictions WHERE created_at < ?"
+                oldest, newest, n = conn.execute(
+                    "SELECT MIN(created_at), MAX(created_at), COUNT(*) FROM predictions "
+                    "WHERE created_at < ?", (bound,)).fetchone()
+                done = {"before": bound, "predictions": n, "oldest": oldest, "newest": newest}
+                done["heatmaps"] = conn.execute(f"DELETE FROM heatmaps WHERE id IN ({ids})",
+                                                (bound,)).rowcount
+                done["images"] = conn.execute(f"DELETE FROM images WHERE id IN ({ids})",
+                                              (bound,)).rowcount
+                conn.execute("DELETE FROM predictions WHERE created_at < ?", (bound,))
+                done["refusals"] = conn.execute("DELETE FROM refusals WHERE at < ?",
+                                                (bound,)).rowcount
+                span = {"before": bound, "oldest": oldest, "newest": newest}
+                counts = {k: done[k] for k in ("predictions", "heatmaps", "images", "refusals")}
+                self._audit(conn, "purge", None, span, counts, by, utc_now_iso())
+        except (sqlite3.OperationalError, OSError) as exc:
+            if is_disk_full(exc):
+                raise StorageFull(f"no space left for {self.path}") from exc
+            raise
+        finally:
+            conn.execute("PRAGMA secure_delete=OFF")
+        if done["predictions"] or done["refusals"]:
+            log.info("history %s: purged %d records (%s .. %s), %d heatmaps, %d images, "
+                     "%d refusals made before %s", self.path, done["predictions"], oldest,
+                     newest, done["heatmaps"], done["images"], done["refusals"], bound)
+        return done
+
     def audit(self, record_id: str | None = None, action: str | None = None) -> list[dict]:
         """Audit rows, oldest first (optionally for one record or one action)."""
         clauses, params = [], []

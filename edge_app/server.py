@@ -11,11 +11,11 @@ import secrets
 import sys
 import threading
 import time
-import webbrowser
 from typing import TextIO
 
 from edge_app.config import is_loopback, resolve
 from edge_app.history import DB_NAME
+from edge_app.instance import InstanceLock, choose_port, open_in_browser, report_running
 from edge_app.state import get_state
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,18 @@ def _json_error_channel(max_upload_bytes: int):
     return JsonErrorChannel
 
 
+def model_line(model, source: dict | None) -> str:
+    """The start-up line's model: name, version, where it came from, short sha256.
+
+    Only stable places are named (never the executable's temporary unpack folder): the
+    bundled model is "bundled with the app", an installed one its date, a --model file its path.
+    """
+    where = (source or {}).get("text") or "bundled with the app"
+    if (source or {}).get("source") == "file":
+        where = f"file {model.path}"
+    return f"{model.name} {model.version} ({where}, sha256 {model.sha256[:12]})"
+
+
 def prepare_config(config: dict) -> dict:
     """Resolve settings; off-loopback binding gets a generated token if none was given."""
     cfg = resolve(config)
@@ -109,17 +121,34 @@ def _url(host: str, port: int) -> str:
 
 def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None = None,
                ready: threading.Event | None = None) -> int:
-    """Create the app and serve it with Waitress until interrupted; returns an exit code."""
+    """Create the app and serve it with Waitress until interrupted; returns an exit code.
+
+    One app per data folder: when another one already serves it, its address is opened in
+    the browser (``open_browser``) or printed, and 0 is returned (edge_app.instance).
+    """
+    out = out or sys.stdout
+    cfg = prepare_config(config)
+    lock = InstanceLock(cfg["data_dir"])
+    if not lock.acquire():
+        return report_running(lock, open_browser=open_browser, out=out)
+    try:
+        return _serve(cfg, generated=cfg["token"] if not config.get("token") else None,
+                      lock=lock, open_browser=open_browser, out=out, ready=ready)
+    finally:
+        lock.release()
+
+
+def _serve(cfg: dict, *, generated: str | None, lock: InstanceLock, open_browser: bool,
+           out: TextIO, ready: threading.Event | None) -> int:
+    """run_server once this process holds the data folder's lock."""
     from waitress.server import BaseWSGIServer, create_server
 
     from edge_app.app import LARGE_UPLOAD_BYTES, create_app
 
-    out = out or sys.stdout
-    cfg = prepare_config(config)
-    generated = cfg["token"] if not config.get("token") else None
+    port = choose_port(cfg["host"], cfg["port"], out, remembered=lock.remembered_port())
     app = create_app(cfg)
     server = create_server(
-        app, host=cfg["host"], port=cfg["port"], threads=cfg["threads"], ident="pneumo",
+        app, host=cfg["host"], port=port, threads=cfg["threads"], ident="pneumo",
         # Bodies up to twice the upload limit reach the app (which answers a JSON 413).
         # Bodies under 8 MB stay in memory; larger ones wait in Waitress's anonymous
         # (already unlinked) temporary file until the app has a large-upload slot, so
@@ -135,7 +164,7 @@ def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None =
     queue_log = logging.getLogger("waitress.queue")
     queue_log.filters = [f for f in queue_log.filters if not isinstance(f, QueueDepthFilter)]
     queue_log.addFilter(QueueDepthFilter(high=cfg["threads"]))
-    port = server.effective_port if hasattr(server, "effective_port") else cfg["port"]
+    port = int(server.effective_port) if hasattr(server, "effective_port") else port
     url = _url(cfg["host"], port)
     open_url = url + (f"?token={cfg['token']}" if cfg["token"] else "")
     state = get_state(app)
@@ -151,7 +180,7 @@ def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None =
             state.history.close()
             raise
     print(f"pneumo clinic app listening on {url}", file=out)
-    print(f"model: {state.model.name} {state.model.version} ({state.model.path})", file=out)
+    print(f"model: {model_line(state.model, state.config.get('model_source'))}", file=out)
     if cfg["clinic_name"]:
         print(f"clinic: {cfg['clinic_name']}", file=out)
     print(f"history: {cfg['data_dir'] / DB_NAME}"
@@ -162,6 +191,14 @@ def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None =
                  if cfg["dicom_allowed_aets"] else ", any caller")
               + (f"; results sent to {cfg['dicom_send']}" if cfg["dicom_send"] else ""),
               file=out)
+    retention = None
+    if cfg["retain_days"]:
+        from edge_app.backup import RetentionThread
+
+        retention = RetentionThread(state.history, cfg["retain_days"])
+        retention.start()
+        print(f"retention: records older than {cfg['retain_days']} days are deleted "
+              "(at start and every hour)", file=out)
     if "pneumo_pin" in app.extensions:
         print("access PIN required: open the page as /?pin=YOUR-PIN once", file=out)
     if cfg["token"]:
@@ -170,8 +207,9 @@ def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None =
         print(f"open: {open_url}", file=out)
     print("press Ctrl+C to stop", file=out)
     out.flush()
+    lock.publish(url=url, port=port, token=bool(cfg["token"]))
     if open_browser:
-        threading.Timer(0.5, webbrowser.open, args=(open_url,)).start()
+        threading.Timer(0.5, open_in_browser, args=(open_url, out)).start()
     if ready is not None:
         ready.set()
     try:
@@ -179,6 +217,9 @@ def run_server(config: dict, *, open_browser: bool = False, out: TextIO | None =
     except KeyboardInterrupt:
         print("stopping", file=out)
     finally:
+        if retention is not None:
+            retention.stop()
+            retention.join(timeout=30)
         if receiver is not None:
             receiver.stop()
         server.close()

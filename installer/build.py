@@ -33,6 +33,9 @@ NAME = "pneumo-edge"
 PYINSTALLER = "pyinstaller==6.22.3"
 MODEL_RELPATH = Path("edge_app") / "models" / "pneumo.int8.onnx"
 SELFTEST_RELPATH = Path("tests") / "fixtures" / "xray" / "NORMAL" / "IM-0115-0001.jpeg"
+REFERENCE_RELPATHS = (SELFTEST_RELPATH, Path("tests") / "fixtures" / "xray" / "PNEUMONIA"
+                      / "person1_bacteria_1.jpeg")
+"""The reference X-rays a model must label right (edge_app.model_store.REFERENCE_XRAYS)."""
 DEFAULT_MAX_MB = 60.0
 
 FORBIDDEN = (
@@ -108,11 +111,12 @@ def stage_source(root: Path, stage: Path, model: Path | None) -> Path:
             f"the default model {MODEL_RELPATH} is missing; commit it or pass --model PATH "
             "(the file is then bundled as the default model, the source tree is not changed)"
         )
-    sample = root / SELFTEST_RELPATH
-    if not sample.is_file():
-        raise BuildError(f"the self-test sample image {SELFTEST_RELPATH} is missing")
-    (stage / SELFTEST_RELPATH).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(sample, stage / SELFTEST_RELPATH)
+    for rel in REFERENCE_RELPATHS:
+        sample = root / rel
+        if not sample.is_file():
+            raise BuildError(f"the self-test sample image {rel} is missing")
+        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(sample, stage / rel)
     return staged_model
 
 
@@ -313,6 +317,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help=f"bundle this ONNX file as the default model instead of {MODEL_RELPATH}")
     p.add_argument("--max-mb", type=float, default=DEFAULT_MAX_MB,
                    help="fail if the one-file executable is larger (default 60)")
+    p.add_argument("--deb", action="store_true",
+                   help="also package the one-file executable as DIST/pneumo-edge_VERSION_ARCH.deb "
+                        "(Linux, needs dpkg-deb)")
+    p.add_argument("--deb-from", type=Path, default=None, metavar="EXE",
+                   help="package this already built executable as a .deb, without building")
     return p.parse_args(argv)
 
 
@@ -320,13 +329,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m installer.build`."""
     args = parse_args(argv)
     work = args.work.resolve()
+    if (args.deb or args.deb_from) and args.onedir:
+        print("[build] FAILED: --deb packages the one-file build (leave out --onedir)",
+              file=sys.stderr)
+        return 2
     try:
-        build(dist=args.dist.resolve(), work=work,
-              venv_dir=(args.venv or work / "exe-venv").resolve(), onedir=args.onedir,
-              model=args.model.resolve() if args.model else None, reuse_venv=args.reuse_venv,
-              max_mb=args.max_mb)
-    except BuildError as exc:
-        print(f"[build] FAILED: {exc}", file=sys.stderr, flush=True)
+        exe = args.deb_from
+        if exe is None:
+            exe = build(dist=args.dist.resolve(), work=work,
+                        venv_dir=(args.venv or work / "exe-venv").resolve(),
+                        onedir=args.onedir, model=args.model.resolve() if args.model else None,
+                        reuse_venv=args.reuse_venv, max_mb=args.max_mb)
+        if args.deb or args.deb_from:
+            from installer.deb import make_deb
+
+            deb = make_deb(exe, args.dist.resolve())
+            _log(f"package: {deb} ({deb.stat().st_size / 1e6:.1f} MB)")
+    except (BuildError, RuntimeError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", None) or ""
+        print(f"[build] FAILED: {exc} {detail}", file=sys.stderr, flush=True)
         return 1
     return 0
 

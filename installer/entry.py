@@ -19,9 +19,7 @@ import os
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import argparse  # noqa: E402
-import errno  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -78,52 +76,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not open the page in the default browser")
     p.add_argument("--version", action="store_true",
                    help="print the app and model versions and exit")
+    p.add_argument("--install-model", metavar="MODEL.onnx", default=None,
+                   help="verify the model's signature (MODEL.onnx.sig), check and self-test "
+                        "it, and make it the model of this data folder; then exit")
+    p.add_argument("--trusted-key", metavar="PUBLIC", default=None,
+                   help="with --install-model: the public key to trust (default: the release "
+                        "key inside the app)")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="with --install-model: install without a valid signature (audited)")
+    from edge_app.autostart import add_autostart_options
+
+    add_autostart_options(p)
+    p.add_argument("--backup", metavar="FILE", default=None,
+                   help="copy the history database to FILE (safe while the app is serving) "
+                        "and exit")
     p.add_argument("--self-test", action="store_true",
                    help="classify a bundled sample X-ray, print the result; exit 0 only if "
                         "the model gives the sample's known label")
     return p
 
 
-def model_path(arg: str | None) -> Path:
-    """The model file to use: --model (relative to the current folder) or the bundled one."""
-    if arg:
-        return Path(arg).expanduser().resolve()
-    from edge_app.onnx_model import DEFAULT_MODEL
+def model_path(arg: str | None, data_dir: str | None = None) -> Path:
+    """The model file to use: --model, else the one installed in the data folder, else bundled."""
+    from edge_app.model_store import serving_model
 
-    return Path(DEFAULT_MODEL)
+    return serving_model(arg, data_dir)
 
 
 def port_is_free(host: str, port: int) -> bool:
-    """Whether (host, port) can be bound now (same socket options as Waitress)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        return True  # let the server report the bad address
-    family, _, _, _, addr = infos[0]
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        if os.name != "nt":
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(addr)
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1), 10048, 10013):
-                return False
-            return True  # another problem (e.g. a foreign address): the server reports it
-    return True
+    """Whether (host, port) can be bound now (edge_app.instance.port_is_free)."""
+    from edge_app.instance import port_is_free as free
+
+    return free(host, port)
 
 
 def choose_port(host: str, requested: int | None, out: TextIO | None = None) -> int:
-    """The port to listen on: the requested one, or a free one if the default is taken."""
-    from edge_app.config import DEFAULT_PORT
+    """The port to listen on when nothing is remembered (edge_app.instance.choose_port)."""
+    from edge_app.instance import choose_port as choose
 
-    out = out or sys.stdout
-    if requested is not None:
-        return requested  # an explicit port (0 = any free) is used as given
-    if port_is_free(host, DEFAULT_PORT):
-        return DEFAULT_PORT
-    print(f"port {DEFAULT_PORT} is already in use (another copy running?); "
-          "using a free port instead", file=out, flush=True)
-    return 0
+    return choose(host, requested, out)
 
 
 def print_version(path: Path) -> int:
@@ -277,13 +268,19 @@ def serve(args: argparse.Namespace, path: Path) -> int:
     """Run the clinic app until stopped; returns the exit code."""
     from edge_app.cli import serve_and_report, serve_config
 
-    port = choose_port(args.host, args.port)
     config = serve_config(
-        args, port=port, model_path=str(path),
+        args, model_path=str(path),
         data_dir=str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else None)
     open_browser = not args.no_browser
     if open_browser:
         _restore_child_env()
+    from edge_app.config import resolve
+    from edge_app.instance import InstanceLock, report_running
+
+    probe = InstanceLock(resolve({"data_dir": config["data_dir"]})["data_dir"])
+    if not probe.acquire():  # already running for this data folder: show that one
+        return report_running(probe, open_browser=open_browser)
+    probe.release()  # run_server takes it again (and answers a launch racing this one)
     install_stop_handlers()
     try:
         code = serve_and_report(config, open_browser=open_browser)
@@ -297,6 +294,24 @@ def serve(args: argparse.Namespace, path: Path) -> int:
     return code
 
 
+def backup(data_dir: str | None, out: str) -> int:
+    """Copy the data folder's history database to ``out``; 0 done, 2 failed."""
+    import sqlite3
+
+    from edge_app.backup import backup_history
+    from edge_app.config import resolve
+    from edge_app.history import DB_NAME
+
+    path = resolve({"data_dir": data_dir})["data_dir"] / DB_NAME
+    try:
+        counts = backup_history(path, out)
+    except (sqlite3.DatabaseError, OSError) as exc:
+        print(f"error: cannot back up {path}: {exc}", file=sys.stderr)
+        return 2
+    print(f"backup of {path}: {out} ({', '.join(f'{t} {n}' for t, n in counts.items())})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the executable."""
     for stream in (sys.stdout, sys.stderr):  # a console may not be UTF-8 (Windows)
@@ -306,7 +321,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edge_app.logs import setup_logging
 
     setup_logging()  # the one logging setup of the executable: server logs to the console
-    path = model_path(args.model)
+    if args.install_model:
+        from edge_app.model_cli import install_and_report
+
+        return install_and_report(args.install_model, data_dir=args.data_dir,
+                                  trusted_key=args.trusted_key,
+                                  allow_unsigned=args.allow_unsigned)
+    if args.backup:
+        return backup(args.data_dir, args.backup)
+    from edge_app.autostart import handle_autostart
+
+    done = handle_autostart(args)
+    if done is not None:
+        return done
+    from edge_app.model_store import ModelStoreError
+
+    try:
+        path = model_path(args.model, args.data_dir)
+    except ModelStoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.version:
         return print_version(path)
     if not path.is_file():

@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     from benchmarks.cli import add_subcommands as add_bench
     from edge_app.calibrate_cli import add_subcommand as add_calibrate
     from edge_app.cli import add_subcommands as add_app
+    from edge_app.model_cli import add_subcommands as add_model
     from export.cli import add_subcommands as add_export
     from train.gan_cli import add_subcommands as add_gan
 
@@ -157,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_train, _add_evaluate, _add_recipes, add_gan, add_export, add_app,
-                add_calibrate, add_bench):
+                add_model, add_calibrate, add_bench):
         add(sub)
     return parser
 

@@ -216,12 +216,19 @@ class LiveServer:
             self.proc.stdout.close()
 
 
-def start_server(model_path: Path, data_dir: Path, *extra: str, timeout: float = 60) -> LiveServer:
-    """Start the app under Waitress on 127.0.0.1 and an OS-chosen port; wait until it answers."""
+def start_server(model_path: Path | None, data_dir: Path, *extra: str,
+                 timeout: float = 60, port: str | None = "0") -> LiveServer:
+    """Start the app under Waitress on 127.0.0.1 and an OS-chosen port; wait until it answers.
+
+    ``model_path`` None: no --model (the data folder's installed model, else the bundled one);
+    ``port`` None: no --port (the port remembered for the data folder, else 8765, else free).
+    """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    cmd = [sys.executable, "-m", "edge_app", "serve", "--host", "127.0.0.1", "--port", "0",
-           "--model", str(model_path), "--data-dir", str(data_dir), *extra]
+    model = ["--model", str(model_path)] if model_path is not None else []
+    ports = ["--port", port] if port is not None else []
+    cmd = [sys.executable, "-m", "edge_app", "serve", "--host", "127.0.0.1", *ports,
+           *model, "--data-dir", str(data_dir), *extra]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines: list[str] = []

@@ -46,7 +46,9 @@ def test_healthz(client, model):
     assert r.status_code == 200
     assert r.get_json() == {"status": "ok", "model": {"name": model.name,
                                                       "version": model.version,
-                                                      "sha256": model.sha256}}
+                                                      "sha256": model.sha256,
+                                                      "source": {"source": "bundled",
+                                                                 "text": "bundled with the app"}}}
 
 
 def test_model_endpoint(client, model):

@@ -20,7 +20,7 @@ def test_add_subcommands_registers_serve_and_predict():
     add_subcommands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["serve"])
     assert callable(args.func)
-    assert (args.host, args.port, args.threads) == ("127.0.0.1", 8765, 4)
+    assert (args.host, args.port, args.threads) == ("127.0.0.1", None, 4)  # None: remembered/8765/free
     assert args.keep_images is False and args.open_browser is False and args.token is None
     assert args.data_dir is None
     args = parser.parse_args(["predict", "a.png", "dir", "--csv", "o.csv", "--mode", "screening"])

@@ -161,7 +161,7 @@ def test_one_source_for_defaults(model):
 
     assert DEFAULTS["max_pixels"] == imaging.DEFAULT_MAX_PIXELS == Predictor(model).max_pixels
     assert DEFAULTS["port"] == DEFAULT_PORT
-    assert build_parser().parse_args(["serve"]).port == DEFAULT_PORT
+    assert build_parser().parse_args(["serve"]).port is None  # -> remembered, DEFAULT_PORT or free
     assert entry.build_parser().parse_args([]).port is None  # -> DEFAULT_PORT or a free one
 
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -263,11 +264,49 @@ def test_self_test(exe, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd"]  # nothing left in temp
 
 
+def test_install_model_checks_the_signature_inside_the_executable(exe, tmp_path):
+    """The release key, cryptography and both reference X-rays travel inside the executable."""
+    model = ROOT / "edge_app" / "models" / "pneumo.int8.onnx"  # signed with the release key
+    data = tmp_path / "data"
+    res = subprocess.run([str(exe), "--install-model", str(model), "--data-dir", str(data)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "signature: ok" in res.stdout
+    assert "-> NORMAL" in res.stdout and "-> PNEUMONIA" in res.stdout, res.stdout
+    tampered = tmp_path / "pneumo.int8.onnx"
+    tampered.write_bytes(model.read_bytes() + b"\0")
+    (tmp_path / "pneumo.int8.onnx.sig").write_bytes(
+        model.with_name(model.name + ".sig").read_bytes())
+    res = subprocess.run([str(exe), "--install-model", str(tampered), "--data-dir", str(data)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "pneumo.int8.onnx.sig does not match" in res.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux" or not shutil.which("dpkg-deb"),
+                    reason="the .deb needs dpkg-deb")
+def test_deb_package_of_the_executable(exe, tmp_path):
+    """Package the built executable, unpack it into a throwaway root, self-test it there."""
+    from debtools import check_deb
+
+    from installer.deb import make_deb
+
+    deb = make_deb(exe, tmp_path / "dist")
+    binary = check_deb(deb, tmp_path / "root")
+    res = subprocess.run([str(binary), "--self-test"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and "self-test passed" in res.stdout, res.stdout + res.stderr
+    print(f"{deb.name}: {deb.stat().st_size / 1e6:.1f} MB")
+
+
 def test_serve_predict_and_stop_cleanly(start, tmp_path):
     data_dir = tmp_path / "data"
     run = start("--port", "0", "--data-dir", str(data_dir))
     base = run.wait_healthy()
     assert f"history: {data_dir}" in run.output
+    assert re.search(r"^model: \S+ \S+ \(bundled with the app, sha256 [0-9a-f]{12}\)$",
+                     run.output, re.M), run.output
+    assert "_MEI" not in run.output and str(run.tmp) not in run.output  # stable paths only
 
     image = sorted((FIXTURES / "NORMAL").glob("*.jpeg"))[0]
     status, body = _post_image(base, image, image.name)

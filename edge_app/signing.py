@@ -1,0 +1,144 @@
+"""Ed25519 signatures of model files (`pneumo keys generate`, `pneumo model sign`, install).
+
+A signature file ``MODEL.onnx.sig`` is JSON: the algorithm, the signed file's sha256, the
+signing key's id (sha256 of the raw public key, first 16 hex digits) and the base64
+signature over the model file's bytes. The release public key ships inside the app
+(``edge_app/keys/release.pub``); the matching private key never enters the repository.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+RELEASE_PUBLIC_KEY = Path(__file__).parent / "keys" / "release.pub"
+"""The project's release public key (PEM), trusted by default when installing a model."""
+
+PRIVATE_NAME = "pneumo-signing.key"
+PUBLIC_NAME = "pneumo-signing.pub"
+SIG_SUFFIX = ".sig"
+ALGORITHM = "ed25519"
+
+
+class SignatureError(Exception):
+    """A model file is unsigned, tampered with, or signed by a key that is not trusted."""
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A signature that checked out: who signed (key id) and what (sha256)."""
+
+    key_id: str
+    sha256: str
+
+
+def signature_path(model: str | Path) -> Path:
+    """Where a model's signature lies: MODEL.onnx -> MODEL.onnx.sig."""
+    model = Path(model)
+    return model.with_name(model.name + SIG_SUFFIX)
+
+
+def _raw_public(public_key) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id(public_key) -> str:
+    """A short, stable name of a public key: sha256 of its raw bytes, 16 hex digits."""
+    return hashlib.sha256(_raw_public(public_key)).hexdigest()[:16]
+
+
+def generate_keys(out_dir: str | Path) -> tuple[Path, Path]:
+    """Write a new Ed25519 key pair into out_dir (private key 0600); (private, public) paths."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    private, public = out / PRIVATE_NAME, out / PUBLIC_NAME
+    for path in (private, public):
+        if path.exists():
+            raise FileExistsError(f"{path} already exists; not overwriting a key")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    os.chmod(private, 0o600)  # whatever the umask
+    public.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    log.info("key pair written: %s (private), %s (public, id %s)", private, public,
+             key_id(key.public_key()))
+    return private, public
+
+
+def load_public_key(path: str | Path):
+    """An Ed25519 public key from a PEM file; ValueError if it is not one."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    key = serialization.load_pem_public_key(Path(path).read_bytes())
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path} is not an Ed25519 public key")
+    return key
+
+
+def sign_model(model: str | Path, private_key: str | Path) -> Path:
+    """Sign a model file with a PEM Ed25519 private key; writes and returns MODEL.onnx.sig."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = serialization.load_pem_private_key(Path(private_key).read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{private_key} is not an Ed25519 private key")
+    data = Path(model).read_bytes()
+    sig = {"algorithm": ALGORITHM, "file": Path(model).name,
+           "sha256": hashlib.sha256(data).hexdigest(), "key_id": key_id(key.public_key()),
+           "signature": base64.b64encode(key.sign(data)).decode()}
+    out = signature_path(model)
+    out.write_text(json.dumps(sig, indent=1) + "\n")
+    log.info("signed %s (sha256 %s) with key %s -> %s", model, sig["sha256"], sig["key_id"],
+             out)
+    return out
+
+
+def verify_model(model: str | Path, public_key: str | Path = RELEASE_PUBLIC_KEY,
+                 signature: str | Path | None = None) -> Verified:
+    """Check a model file against its signature and a trusted public key; SignatureError if not."""
+    from cryptography.exceptions import InvalidSignature
+
+    model = Path(model)
+    sig_file = Path(signature) if signature else signature_path(model)
+    if not sig_file.is_file():
+        raise SignatureError(f"{model.name} is not signed: no signature file {sig_file} "
+                             "(sign it with `pneumo model sign`, or install with "
+                             "--allow-unsigned)")
+    try:
+        sig = json.loads(sig_file.read_text())
+        raw = base64.b64decode(sig["signature"], validate=True)
+        if sig.get("algorithm") != ALGORITHM:
+            raise ValueError(f"algorithm {sig.get('algorithm')!r}, not {ALGORITHM}")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SignatureError(f"the signature file {sig_file} cannot be read: {exc}") from exc
+    key = load_public_key(public_key)
+    data = model.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if sig.get("key_id") != key_id(key):
+        raise SignatureError(f"the signature {sig_file} was made with key {sig.get('key_id')}, "
+                             f"not the trusted key {key_id(key)} ({public_key})")
+    try:
+        key.verify(raw, data)
+    except InvalidSignature as exc:
+        raise SignatureError(f"the signature {sig_file} does not match {model.name}: the file "
+                             f"was changed after signing (sha256 {digest}) or the signature "
+                             "is damaged") from exc
+    return Verified(key_id=key_id(key), sha256=digest)
