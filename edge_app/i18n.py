@@ -148,8 +148,11 @@ def translate(text: str, params: dict | None = None) -> str:
 
 def percent(fraction: float, digits: int = 0) -> str:
     """A fraction as a percentage in the request's language ("12 %" in French)."""
-    fmt = "#,##0%" if digits == 0 else "#,##0." + "0" * digits + "%"
-    return format_percent(fraction, fmt, locale=current())
+    loc = Locale.parse(current())
+    pattern = loc.percent_formats[None].pattern.split(";")[0]
+    if digits:
+        pattern = pattern.replace("0", "0." + "0" * digits, 1) if "." not in pattern else pattern
+    return format_percent(fraction, pattern, locale=loc)
 
 
 def number(value: float, digits: int = 0) -> str:

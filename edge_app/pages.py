@@ -163,9 +163,7 @@ def report(record_id: str) -> str:
         "warnings": [translate(w.get("message", "")) for w in rec["warnings"]],
         "created_at": utc_text(rec["created_at"]),
         "finding_at": utc_text(rec.get("finding_at")),
-        "setting": _("%(mode)s: threshold %(threshold)s, model output %(output)s (calibrated)"
-                     if rec["calibrated"] else
-                     "%(mode)s: threshold %(threshold)s, model output %(output)s",
+        "setting": _(JS_STRINGS["mode_line_calibrated" if rec["calibrated"] else "mode_line"],
                      mode=_(MODE_NAMES.get(rec["mode"], rec["mode"])),
                      threshold=number(rec["threshold"], 3), output=number(rec["probability"], 3)),
     }
