@@ -2,7 +2,7 @@
 
 Languages are the folders of ``edge_app/translations`` (one ``messages.po`` each, English is
 the source). The choice, first match wins: ``?lang=xx`` (remembered in the ``lang`` cookie),
-the ``lang`` cookie, the server's ``lang`` setting, the browser's ``Accept-Language``,
+the ``lang`` cookie, the server's ``lang`` setting (or PNEUMO_LANG), the browser's ``Accept-Language``,
 English. Outside a request (batch command, DICOM receiver, history) texts stay English.
 The ``.mo`` files are compiled from the ``.po`` files on first use when missing or older
 (into the package, or a private temporary folder when the package is read-only).
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,8 @@ RTL = frozenset({"ar", "fa", "he", "ur"})
 """Languages written right to left."""
 
 COOKIE = "lang"
+LANG_ENV = "PNEUMO_LANG"
+"""Environment variable: the page's language for everyone when the ``lang`` setting is unset."""
 
 _english = contextvars.ContextVar("pneumo_english", default=False)
 
@@ -164,14 +167,15 @@ def number(value: float, digits: int = 0) -> str:
 def init_app(app: Flask, lang: str | None = None) -> None:
     """Set up Flask-Babel, the language choice and the ``lang`` cookie."""
     app.extensions["pneumo_languages"] = languages()
-    app.extensions["pneumo_lang"] = lang or None
+    app.extensions["pneumo_lang"] = lang or os.environ.get(LANG_ENV) or None
     app.config["BABEL_DEFAULT_LOCALE"] = DEFAULT
     Babel(app, locale_selector=select_locale, default_translation_directories=_ready_directory())
 
     @app.context_processor
     def _language_context() -> dict:
         return {"lang": current(), "lang_dir": direction(),
-                "lang_choices": [(c, language_name(c)) for c in languages()]}
+                "lang_choices": [(c, language_name(c))
+                                 for c in current_app.extensions["pneumo_languages"]]}
 
     @app.after_request
     def _remember_language(resp: Response) -> Response:

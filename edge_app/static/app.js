@@ -65,8 +65,8 @@
     openedForPrint = [];
   });
   document.addEventListener("click", function (ev) {
-    var t = ev.target.closest ? ev.target.closest("[data-action=print]") : null;
-    if (t) { ev.preventDefault(); window.print(); }
+    var hit = ev.target.closest ? ev.target.closest("[data-action=print]") : null;
+    if (hit) { ev.preventDefault(); window.print(); }
   });
 
   var form = $("predict-form");
@@ -420,7 +420,7 @@
     el("path", { d: d.join(" "), fill: "none", stroke: "#1a5fb4", "stroke-width": 2 });
     points.forEach(function (p) {
       var c = el("circle", { cx: X(1 - p.spec), cy: Y(p.sens), r: 5, fill: p.color });
-      var t = document.createElementNS(ns, "title"); t.textContent = p.label; c.appendChild(t);
+      var tt = document.createElementNS(ns, "title"); tt.textContent = p.label; c.appendChild(tt);
     });
     var xl = el("text", { x: 115, y: 216, "text-anchor": "middle", "font-size": 10 });
     xl.textContent = t("one_minus_specificity");
@@ -557,7 +557,7 @@
         body.items.forEach(function (r) {
           var tr = document.createElement("tr");
           var td0 = cell(tr, "");
-          var t = document.createElement("time"); showTime(t, r.created_at); td0.appendChild(t);
+          var tm = document.createElement("time"); showTime(tm, r.created_at); td0.appendChild(tm);
           cell(tr, r.patient_ref || "\u2014");
           cell(tr, r.source === "dicom" ? t("by_dicom", { name: r.file_name || "\u2014" }) : (r.file_name || "\u2014"),
                "file");
