@@ -78,6 +78,7 @@ def _ready_directory() -> str:
     try:
         return str(compile_catalogues())
     except OSError:  # installed read-only: compile into a private temporary folder
+        log.info("catalogues compiled into a temporary folder (%s is read-only)", TRANSLATIONS)
         return str(compile_catalogues(TRANSLATIONS, Path(tempfile.mkdtemp(prefix="pneumo-i18n-"))))
 
 

@@ -11,7 +11,12 @@
   // Texts in the page's language: a JSON catalogue rendered by the server (no inline script).
   var T = {};
   try { T = JSON.parse(($("i18n") || {}).textContent || "{}"); } catch (e) { T = {}; }
+  // The page's language, with the browser's own region when it speaks it (en-GB, pt-BR, fr-CA).
   var lang = T.locale || document.documentElement.lang || undefined;
+  (navigator.languages || [navigator.language]).some(function (l) {
+    if (lang && l && l.split("-")[0].toLowerCase() === lang) { lang = l; return true; }
+    return false;
+  });
   function t(key, params) {
     var s = T[key] == null ? key : String(T[key]);
     return s.replace(/%\((\w+)\)s/g, function (m, name) {
