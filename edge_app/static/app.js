@@ -17,6 +17,8 @@
     if (lang && l && l.split("-")[0].toLowerCase() === lang) { lang = l; return true; }
     return false;
   });
+  // Western digits, as the server writes them (Babel), so one page never mixes digit systems.
+  if (lang && lang.split("-")[0] === "ar" && lang.indexOf("-u-") < 0) { lang += "-u-nu-latn"; }
   function t(key, params) {
     var s = T[key] == null ? key : String(T[key]);
     return s.replace(/%\((\w+)\)s/g, function (m, name) {
