@@ -15,6 +15,7 @@ from edge_app.analysis import analyse
 from edge_app.config import clean_text
 from edge_app.errors import ApiError
 from edge_app.history import FIELDS, parse_bound
+from edge_app.i18n import N_, _
 from edge_app.predictor import INTENDED_USE, headline, next_steps, probability_text
 from edge_app.state import get_state
 
@@ -63,7 +64,7 @@ def model_info() -> Response:
         "intensity": m.intensity,
         "operating_points_source": m.metadata.get("operating_points_source"),
         "external_metrics": m.metadata.get("external_metrics"),
-        "intended_use": INTENDED_USE,
+        "intended_use": _(INTENDED_USE),
         "metadata": meta,
         "model_card": m.model_card,
     })
@@ -76,7 +77,8 @@ def _patient_ref() -> str | None:
     ref = clean_text(ref)  # no control, bidi or zero-width characters in reports and CSV
     if len(ref) > MAX_PATIENT_REF:
         raise ApiError(400, "bad_patient_ref",
-                       f"The patient reference is longer than {MAX_PATIENT_REF} characters.")
+                       _("The patient reference is longer than %(limit)s characters.",
+                         limit=MAX_PATIENT_REF))
     return ref or None
 
 
@@ -98,8 +100,8 @@ def predict() -> Response:
     st.predictor.check_mode(mode)
     upload = request.files.get("image")
     if upload is None:
-        raise ApiError(400, "missing_image", "Send the X-ray as a multipart/form-data file in "
-                                             "the field 'image'.")
+        raise ApiError(400, "missing_image", N_("Send the X-ray as a multipart/form-data file "
+                                                "in the field 'image'."))
     patient_ref = _patient_ref()
     data = upload.read()
     upload.close()  # frees the parsed copy of the upload before decoding (memory)
@@ -235,8 +237,8 @@ def history_heatmap(record_id: str) -> Response:
     record_or_404(record_id)
     blob = get_state().history.heatmap(record_id)
     if blob is None:
-        raise ApiError(404, "heatmap_expired", "The heatmap of this older result is no longer "
-                                               "kept; only the most recent ones are.")
+        raise ApiError(404, "heatmap_expired", N_("The heatmap of this older result is no longer "
+                                                  "kept; only the most recent ones are."))
     return Response(hm.render(blob), mimetype="image/png")
 
 
@@ -248,6 +250,6 @@ def history_image(record_id: str) -> Response:
     blob = get_state().history.heatmap(record_id)
     png = hm.render_image(blob) if blob is not None else None
     if png is None:
-        raise ApiError(404, "image_expired", "The X-ray of this older result is no longer "
-                                             "kept; only the most recent ones are.")
+        raise ApiError(404, "image_expired", N_("The X-ray of this older result is no longer "
+                                                "kept; only the most recent ones are."))
     return Response(png, mimetype="image/png")

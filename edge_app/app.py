@@ -8,7 +8,7 @@ from contextlib import ExitStack
 
 from flask import Flask, Request, g, request
 
-from edge_app import api, errors, pages, security, site_api
+from edge_app import api, errors, i18n, pages, security, site_api
 from edge_app.config import resolve
 from edge_app.history import DB_NAME, HistoryStore
 from edge_app.imaging import DecodeGate, map_large_buffers, release_memory
@@ -60,6 +60,7 @@ def create_app(config: dict | None = None) -> Flask:
 
         app.extensions["pneumo_pin"] = PinGuard(cfg["pin_hash"] or load_or_set(cfg["data_dir"]))
     security.init_app(app)
+    i18n.init_app(app, cfg["lang"])
     errors.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.health)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from edge_app.i18n import N_, translate
 from edge_app.imaging import DATASET_SIZE, DecodedImage, ImageError, squash
 
 # --- rejection thresholds (feature ranges over 1000 real training X-rays in brackets) ---
@@ -90,19 +91,32 @@ CHEST_TEMPLATE = np.array([
     27, 89, 148, 171, 182, 187, 190, 197, 197, 190, 187, 182, 171, 148, 89, 27,
 ], dtype=np.float64).reshape(16, 16)
 
-SCOPE = "This app only judges pediatric frontal chest X-rays."
+SCOPE = N_("This app only judges pediatric frontal chest X-rays.")
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One check result: a stable code and a sentence for people."""
+    """One check result: a stable code and a sentence for people (English, and its template)."""
 
     code: str
     message: str
+    template: str | None = field(default=None, compare=False, repr=False)
+    params: tuple = field(default=(), compare=False, repr=False)
+
+    @classmethod
+    def of(cls, code: str, template: str, **params: object) -> Finding:
+        """A finding whose message is ``template`` (a message id) filled with ``params``."""
+        return cls(code, template % params if params else template, template,
+                   tuple(sorted(params.items())))
+
+    def localized(self) -> str:
+        """The message in the request's language (English outside a request)."""
+        params = {k: translate(v) if isinstance(v, str) else v for k, v in self.params}
+        return translate(self.template or self.message, params)
 
     def to_json(self) -> dict:
-        """The finding as a JSON-ready dict."""
-        return {"code": self.code, "message": self.message}
+        """The finding as a JSON-ready dict (message in the request's language)."""
+        return {"code": self.code, "message": self.localized()}
 
 
 @dataclass
@@ -126,10 +140,19 @@ class NotAChestXray(ImageError):
     code = "not_a_chest_xray"
 
     def __init__(self, reasons: list[Finding], *,
-                 lead: str = "This does not look like a chest X-ray:"):
-        first = reasons[0].message if reasons else "it does not look like a chest X-ray."
+                 lead: str = N_("This does not look like a chest X-ray:")):
+        first = reasons[0].message if reasons else FALLBACK_REASON
         super().__init__(f"{lead} {first} {SCOPE}")
         self.reasons = reasons
+        self.lead = lead
+
+    def localized(self) -> str:
+        """The message in the request's language."""
+        first = self.reasons[0].localized() if self.reasons else translate(FALLBACK_REASON)
+        return f"{translate(self.lead)} {first} {translate(SCOPE)}"
+
+
+FALLBACK_REASON = N_("it does not look like a chest X-ray.")
 
 
 # --- DICOM header rules (decided before any pixel is decoded) ---
@@ -138,15 +161,15 @@ XRAY_MODALITIES = ("CR", "DX")
 """Projection radiography: the only modalities the model may judge."""
 
 MODALITY_NAMES = {
-    "CT": "a CT scan", "MR": "an MRI scan", "NM": "a nuclear medicine image",
-    "US": "an ultrasound image", "PT": "a PET scan", "XA": "an angiography image",
-    "RF": "a fluoroscopy image", "SR": "a structured report, not an image",
-    "MG": "a mammogram", "IO": "an intra-oral dental X-ray", "PX": "a panoramic dental X-ray",
-    "DOC": "a document", "OT": "an image of another kind", "SC": "a secondary capture",
-    "XC": "a photograph", "ES": "an endoscopy image", "OP": "an eye photograph",
-    "SM": "a microscopy slide", "ECG": "an ECG", "RTIMAGE": "a radiotherapy image",
-    "BMD": "a bone density scan", "PR": "a presentation state, not an image",
-    "KO": "a key-object note, not an image",
+    "CT": N_("a CT scan"), "MR": N_("an MRI scan"), "NM": N_("a nuclear medicine image"),
+    "US": N_("an ultrasound image"), "PT": N_("a PET scan"), "XA": N_("an angiography image"),
+    "RF": N_("a fluoroscopy image"), "SR": N_("a structured report, not an image"),
+    "MG": N_("a mammogram"), "IO": N_("an intra-oral dental X-ray"), "PX": N_("a panoramic dental X-ray"),
+    "DOC": N_("a document"), "OT": N_("an image of another kind"), "SC": N_("a secondary capture"),
+    "XC": N_("a photograph"), "ES": N_("an endoscopy image"), "OP": N_("an eye photograph"),
+    "SM": N_("a microscopy slide"), "ECG": N_("an ECG"), "RTIMAGE": N_("a radiotherapy image"),
+    "BMD": N_("a bone density scan"), "PR": N_("a presentation state, not an image"),
+    "KO": N_("a key-object note, not an image"),
 }
 
 SOP_CLASS_MODALITY = {
@@ -228,53 +251,54 @@ def dicom_header_checks(ds) -> list[Finding]:
     implied = SOP_CLASS_MODALITY.get(sop_class)
     for m in dict.fromkeys(x for x in (modality, implied) if x):
         if m not in XRAY_MODALITIES:
-            name = MODALITY_NAMES.get(m, "an image of another kind")
-            rej.append(Finding(f"modality_{m.lower()}",
-                               f"its DICOM header says it is {name} (modality {m}), not a "
-                               "plain radiograph (CR or DX)."))
+            name = MODALITY_NAMES.get(m, N_("an image of another kind"))
+            rej.append(Finding.of(f"modality_{m.lower()}",
+                                  "its DICOM header says it is %(name)s (modality %(modality)s), "
+                                  "not a plain radiograph (CR or DX).", name=name, modality=m))
     if sop_class in FOR_PROCESSING_CLASSES:
-        rej.append(Finding("for_processing_image",
+        rej.append(Finding.of("for_processing_image",
                            "it is raw detector data (\"for processing\"), not an image meant "
                            "for viewing; send the \"for presentation\" image."))
     if not modality and not implied:
-        warn.append(Finding("dicom_modality_missing",
+        warn.append(Finding.of("dicom_modality_missing",
                             "The DICOM file does not say which kind of device made it: check "
                             "that it is a chest X-ray."))
     view = _dicom_text(ds, "ViewPosition")
     meaning = _view_code_meaning(ds)
     if view in LATERAL_VIEWS or ("LATERAL" in meaning and "DECUBITUS" not in meaning):
-        rej.append(Finding("lateral_view",
-                           f"its DICOM header says it is a lateral view ({view or meaning}); "
-                           "only frontal (PA or AP) views can be judged."))
+        rej.append(Finding.of("lateral_view",
+                              "its DICOM header says it is a lateral view (%(view)s); "
+                              "only frontal (PA or AP) views can be judged.", view=view or meaning))
     elif view in OBLIQUE_VIEWS or "OBLIQUE" in meaning:
-        rej.append(Finding("oblique_view",
-                           f"its DICOM header says it is an oblique view ({view or meaning}); "
-                           "only frontal (PA or AP) views can be judged."))
+        rej.append(Finding.of("oblique_view",
+                              "its DICOM header says it is an oblique view (%(view)s); "
+                              "only frontal (PA or AP) views can be judged.", view=view or meaning))
     elif view in DECUBITUS_VIEWS or "DECUBITUS" in meaning:
-        warn.append(Finding("decubitus_view", "Decubitus view (the child lying on one side): "
+        warn.append(Finding.of("decubitus_view", "Decubitus view (the child lying on one side): "
                                               "the model was trained on standard frontal views."))
     part = _dicom_text(ds, "BodyPartExamined")
     squeezed = "".join(ch for ch in unicodedata.normalize("NFKD", part) if ch.isalnum()
                        and not unicodedata.combining(ch))
     if squeezed and not any(w in squeezed for w in CHEST_WORDS):
         if squeezed in NOT_CHEST_PARTS:
-            rej.append(Finding("body_part_not_chest",
-                               f"its DICOM header says the body part is {part}, not the chest."))
+            rej.append(Finding.of("body_part_not_chest",
+                                  "its DICOM header says the body part is %(part)s, not the chest.",
+                                  part=part))
         else:
-            warn.append(Finding("unknown_body_part",
-                                f"The DICOM header names the body part \"{part}\": check "
-                                "that this is a chest X-ray."))
+            warn.append(Finding.of("unknown_body_part",
+                                   "The DICOM header names the body part \"%(part)s\": check "
+                                   "that this is a chest X-ray.", part=part))
     frames = _dicom_text(ds, "NumberOfFrames")
     try:
         n_frames = int(float(frames)) if frames else 1
     except ValueError:
         n_frames = 1
     if n_frames > 1:
-        rej.append(Finding("multi_frame",
-                           f"it holds {n_frames} frames (a series or a moving sequence), not a "
-                           "single radiograph."))
+        rej.append(Finding.of("multi_frame",
+                              "it holds %(frames)s frames (a series or a moving sequence), not a "
+                              "single radiograph.", frames=n_frames))
     if rej:
-        raise NotAChestXray(rej, lead="This is not a frontal chest X-ray:")
+        raise NotAChestXray(rej, lead=N_("This is not a frontal chest X-ray:"))
     return warn
 
 
@@ -325,11 +349,11 @@ def measure(decoded: DecodedImage) -> dict[str, float]:
 def _graphic_reason(f: dict[str, float]) -> str | None:
     """Why the image looks drawn or photographed rather than X-rayed (what was measured)."""
     if f["mode_fraction"] > MAX_MODE_FRACTION:
-        return "large areas are one flat shade, as in graphics and screenshots."
+        return N_("large areas are one flat shade, as in graphics and screenshots.")
     if f["extreme_fraction"] > MAX_EXTREME_FRACTION:
-        return "most of it is pure black or pure white, as in documents and drawings."
+        return N_("most of it is pure black or pure white, as in documents and drawings.")
     if f["edge_fraction"] > MAX_EDGE_FRACTION:
-        return ("it has many sharp, high-contrast edges (as in text, line art or photographs); "
+        return N_("it has many sharp, high-contrast edges (as in text, line art or photographs); "
                 "X-rays have soft edges.")
     return None
 
@@ -341,51 +365,54 @@ def cheap_checks(decoded: DecodedImage) -> CheckResult:
     warn: list[Finding] = []
     short = min(f["width"], f["height"])
     if short < MIN_SIDE:
-        rej.append(Finding("image_too_small", f"the image is only {int(f['width'])} x "
-                                              f"{int(f['height'])} pixels."))
+        rej.append(Finding.of("image_too_small", "the image is only %(width)s x %(height)s pixels.",
+                              width=int(f["width"]), height=int(f["height"])))
     if f["aspect"] > MAX_ASPECT:
-        rej.append(Finding("extreme_aspect_ratio",
-                           f"its shape is far too elongated ({f['aspect']:.1f} : 1)."))
+        rej.append(Finding.of("extreme_aspect_ratio",
+                              "its shape is far too elongated (%(ratio)s : 1).",
+                              ratio=f"{f['aspect']:.1f}"))
     if f["colorfulness"] > MAX_COLORFULNESS:
-        rej.append(Finding("colour_image", "it is a colour picture, not a grayscale radiograph."))
+        rej.append(Finding.of("colour_image", "it is a colour picture, not a grayscale radiograph."))
     blank = f["std"] < MIN_STD or f["range"] < MIN_RANGE
     if blank:
-        rej.append(Finding("blank_image", "the image is blank or almost uniform."))
+        rej.append(Finding.of("blank_image", "the image is blank or almost uniform."))
     else:
         if f["coarse_corr"] < MIN_COARSE_CORR:
-            rej.append(Finding("noise_image", "the image looks like noise or a texture."))
+            rej.append(Finding.of("noise_image", "the image looks like noise or a texture."))
         graphic = _graphic_reason(f)
         if graphic:
-            rej.append(Finding("document_or_graphic", graphic))
+            rej.append(Finding.of("document_or_graphic", graphic))
         if f["layout"] < INVERTED_LAYOUT:
-            rej.append(Finding("inverted_image", "it looks like an inverted (negative) image; "
+            rej.append(Finding.of("inverted_image", "it looks like an inverted (negative) image; "
                                                  "bones must appear bright."))
         elif f["layout"] < MIN_LAYOUT:
-            rej.append(Finding("not_chest_layout",
+            rej.append(Finding.of("not_chest_layout",
                                "it does not have the layout of a frontal chest X-ray."))
     if rej:
         return CheckResult(rejections=rej, features=f)
 
     if short < WARN_MIN_SIDE:
-        warn.append(Finding("low_resolution", f"Low resolution ({int(f['width'])} x "
-                                              f"{int(f['height'])} pixels): details may be lost."))
+        warn.append(Finding.of("low_resolution",
+                               "Low resolution (%(width)s x %(height)s pixels): details may be lost.",
+                               width=int(f["width"]), height=int(f["height"])))
     if f["aspect"] > WARN_ASPECT:
-        warn.append(Finding("unusual_aspect_ratio", "Unusual image shape: it is squashed to a "
+        warn.append(Finding.of("unusual_aspect_ratio", "Unusual image shape: it is squashed to a "
                                                     "square for the model; check the cropping."))
     if f["std"] < WARN_STD or f["range"] < WARN_RANGE:
-        warn.append(Finding("low_contrast", "Low contrast image: the result is less reliable."))
+        warn.append(Finding.of("low_contrast", "Low contrast image: the result is less reliable."))
     if f["noise"] > WARN_NOISE:
-        warn.append(Finding("noisy", "Noisy image: the result is less reliable."))
+        warn.append(Finding.of("noisy", "Noisy image: the result is less reliable."))
     if f["mean"] < WARN_DARK_MEAN:
-        warn.append(Finding("underexposed", "Very dark image: the result is less reliable."))
+        warn.append(Finding.of("underexposed", "Very dark image: the result is less reliable."))
     elif f["mean"] > WARN_BRIGHT_MEAN:
-        warn.append(Finding("overexposed", "Very bright image: the result is less reliable."))
+        warn.append(Finding.of("overexposed", "Very bright image: the result is less reliable."))
     if f["layout"] < WARN_LAYOUT:
-        warn.append(Finding("unusual_layout", "The image does not look like a typical frontal "
+        warn.append(Finding.of("unusual_layout", "The image does not look like a typical frontal "
                                               "chest X-ray: check view, rotation and cropping."))
     if decoded.bit_depth > 8:
-        warn.append(Finding("rescaled_bit_depth", f"{decoded.bit_depth}-bit image rescaled to "
-                                                  "8 bits for the model."))
+        warn.append(Finding.of("rescaled_bit_depth",
+                               "%(bits)s-bit image rescaled to 8 bits for the model.",
+                               bits=decoded.bit_depth))
     for note in decoded.notes:
         warn.append(Finding("decoder_note", note[:1].upper() + note[1:] + "."))
     warn.extend(Finding(code, message) for code, message in decoded.warnings)
@@ -397,9 +424,9 @@ def ood_findings(distance: float, ood: dict) -> tuple[Finding | None, Finding | 
     reject = ood.get("reject_distance")
     warn = ood.get("warn_distance")
     if reject is not None and distance > float(reject):
-        return Finding("out_of_distribution", "the model finds it unlike the chest X-rays it "
+        return Finding.of("out_of_distribution", "the model finds it unlike the chest X-rays it "
                                               "was trained on."), None
     if warn is not None and distance > float(warn):
-        return None, Finding("unusual_image", "The image is unusual compared with the training "
+        return None, Finding.of("unusual_image", "The image is unusual compared with the training "
                                               "X-rays: interpret the result with extra care.")
     return None, None

@@ -37,6 +37,7 @@ DEFAULTS: dict = {
     "secret_key": None,  # session signing key; None -> random per process
     "trusted_hosts": None,  # Host header names accepted without a token; None -> loopback names
     "clinic_name": "",  # shown on the page and the printed report ("" -> not shown)
+    "lang": None,  # the page's language for everyone (e.g. "fr"); None -> each browser's own
     "site_min_cases": MIN_CASES_PER_CLASS,  # confirmed cases per class a site proposal needs
     # DICOM receiver (edge_app.dicom_receiver): off unless dicom_port is set
     "dicom_port": None,  # TCP port of the C-ECHO/C-STORE receiver; None = off, 0 = any free
@@ -151,6 +152,12 @@ def resolve(config: dict | None) -> dict:
     cfg["clinic_name"] = clean_text(str(cfg["clinic_name"] or ""))
     if len(cfg["clinic_name"]) > MAX_CLINIC_NAME:
         raise ValueError(f"the clinic name must have at most {MAX_CLINIC_NAME} characters")
+    if cfg["lang"]:
+        cfg["lang"] = str(cfg["lang"]).strip().lower().replace("_", "-").split("-")[0]
+        if not cfg["lang"].isalpha() or len(cfg["lang"]) > 8:
+            raise ValueError("lang must be a language code such as en, fr or ar")
+    else:
+        cfg["lang"] = None
     if cfg["threads"] < 1:
         raise ValueError("threads must be at least 1")
     if cfg["retain_days"] is not None:

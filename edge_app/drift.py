@@ -27,6 +27,8 @@ import math
 
 import numpy as np
 
+from edge_app.i18n import N_, _
+
 WINDOW = 100
 """How many recent answers are compared (the newest)."""
 MIN_ANSWERS = 50
@@ -38,7 +40,7 @@ ALPHA = 0.001
 REFUSAL_FLOOR = 0.01
 BORDERLINE_FLOOR = 0.02
 
-ADVICE = ("Check the X-ray unit and its settings (a new unit, other exposure or image "
+ADVICE = N_("Check the X-ray unit and its settings (a new unit, other exposure or image "
           "processing), and that images are frontal chest X-rays of children. If the change is "
           "intended, confirm about 100 results and set this clinic's thresholds again.")
 
@@ -109,7 +111,7 @@ def _appearance(answers: list[dict], reference: dict, cut: float) -> dict | None
         return None
     p = min(1.0, min(s["p_value"] for s in strata) * len(strata))
     return {"name": "image_appearance", "p_value": p, "drift": p < ALPHA, "by_class": strata,
-            "what": "the images look different from those the model was checked on"}
+            "what": N_("the images look different from those the model was checked on")}
 
 
 def check(answers: list[dict], refusal_times: list[str], reference: dict | None,
@@ -123,18 +125,19 @@ def check(answers: list[dict], refusal_times: list[str], reference: dict | None,
     attempts = sorted([(r["created_at"], r) for r in answers]
                       + [(t, None) for t in refusal_times], key=lambda a: a[0],
                       reverse=True)[:WINDOW]
-    window = [r for _, r in attempts if r is not None]
-    refused = sum(1 for _, r in attempts if r is None)
+    window = [r for _t, r in attempts if r is not None]
+    refused = sum(1 for _t, r in attempts if r is None)
     n = len(attempts)
     if not reference:
         return {"status": "unavailable", "n": n, "checks": [],
-                "message": "This model file has no reference statistics: drift is not checked."}
+                "message": _("This model file has no reference statistics: drift is not checked.")}
     if n < MIN_ANSWERS:
         return {"status": "insufficient", "n": n, "needed": MIN_ANSWERS, "checks": [],
-                "message": f"Drift is checked once {MIN_ANSWERS} images have been analysed."}
+                "message": _("Drift is checked once %(count)s images have been analysed.",
+                             count=MIN_ANSWERS)}
     checks = [_rate_check("refusals", refused, n, reference.get("refusal_rate", 0.0),
-                          REFUSAL_FLOOR, "more images than usual are refused as not a chest "
-                                         "X-ray")]
+                          REFUSAL_FLOOR, N_("more images than usual are refused as not a "
+                                            "chest X-ray"))]
     appearance = _appearance(window, reference, cut)
     if appearance is not None:
         checks.insert(0, appearance)
@@ -145,7 +148,7 @@ def check(answers: list[dict], refusal_times: list[str], reference: dict | None,
         borderline = sum(1 for r in window if lo <= float(r["probability"]) < hi)
         checks.append(_rate_check("borderline", borderline, len(window),
                                   reference.get("borderline_rate", 0.0), BORDERLINE_FLOOR,
-                                  "more answers than usual are borderline"))
+                                  N_("more answers than usual are borderline")))
         if reference.get("score_quantiles"):
             scores = np.array([float(r["probability"]) for r in window])
             d = ks_against_quantiles(scores, reference["score_quantiles"])
@@ -154,9 +157,11 @@ def check(answers: list[dict], refusal_times: list[str], reference: dict | None,
                 "note": "shown only: it also moves with the share of children who have "
                         "pneumonia"}}
     drifted = [c for c in checks if c["drift"]]
-    message = ("Recent images look like those the model was checked on."
-               if not drifted else "Recent images differ from those the model was checked on: "
-               + "; ".join(c["what"] for c in drifted) + ". " + ADVICE)
+    if drifted:  # in the request's language (the page's banner)
+        message = _("Recent images differ from those the model was checked on: %(what)s. "
+                    "%(advice)s", what="; ".join(_(c["what"]) for c in drifted), advice=_(ADVICE))
+    else:
+        message = _("Recent images look like those the model was checked on.")
     return {"status": "drift" if drifted else "ok", "n": n, "answered": len(window),
             "refused": refused, "window": WINDOW, "alpha": ALPHA, "checks": checks, **info,
             "reference_source": reference.get("source"), "message": message}

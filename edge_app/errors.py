@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from edge_app.checks import NotAChestXray
 from edge_app.history import StorageFull
+from edge_app.i18n import N_, translate
 from edge_app.imaging import ImageError
 from edge_app.predictor import BadMode
 
@@ -32,8 +33,8 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str, **extra) -> Response:
-    """A JSON error response."""
-    body = {"code": code, "message": message, **extra}
+    """A JSON error response (the message in the request's language when catalogued)."""
+    body = {"code": code, "message": translate(message), **extra}
     resp = jsonify({"error": body})
     resp.status_code = status
     return resp
@@ -52,6 +53,7 @@ def _image_error(e: ImageError):
     extra = {}
     if isinstance(e, NotAChestXray):
         extra["reasons"] = [r.to_json() for r in e.reasons]
+        return error_response(e.status, e.code, e.localized(), **extra)
     return error_response(e.status, e.code, e.message, **extra)
 
 
@@ -98,9 +100,9 @@ def _too_large(e: RequestEntityTooLarge):
 
 
 def _storage_full(e: StorageFull):
-    return error_response(507, "storage_full", "The result could not be saved: the computer's "
+    return error_response(507, "storage_full", N_("The result could not be saved: the computer's "
                                                "disk is full. Free some disk space (or ask your "
-                                               "IT contact), then try again.")
+                                               "IT contact), then try again."))
 
 
 def _http(e: HTTPException):
@@ -116,8 +118,8 @@ def _http(e: HTTPException):
 
 def _internal(e: Exception):
     log.exception("internal error", exc_info=e)
-    return error_response(500, "internal_error", "Something went wrong on the server. The "
-                                                 "error was logged.")
+    return error_response(500, "internal_error", N_("Something went wrong on the server. The "
+                                                    "error was logged."))
 
 
 def init_app(app: Flask) -> None:

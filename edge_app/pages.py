@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
+from babel.dates import format_datetime
 from flask import Blueprint, render_template
 
 from edge_app.errors import ApiError
+from edge_app.i18n import N_, _, current, number, percent, translate
 from edge_app.predictor import (
     BORDERLINE_NOTE,
     GUIDANCE_LABEL,
@@ -21,9 +24,73 @@ from edge_app.state import get_state
 
 bp = Blueprint("pages", __name__)
 
-FINDING_LABELS = (("normal", "Normal"), ("pneumonia", "Pneumonia"), ("other", "Other finding"),
-                  ("unknown", "Not known yet"))
-"""The clinician's findings (history.FINDINGS) as the page words them."""
+FINDING_LABELS = (("normal", N_("Normal")), ("pneumonia", N_("Pneumonia")),
+                  ("other", N_("Other finding")), ("unknown", N_("Not known yet")))
+"""The clinician's findings (history.FINDINGS) as the page words them (English ids)."""
+
+MODE_LABELS = {"balanced": N_("Balanced (default)"),
+               "screening": N_("Screening (misses fewer pneumonias)")}
+"""The result settings as the page words them."""
+
+MODE_NAMES = {"balanced": N_("balanced"), "screening": N_("screening")}
+"""The settings' short names, in running text."""
+
+JS_STRINGS = {
+    "no_file": N_("No file chosen."),
+    "file_size": N_("%(name)s (%(size)s kB)"),
+    "ref_cleared": N_("The patient reference \u201c%(ref)s\u201d of the previous X-ray was cleared."),
+    "request_failed": N_("The request failed."),
+    "other_reasons": N_("Other reasons:"),
+    "unreachable": N_("Could not reach the app. Is it still running?"),
+    "server_answered": N_("The server answered %(status)s."),
+    "mode_line": N_("%(mode)s: threshold %(threshold)s, model output %(output)s"),
+    "mode_line_calibrated": N_("%(mode)s: threshold %(threshold)s, model output %(output)s "
+                               "(calibrated)"),
+    "borderline_long": N_("Borderline (the screening and balanced settings disagree)"),
+    "clear": N_("Clear"),
+    "bits": N_("%(bits)s-bit"),
+    "saved": N_("Saved: %(finding)s."),
+    "saved_by": N_("Saved: %(finding)s, by %(by)s."),
+    "saved_at": N_("Saved: %(finding)s, %(time)s."),
+    "saved_by_at": N_("Saved: %(finding)s, by %(by)s, %(time)s."),
+    "choose_finding": N_("Choose a finding first."),
+    "shown_in": N_("%(iso)s (UTC); shown in %(zone)s"),
+    "site_in_use": N_("In use: thresholds set for this clinic on %(time)s from %(count)s "
+                      "confirmed cases: balanced %(balanced)s, screening %(screening)s."),
+    "site_in_use_by": N_("In use: thresholds set for this clinic on %(time)s from %(count)s "
+                         "confirmed cases (accepted by %(by)s): balanced %(balanced)s, screening "
+                         "%(screening)s."),
+    "model_in_use": N_("In use: the model's default thresholds (balanced %(balanced)s, "
+                       "screening %(screening)s)."),
+    "confirmed_so_far": N_("Confirmed so far with this model: %(normal)s normal, %(pneumonia)s "
+                           "pneumonia."),
+    "threshold_model": N_("The model (default thresholds)"),
+    "threshold_site": N_("This clinic (site thresholds)"),
+    "threshold_site_on": N_("This clinic: set on %(time)s from %(count)s confirmed cases"),
+    "one_minus_specificity": N_("1 − specificity"),
+    "sensitivity_axis": N_("sensitivity"),
+    "summary": N_("From %(count)s confirmed cases (%(normal)s normal, %(pneumonia)s pneumonia). "
+                  "How well the model's estimate separates them here (AUC): %(auc)s."),
+    "now": N_("now"),
+    "proposed": N_("proposed"),
+    "row_name": N_("%(mode)s — %(which)s"),
+    "point": N_("%(mode)s %(which)s: sensitivity %(sensitivity)s, specificity %(specificity)s"),
+    "expect": N_("On new patients expect about: balanced sensitivity %(bs)s, specificity %(bsp)s; "
+                 "screening sensitivity %(ss)s, specificity %(ssp)s (thresholds chosen on half of "
+                 "the cases, checked on the other half). Red: now; green: proposed."),
+    "score": N_("score %(value)s"),
+    "finding_for": N_("Clinician's finding for %(what)s, %(time)s"),
+    "this_result": N_("this result"),
+    "not_recorded": N_("— not recorded"),
+    "no_results": N_("No results yet."),
+    "by_dicom": N_("%(name)s (received by DICOM)"),
+    "borderline_short": N_("%(label)s (borderline)"),
+    "report": N_("Report"),
+    "page_of": N_("Page %(page)s of %(pages)s (%(total)s results)"),
+    "label_PNEUMONIA": N_("PNEUMONIA"),
+    "label_NORMAL": N_("NORMAL"),
+}
+"""Texts app.js shows, rendered into the page as JSON (``%(name)s`` placeholders)."""
 
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
@@ -31,19 +98,43 @@ _ID_RE = re.compile(r"^[0-9a-f]{32}$")
 def _context() -> dict:
     st = get_state()
     m = st.model
+    thresholds = ", ".join(f"{_(MODE_NAMES.get(n, n))} {percent(t)}" for n, t in m.thresholds.items())
     return {
         "model": {"name": m.name, "version": m.version, "sha256": m.sha256,
                   "thresholds": m.thresholds, "input_size": m.input_size},
         "model_card": m.model_card,
-        "calibrated_on": st.predictor.calibrated_on,
-        "intended_use": INTENDED_USE,
-        "borderline_note": BORDERLINE_NOTE,
-        "guidance_label": GUIDANCE_LABEL,
-        "heatmap_note": HEATMAP_NOTE,
+        "calibrated_on": _(st.predictor.calibrated_on) if st.predictor.calibrated_on else None,
+        "intended_use": _(INTENDED_USE),
+        "borderline_note": _(BORDERLINE_NOTE),
+        "guidance_label": _(GUIDANCE_LABEL),
+        "heatmap_note": {k: _(v) for k, v in HEATMAP_NOTE.items()},
         "clinic_name": st.config["clinic_name"],
-        "max_upload_mb": round(st.config["max_upload_bytes"] / 2**20),
-        "findings": FINDING_LABELS,
+        "max_upload_mb": number(round(st.config["max_upload_bytes"] / 2**20)),
+        "findings": [(k, _(v)) for k, v in FINDING_LABELS],
+        "mode_labels": {k: _(v) for k, v in MODE_LABELS.items()},
+        "threshold_list": thresholds + ".",
+        "js_strings": js_strings(),
     }
+
+
+def js_strings() -> dict[str, str]:
+    """The texts of app.js in the request's language (and the language for Intl formats)."""
+    out = {key: _(text) for key, text in JS_STRINGS.items()}
+    out.update({f"mode_{k}": _(v) for k, v in MODE_NAMES.items()})
+    out["locale"] = current()
+    return out
+
+
+def utc_text(iso: str | None) -> str:
+    """An ISO 8601 UTC time in the request's language, zone named (the page shows it local)."""
+    if not iso:
+        return ""
+    try:
+        when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return iso
+    return format_datetime(when.astimezone(UTC), "medium", tzinfo=UTC,
+                           locale=current()) + " UTC"
 
 
 @bp.get("/")
@@ -58,18 +149,24 @@ def report(record_id: str) -> str:
     st = get_state()
     rec = st.history.get(record_id) if _ID_RE.match(record_id) else None
     if rec is None:
-        raise ApiError(404, "not_found", "No such history record.")
+        raise ApiError(404, "not_found", N_("No such history record."))
     positive = st.model.class_names[1]
     codes = [w.get("code", "") for w in rec["warnings"]]
     # Records made before `calibrated` was stored are shown as a score (never a chance).
-    number = probability_text(rec["probability"], rec["threshold"],
+    score = probability_text(rec["probability"], rec["threshold"],
                               rec["calibrated_on"] if rec["calibrated"] else None)
     words = {
         "positive": rec["label"] == positive,
         "headline": headline(rec["label"], positive, rec["confidence"]),
-        "probability": number[:1].upper() + number[1:],
+        "probability": score[:1].upper() + score[1:],
         "next_steps": next_steps(rec["label"], rec["confidence"], codes, positive),
+        "warnings": [translate(w.get("message", "")) for w in rec["warnings"]],
+        "created_at": utc_text(rec["created_at"]),
+        "finding_at": utc_text(rec.get("finding_at")),
+        "setting": _(JS_STRINGS["mode_line_calibrated" if rec["calibrated"] else "mode_line"],
+                     mode=_(MODE_NAMES.get(rec["mode"], rec["mode"])),
+                     threshold=number(rec["threshold"], 3), output=number(rec["probability"], 3)),
     }
+    finding = dict(FINDING_LABELS).get(rec["finding"] or "", "")
     return render_template("report.html", rec=rec, words=words,
-                           finding_label=dict(FINDING_LABELS).get(rec["finding"] or "", ""),
-                           **_context())
+                           finding_label=_(finding) if finding else "", **_context())

@@ -26,29 +26,30 @@ from edge_app.checks import (
     ood_findings,
 )
 from edge_app.config import DEFAULTS
+from edge_app.i18n import N_, _, english, number, percent
 from edge_app.imaging import DEFAULT_MAX_PIXELS, DecodeGate, decode_image
 from edge_app.onnx_model import OnnxModel
 
-INTENDED_USE = (
+INTENDED_USE = N_(
     "Decision support for pediatric frontal chest X-rays. Not a diagnosis: a clinician must "
     "read the image and decide."
 )
 
-BORDERLINE_NOTE = (
+BORDERLINE_NOTE = N_(
     "Borderline result: the screening and balanced settings disagree on this image, so the "
     "answer is uncertain."
 )
 """Shown in plain words (page, printed report) when ``confidence`` is "borderline"."""
 
-GUIDANCE_LABEL = "What to do next (guidance, not a protocol)"
+GUIDANCE_LABEL = N_("What to do next (guidance, not a protocol)")
 """Heading of the next-steps lines: they support local clinical protocols, never replace them."""
 
-NEXT_STEP_POSITIVE = ("Assess the child clinically and consider referral using the criteria of "
+NEXT_STEP_POSITIVE = N_("Assess the child clinically and consider referral using the criteria of "
                       "your local protocol.")
-NEXT_STEP_NEGATIVE = ("Clinical judgement still applies: an X-ray without signs of pneumonia "
+NEXT_STEP_NEGATIVE = N_("Clinical judgement still applies: an X-ray without signs of pneumonia "
                       "does not rule it out.")
-NEXT_STEP_BORDERLINE = "A clinician should review the X-ray and the child before deciding."
-NEXT_STEP_RETAKE = ("Consider retaking the X-ray: the image quality warnings make the result "
+NEXT_STEP_BORDERLINE = N_("A clinician should review the X-ray and the child before deciding.")
+NEXT_STEP_RETAKE = N_("Consider retaking the X-ray: the image quality warnings make the result "
                     "less reliable.")
 
 RETAKE_WARNINGS = frozenset({
@@ -58,9 +59,9 @@ RETAKE_WARNINGS = frozenset({
 """Image quality warnings that a new X-ray may cure (others only note how it was read)."""
 
 HEATMAP_NOTE = {
-    "positive": "Shows where the model looked; red marks the areas that weighed most towards "
-                "pneumonia. Not an outline of a lesion.",
-    "negative": "Shows where the model looked. On a NORMAL result it does not mark disease.",
+    "positive": N_("Shows where the model looked; red marks the areas that weighed most towards "
+                   "pneumonia. Not an outline of a lesion."),
+    "negative": N_("Shows where the model looked. On a NORMAL result it does not mark disease."),
 }
 """Caption of the heatmap, by outcome."""
 
@@ -116,7 +117,8 @@ class Prediction:
             "mode": self.mode,
             "threshold_source": self.threshold_source,
             "confidence": self.confidence,
-            "message": self.message,
+            "message": plain_message(self.label, self.probability, self.threshold, self.positive,
+                                     self.calibrated_on, self.confidence),
             "headline": headline(self.label, self.positive, self.confidence),
             "probability_text": probability_text(self.probability, self.threshold,
                                                  self.calibrated_on),
@@ -130,14 +132,18 @@ class Prediction:
             "sha256": self.sha256,
             "input": {"format": self.format, "width": self.width, "height": self.height,
                       "bit_depth": self.bit_depth},
-            "quality": [w.to_json() for w in self.quality],
+            "quality": [w.to_json() for w in self.quality],  # messages in the request's language
             "ood_distance": None if self.ood_distance is None else round(self.ood_distance, 3),
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
-            "intended_use": INTENDED_USE,
+            "intended_use": _(INTENDED_USE),
         }
 
     def history_record(self) -> dict:
-        """The fields stored in the history database."""
+        """The fields stored in the history database (texts in English)."""
+        with english():
+            return self._history_record()
+
+    def _history_record(self) -> dict:
         return {
             "sha256": self.sha256, "label": self.label, "probability": self.probability,
             "threshold": self.threshold, "mode": self.mode, "confidence": self.confidence,
@@ -158,13 +164,18 @@ class Prediction:
         return "data:image/png;base64," + base64.b64encode(self.preview_png).decode()
 
 
-def _percent(p: float, digits: int) -> str:
+def _value(p: float, digits: int, as_percent: bool) -> str:
     """A probability as a number of 100 that never claims certainty ("over 99", "under 1")."""
+    fmt = percent if as_percent else (lambda f, d=0: number(100 * f, d))
     if 100 * p >= 99.5:
-        return "over 99"
+        return _("over %(value)s", value=fmt(0.99))
     if 100 * p < 0.5:
-        return "under 1"
-    return f"{100 * p:.{digits}f}"
+        return _("under %(value)s", value=fmt(0.01))
+    return fmt(p, digits)
+
+
+CALIBRATION_SOURCES = (N_("external validation images"), N_("validation images"))
+"""Where a model's probabilities were calibrated, in words (translated where shown)."""
 
 
 def calibration_source(model: OnnxModel) -> str | None:
@@ -173,32 +184,37 @@ def calibration_source(model: OnnxModel) -> str | None:
     if not cal or cal.get("method") == "none":
         return None
     source = str(model.metadata.get("operating_points_source") or cal.get("set") or "")
-    return "external validation images" if "external" in source.lower() else "validation images"
+    return CALIBRATION_SOURCES[0] if "external" in source.lower() else CALIBRATION_SOURCES[1]
 
 
 def headline(label: str, positive: str, confidence: str | None = None) -> str:
     """The outcome in a few words ("Signs of pneumonia likely")."""
-    words = "Signs of pneumonia likely" if label == positive else "No signs of pneumonia detected"
-    return words + (" (borderline)" if confidence == "borderline" else "")
+    if label == positive:
+        words = _("Signs of pneumonia likely")
+    else:
+        words = _("No signs of pneumonia detected")
+    return _("%(headline)s (borderline)", headline=words) if confidence == "borderline" else words
 
 
 def probability_text(probability: float, threshold: float, calibrated_on: str | None) -> str:
     """What the number is: a calibrated chance (and where calibrated) or a model score."""
     # One decimal when whole numbers would blur probability and threshold ("64 vs 64").
     digits = 0 if round(100 * probability) != round(100 * threshold) else 1
-    value = _percent(probability, digits)
     if calibrated_on:
-        return f"estimated chance of pneumonia signs: {value}% (calibrated on {calibrated_on})"
-    return f"model score {value} out of 100 (a score, not a chance of disease)"
+        return _("estimated chance of pneumonia signs: %(value)s (calibrated on %(source)s)",
+                 value=_value(probability, digits, True), source=_(calibrated_on))
+    return _("model score %(value)s out of 100 (a score, not a chance of disease)",
+             value=_value(probability, digits, False))
 
 
 def plain_message(label: str, probability: float, threshold: float, positive: str,
                   calibrated_on: str | None = None, confidence: str | None = None) -> str:
     """The result in plain words: outcome, what the number is, and what it does not mean."""
-    tail = ("A clinician must confirm." if label == positive
-            else "This does not rule out disease.")
-    return (f"{headline(label, positive, confidence)} \u2014 "
-            f"{probability_text(probability, threshold, calibrated_on)}. {tail}")
+    tail = (_("A clinician must confirm.") if label == positive
+            else _("This does not rule out disease."))
+    return _("%(headline)s — %(number)s. %(tail)s",
+             headline=headline(label, positive, confidence),
+             number=probability_text(probability, threshold, calibrated_on), tail=tail)
 
 
 def next_steps(label: str, confidence: str | None, warning_codes: list[str],
@@ -209,7 +225,7 @@ def next_steps(label: str, confidence: str | None, warning_codes: list[str],
         steps.insert(0, NEXT_STEP_BORDERLINE)
     if any(code in RETAKE_WARNINGS for code in warning_codes):
         steps.append(NEXT_STEP_RETAKE)
-    return steps
+    return [_(step) for step in steps]
 
 
 class Predictor:
@@ -226,6 +242,11 @@ class Predictor:
     def modes(self) -> list[str]:
         """Operating modes the model defines (e.g. balanced, screening)."""
         return list(self.model.thresholds)
+
+    def _english_message(self, label: str, prob: float, threshold: float, confidence: str) -> str:
+        with english():
+            return plain_message(label, prob, threshold, self.model.class_names[1],
+                                 self.calibrated_on, confidence)
 
     def check_mode(self, mode: str) -> str:
         """Validate an operating mode name; raises BadMode."""
@@ -297,8 +318,7 @@ class Predictor:
             model_sha256=self.model.sha256, sha256=sha, width=int(w), height=int(h),
             format=decoded.format, bit_depth=int(decoded.bit_depth), ood_distance=ood_distance,
             quality=quality,
-            message=plain_message(label, prob, float(threshold), self.model.class_names[1],
-                                  self.calibrated_on, confidence),
+            message=self._english_message(label, prob, float(threshold), confidence),
             timings_ms=timings, heatmap_source=heat_src, preview_png=preview_png,
             raw_probability=float(out.raw_probability[0]), calibrated_on=self.calibrated_on,
             positive=self.model.class_names[1],

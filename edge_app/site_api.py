@@ -18,6 +18,7 @@ from edge_app.api import API_VERSION, public_record, record_or_404
 from edge_app.config import clean_text
 from edge_app.errors import ApiError
 from edge_app.history import FINDINGS, utc_now_iso
+from edge_app.i18n import N_, _
 from edge_app.site_calibration import TooFewCases, propose
 from edge_app.site_profile import accept
 from edge_app.state import AppState, get_state
@@ -96,10 +97,10 @@ def calibration_state(st: AppState) -> dict:
            "profile": profile if site else None,
            "warning": None}
     if profile is not None and site is None:
-        out["warning"] = ("This clinic's thresholds were set for another model (sha256 "
-                          f"{str(profile.get('model_sha256'))[:12]}...), so the model's own "
-                          "thresholds are used. Confirm results and set them again for this "
-                          "model.")
+        out["warning"] = _("This clinic's thresholds were set for another model (sha256 "
+                           "%(sha)s...), so the model's own thresholds are used. Confirm results "
+                           "and set them again for this model.",
+                           sha=str(profile.get("model_sha256"))[:12])
         out["stale_profile"] = profile
     counts = {"normal": 0, "pneumonia": 0}
     for rec in _latest_per_image(st.history.confirmed(st.model.sha256)):
@@ -127,7 +128,11 @@ def calibration_proposal() -> Response:
         proposal = propose(y, p, site_thresholds(st) or _model_thresholds(st),
                            minimum=st.config["site_min_cases"])
     except TooFewCases as exc:
-        raise ApiError(422, "too_few_cases", str(exc),
+        raise ApiError(422, "too_few_cases", _(
+            "A proposal needs at least %(minimum)s confirmed NORMAL and %(minimum)s confirmed "
+            "PNEUMONIA cases analysed by this model; there are %(normal)s NORMAL and "
+            "%(pneumonia)s PNEUMONIA. Confirm more results and try again.",
+            minimum=exc.minimum, normal=exc.n_normal, pneumonia=exc.n_pneumonia),
                        n={"normal": exc.n_normal, "pneumonia": exc.n_pneumonia},
                        minimum=exc.minimum) from exc
     proposal.update(created_at=utc_now_iso(), model_sha256=st.model.sha256,
@@ -145,11 +150,11 @@ def calibration_accept() -> Response:
     proposal_id = body.get("proposal_id")
     proposal = st.site_proposals.get(proposal_id) if isinstance(proposal_id, str) else None
     if proposal is None:
-        raise ApiError(404, "unknown_proposal", "No such proposal (proposals are kept until the "
-                                                "server restarts). Make a new one.")
+        raise ApiError(404, "unknown_proposal", N_("No such proposal (proposals are kept until "
+                                                   "the server restarts). Make a new one."))
     if proposal["model_sha256"] != st.model.sha256:
-        raise ApiError(409, "model_changed", "This proposal was made for another model. Make a "
-                                             "new one.")
+        raise ApiError(409, "model_changed", N_("This proposal was made for another model. Make "
+                                                "a new one."))
     old = calibration_state(st)
     accept(st.site, st.history, proposal, model_sha256=st.model.sha256,
            model_version=st.model.version, by=_text(body, "by", MAX_BY),

@@ -8,12 +8,39 @@
   function $(id) { return document.getElementById(id); }
   function text(el, value) { if (el) { el.textContent = value == null ? "" : String(value); } }
 
+  // Texts in the page's language: a JSON catalogue rendered by the server (no inline script).
+  var T = {};
+  try { T = JSON.parse(($("i18n") || {}).textContent || "{}"); } catch (e) { T = {}; }
+  // The page's language, with the browser's own region when it speaks it (en-GB, pt-BR, fr-CA).
+  var lang = T.locale || document.documentElement.lang || undefined;
+  (navigator.languages || [navigator.language]).some(function (l) {
+    if (lang && l && l.split("-")[0].toLowerCase() === lang) { lang = l; return true; }
+    return false;
+  });
+  // Western digits, as the server writes them (Babel), so one page never mixes digit systems.
+  if (lang && lang.split("-")[0] === "ar" && lang.indexOf("-u-") < 0) { lang += "-u-nu-latn"; }
+  function t(key, params) {
+    var s = T[key] == null ? key : String(T[key]);
+    return s.replace(/%\((\w+)\)s/g, function (m, name) {
+      return params && params[name] != null ? String(params[name]) : m;
+    });
+  }
+  var numberFormat = null;
+  try { numberFormat = new Intl.NumberFormat(lang); } catch (e) { numberFormat = null; }
+  function num(v, digits) {
+    if (digits) {
+      try { return new Intl.NumberFormat(lang, { minimumFractionDigits: digits, maximumFractionDigits: digits }).format(v); }
+      catch (e) { return v.toFixed(digits); }
+    }
+    return numberFormat ? numberFormat.format(v) : String(v);
+  }
+
   // Times: the API speaks ISO 8601 UTC; people read the laptop's own time zone.
   var zone = "";
   try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { zone = ""; }
   var timeFormat = null;
   try {
-    timeFormat = new Intl.DateTimeFormat(undefined, {
+    timeFormat = new Intl.DateTimeFormat(lang, {
       year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
       timeZoneName: "short"
     });
@@ -27,7 +54,7 @@
     if (!el) { return; }
     el.setAttribute("datetime", iso || "");
     el.textContent = localTime(iso);
-    el.title = (iso || "") + " (UTC)" + (zone ? "; shown in " + zone : "");
+    el.title = zone ? t("shown_in", { iso: iso || "", zone: zone }) : (iso || "") + " (UTC)";
   }
   Array.prototype.forEach.call(document.querySelectorAll("time.local-time"), function (el) {
     showTime(el, el.getAttribute("datetime"));
@@ -45,8 +72,8 @@
     openedForPrint = [];
   });
   document.addEventListener("click", function (ev) {
-    var t = ev.target.closest ? ev.target.closest("[data-action=print]") : null;
-    if (t) { ev.preventDefault(); window.print(); }
+    var hit = ev.target.closest ? ev.target.closest("[data-action=print]") : null;
+    if (hit) { ev.preventDefault(); window.print(); }
   });
 
   var form = $("predict-form");
@@ -84,16 +111,15 @@
   function setFile(file) {
     generation += 1;
     chosen = file || null;
-    text($("file-name"), chosen ? chosen.name + " (" + Math.round(chosen.size / 1024) + " kB)"
-                                : "No file chosen.");
+    text($("file-name"), chosen ? t("file_size", { name: chosen.name, size: num(Math.round(chosen.size / 1024)) })
+                                : t("no_file"));
     submit.disabled = !chosen;
     clearResult();
     // A reference typed for the previous X-ray must not follow the next one unnoticed.
     if (usedRef && refInput.value === usedRef) {
       clearedRef = usedRef;
       refInput.value = "";
-      text($("ref-note-text"), "The patient reference \u201c" + clearedRef +
-           "\u201d of the previous X-ray was cleared.");
+      text($("ref-note-text"), t("ref_cleared", { ref: clearedRef }));
       $("ref-note").hidden = false;
     }
     usedRef = null;
@@ -103,7 +129,7 @@
     generation += 1;
     chosen = null;
     input.value = "";
-    text($("file-name"), "No file chosen.");
+    text($("file-name"), t("no_file"));
     submit.disabled = true;
     refInput.value = "";
     usedRef = null;
@@ -154,7 +180,7 @@
     clearResult();
     var box = $("error");
     var p = document.createElement("p");
-    p.textContent = err.message || "The request failed.";
+    p.textContent = err.message || t("request_failed");
     box.appendChild(p);
     // The message already names the first reason: list only the others, each once.
     var seen = {};
@@ -166,7 +192,7 @@
     });
     if (others.length) {
       var also = document.createElement("p");
-      also.textContent = "Other reasons:";
+      also.textContent = t("other_reasons");
       box.appendChild(also);
       var ul = document.createElement("ul");
       others.forEach(function (r) {
@@ -187,6 +213,8 @@
   }
 
   function capital(s) { return s ? s.charAt(0).toUpperCase() + s.slice(1) : ""; }
+  function labelWords(label) { return T["label_" + label] || label; }
+  function modeWords(mode) { return T["mode_" + mode] || mode; }
 
   function showResult(r) {
     clearResult();
@@ -195,6 +223,10 @@
     var verdict = $("result-text");
     text(verdict, r.headline || r.message);
     verdict.className = "verdict " + (positive ? "positive" : "negative");
+    var icon = document.createElement("span");
+    icon.className = "verdict-icon";
+    icon.setAttribute("aria-hidden", "true");
+    verdict.insertBefore(icon, verdict.firstChild);
     text($("r-prob"), capital(r.probability_text) + ".");
     var borderline = r.confidence === "borderline";
     $("r-borderline").hidden = !borderline;
@@ -203,13 +235,13 @@
     text($("r-patient"), r.patient_ref || "\u2014");
     text($("r-file"), r.file_name || "\u2014");
     showTime($("r-time"), r.created_at);
-    text($("r-label"), r.label);
-    text($("r-mode"), r.mode + ": threshold " + r.threshold.toFixed(3) + ", model output " +
-         r.probability.toFixed(3) + (r.calibrated ? " (calibrated)" : ""));
-    text($("r-confidence"), borderline ? "Borderline (the screening and balanced settings disagree)"
-                                       : "Clear");
+    text($("r-label"), labelWords(r.label));
+    text($("r-mode"), t(r.calibrated ? "mode_line_calibrated" : "mode_line",
+                        { mode: modeWords(r.mode), threshold: num(r.threshold, 3),
+                          output: num(r.probability, 3) }));
+    text($("r-confidence"), borderline ? t("borderline_long") : t("clear"));
     text($("r-input"), r.input.format + " " + r.input.width + " \u00d7 " + r.input.height + " px, " +
-         r.input.bit_depth + "-bit, sha256 " + r.sha256.slice(0, 16) + "\u2026");
+         t("bits", { bits: r.input.bit_depth }) + ", sha256 " + r.sha256.slice(0, 16) + "\u2026");
     text($("r-model"), r.model_name + " " + r.model_version + ", sha256 " +
          (r.model_sha256 || "").slice(0, 16) + "\u2026");
     text($("r-id"), r.id);
@@ -253,7 +285,7 @@
       headers: { "X-CSRF-Token": csrf, "Accept": "application/json" }
     }).then(function (resp) {
       return resp.json().catch(function () {
-        return { error: { message: "The server answered " + resp.status + "." } };
+        return { error: { message: t("server_answered", { status: resp.status }) } };
       });
     }).then(function (body) {
       if (mine !== generation) { loadHistory(1); return; }  // another patient by now
@@ -261,7 +293,7 @@
       if (body.error) { showError(body.error); } else { showResult(body); loadHistory(1); }
       loadStatus();
     }).catch(function () {
-      if (mine === generation) { showError({ message: "Could not reach the app. Is it still running?" }); }
+      if (mine === generation) { showError({ message: t("unreachable") }); }
     }).then(function () {
       if (mine === generation) { submit.disabled = !chosen; $("busy").hidden = true; }
     });
@@ -281,16 +313,16 @@
       body: body === undefined ? undefined : JSON.stringify(body)
     }).then(function (resp) {
       return resp.json().catch(function () {
-        return { error: { message: "The server answered " + resp.status + "." } };
+        return { error: { message: t("server_answered", { status: resp.status }) } };
       });
     });
   }
 
   function savedText(r) {
     if (!r || !r.finding) { return ""; }
-    return "Saved: " + (findingLabels[r.finding] || r.finding) +
-           (r.finding_by ? ", by " + r.finding_by : "") +
-           (r.finding_at ? ", " + localTime(r.finding_at) : "") + ".";
+    var key = "saved" + (r.finding_by ? "_by" : "") + (r.finding_at ? "_at" : "");
+    return t(key, { finding: findingLabels[r.finding] || r.finding, by: r.finding_by || "",
+                    time: r.finding_at ? localTime(r.finding_at) : "" });
   }
 
   function resetConfirm(r) {
@@ -311,17 +343,22 @@
     var id = currentId;
     var picked = document.querySelector("#confirm-form input[name=finding]:checked");
     if (!id) { return; }
-    if (!picked) { text($("c-status"), "Choose a finding first."); return; }
+    if (!picked) { text($("c-status"), t("choose_finding")); return; }
     confirmFinding(id, picked.value, $("c-note").value, $("c-by").value).then(function (body) {
       if (id !== currentId) { return; }  // another patient by now
       text($("c-status"), body.error ? body.error.message : savedText(body));
       loadHistory(page);
       loadStatus();
-    }).catch(function () { text($("c-status"), "Could not reach the app. Is it still running?"); });
+    }).catch(function () { text($("c-status"), t("unreachable")); });
   });
 
   // Status: drift banner, the thresholds in use, the clinic lead's section.
-  function pct(v) { return v == null || isNaN(v) ? "—" : Math.round(100 * v) + "%"; }
+  var pctFormat = null;
+  try { pctFormat = new Intl.NumberFormat(lang, { style: "percent", maximumFractionDigits: 0 }); } catch (e) { pctFormat = null; }
+  function pct(v) {
+    if (v == null || isNaN(v)) { return "—"; }
+    return pctFormat ? pctFormat.format(Math.round(100 * v) / 100) : Math.round(100 * v) + "%";
+  }
   function interval(ci) { return ci && ci.length === 2 ? " (" + pct(ci[0]) + "–" + pct(ci[1]) + ")" : ""; }
 
   function loadStatus() {
@@ -340,17 +377,16 @@
         var words;
         if (cal.source === "site" && cal.profile) {
           var pn = cal.profile.n || {};
-          words = "In use: thresholds set for this clinic on " + localTime(cal.profile.created_at) +
-            " from " + ((pn.normal || 0) + (pn.pneumonia || 0)) + " confirmed cases" +
-            (cal.profile.by ? " (accepted by " + cal.profile.by + ")" : "") + ": balanced " +
-            pct(cal.thresholds.balanced) + ", screening " + pct(cal.thresholds.screening) + ".";
+          words = t(cal.profile.by ? "site_in_use_by" : "site_in_use", {
+            time: localTime(cal.profile.created_at), count: num((pn.normal || 0) + (pn.pneumonia || 0)),
+            by: cal.profile.by || "", balanced: pct(cal.thresholds.balanced),
+            screening: pct(cal.thresholds.screening) });
         } else {
-          words = "In use: the model's default thresholds (balanced " +
-            pct(cal.thresholds && cal.thresholds.balanced) + ", screening " +
-            pct(cal.thresholds && cal.thresholds.screening) + ").";
+          words = t("model_in_use", { balanced: pct(cal.thresholds && cal.thresholds.balanced),
+                                      screening: pct(cal.thresholds && cal.thresholds.screening) });
         }
-        text($("site-state"), words + " Confirmed so far with this model: " + n.normal +
-             " normal, " + n.pneumonia + " pneumonia.");
+        text($("site-state"), words + " " + t("confirmed_so_far", { normal: num(n.normal),
+                                                                    pneumonia: num(n.pneumonia) }));
         text($("site-min"), cal.min_cases_per_class);
         $("site-revert").hidden = cal.source !== "site";
       })
@@ -359,12 +395,12 @@
 
   var lastCal = null;  // the latest /api/v1/status calibration block
   function thresholdWords(source) {
-    if (source !== "site") { return "The model (default thresholds)"; }
+    if (source !== "site") { return t("threshold_model"); }
     var p = lastCal && lastCal.source === "site" ? lastCal.profile : null;
-    if (!p) { return "This clinic (site thresholds)"; }
+    if (!p) { return t("threshold_site"); }
     var n = p.n || {};
-    return "This clinic: set on " + localTime(p.created_at) + " from " +
-           ((n.normal || 0) + (n.pneumonia || 0)) + " confirmed cases";
+    return t("threshold_site_on", { time: localTime(p.created_at),
+                                    count: num((n.normal || 0) + (n.pneumonia || 0)) });
   }
 
   var proposal = null;
@@ -391,46 +427,42 @@
     el("path", { d: d.join(" "), fill: "none", stroke: "#1a5fb4", "stroke-width": 2 });
     points.forEach(function (p) {
       var c = el("circle", { cx: X(1 - p.spec), cy: Y(p.sens), r: 5, fill: p.color });
-      var t = document.createElementNS(ns, "title"); t.textContent = p.label; c.appendChild(t);
+      var tt = document.createElementNS(ns, "title"); tt.textContent = p.label; c.appendChild(tt);
     });
     var xl = el("text", { x: 115, y: 216, "text-anchor": "middle", "font-size": 10 });
-    xl.textContent = "1 − specificity";
+    xl.textContent = t("one_minus_specificity");
     var yl = el("text", { x: 10, y: 105, "font-size": 10, transform: "rotate(-90 10 105)", "text-anchor": "middle" });
-    yl.textContent = "sensitivity";
+    yl.textContent = t("sensitivity_axis");
   }
 
   function showProposal(p) {
     proposal = p;
     var m = p.metrics;
-    text($("site-summary"), "From " + (p.n.normal + p.n.pneumonia) + " confirmed cases (" +
-         p.n.normal + " normal, " + p.n.pneumonia + " pneumonia). How well the model's " +
-         "estimate separates them here (AUC): " + m.auc.toFixed(3) +
-         (m.auc_ci.length ? " (" + m.auc_ci[0].toFixed(3) + "–" + m.auc_ci[1].toFixed(3) + ")" : "") + ".");
+    text($("site-summary"), t("summary", { count: num(p.n.normal + p.n.pneumonia),
+         normal: num(p.n.normal), pneumonia: num(p.n.pneumonia),
+         auc: num(m.auc, 3) + (m.auc_ci.length ? " (" + num(m.auc_ci[0], 3) + "–" + num(m.auc_ci[1], 3) + ")" : "") }));
     var rows = $("site-rows");
     rows.textContent = "";
     var points = [];
     ["balanced", "screening"].forEach(function (mode) {
-      [["now", m.current[mode], "#c01c28"], ["proposed", m.proposed[mode], "#26a269"]].forEach(function (x) {
+      [[t("now"), m.current[mode], "#c01c28"], [t("proposed"), m.proposed[mode], "#26a269"]].forEach(function (x) {
         var r = x[1];
         if (!r) { return; }
         var tr = document.createElement("tr");
-        cell(tr, capital(mode) + " — " + x[0]);
+        cell(tr, t("row_name", { mode: capital(modeWords(mode)), which: x[0] }));
         cell(tr, pct(r.threshold));
         cell(tr, pct(r.sensitivity) + interval(r.sensitivity_ci));
         cell(tr, pct(r.specificity) + interval(r.specificity_ci));
         rows.appendChild(tr);
         points.push({ sens: r.sensitivity, spec: r.specificity, color: x[2],
-                      label: capital(mode) + " " + x[0] + ": sensitivity " + pct(r.sensitivity) +
-                             ", specificity " + pct(r.specificity) });
+                      label: t("point", { mode: capital(modeWords(mode)), which: x[0],
+                                          sensitivity: pct(r.sensitivity), specificity: pct(r.specificity) }) });
       });
     });
     var cf = m.proposed_cross_fitted || {};
-    text($("site-note"), "On new patients expect about: balanced sensitivity " +
-         pct(cf.balanced && cf.balanced.sensitivity) + ", specificity " +
-         pct(cf.balanced && cf.balanced.specificity) + "; screening sensitivity " +
-         pct(cf.screening && cf.screening.sensitivity) + ", specificity " +
-         pct(cf.screening && cf.screening.specificity) +
-         " (thresholds chosen on half of the cases, checked on the other half). Red: now; green: proposed.");
+    text($("site-note"), t("expect", {
+         bs: pct(cf.balanced && cf.balanced.sensitivity), bsp: pct(cf.balanced && cf.balanced.specificity),
+         ss: pct(cf.screening && cf.screening.sensitivity), ssp: pct(cf.screening && cf.screening.specificity) }));
     drawRoc($("site-roc"), m.roc, points);
     $("site-proposal").hidden = false;
     $("site-proposal-title").focus();
@@ -441,7 +473,7 @@
     $("site-proposal").hidden = true;
     sendJSON("POST", "/api/v1/calibration/proposal", {}).then(function (body) {
       if (body.error) { siteError(body.error); } else { showProposal(body); }
-    }).catch(function () { siteError({ message: "Could not reach the app. Is it still running?" }); });
+    }).catch(function () { siteError({ message: t("unreachable") }); });
   });
   $("site-accept").addEventListener("click", function () {
     if (!proposal) { return; }
@@ -452,13 +484,13 @@
         proposal = null;
         loadStatus();
         $("site-state").focus();
-      }).catch(function () { siteError({ message: "Could not reach the app. Is it still running?" }); });
+      }).catch(function () { siteError({ message: t("unreachable") }); });
   });
   $("site-revert").addEventListener("click", function () {
     var by = $("site-by").value;
     sendJSON("DELETE", "/api/v1/calibration" + (by ? "?by=" + encodeURIComponent(by) : ""))
       .then(function (body) { if (body.error) { siteError(body.error); } loadStatus(); })
-      .catch(function () { siteError({ message: "Could not reach the app. Is it still running?" }); });
+      .catch(function () { siteError({ message: t("unreachable") }); });
   });
 
   // History
@@ -482,17 +514,16 @@
     tr.appendChild(td); return td;
   }
   function estimate(r) {
-    var pct = Math.round(100 * r.probability);
-    return r.calibrated ? pct + "%" : "score " + pct;
+    return r.calibrated ? pct(r.probability) : t("score", { value: num(Math.round(100 * r.probability)) });
   }
   function findingCell(r) {
     var td = document.createElement("td");
     var sel = document.createElement("select");
     sel.className = "finding-select";
-    sel.setAttribute("aria-label", "Clinician's finding for " + (r.patient_ref || r.file_name || "this result") +
-                     ", " + localTime(r.created_at));
+    sel.setAttribute("aria-label", t("finding_for", { what: r.patient_ref || r.file_name || t("this_result"),
+                                                     time: localTime(r.created_at) }));
     var none = document.createElement("option");
-    none.value = ""; none.textContent = "— not recorded"; none.disabled = !!r.finding;
+    none.value = ""; none.textContent = t("not_recorded"); none.disabled = !!r.finding;
     sel.appendChild(none);
     Object.keys(findingLabels).forEach(function (k) {
       var o = document.createElement("option"); o.value = k; o.textContent = findingLabels[k];
@@ -527,30 +558,34 @@
           tb.appendChild(tr0); return;
         }
         if (!body.items.length) {
-          var tr1 = document.createElement("tr"); cell(tr1, "No results yet.", "muted").colSpan = 9;
+          var tr1 = document.createElement("tr"); cell(tr1, t("no_results"), "muted").colSpan = 9;
           tb.appendChild(tr1);
         }
         body.items.forEach(function (r) {
           var tr = document.createElement("tr");
           var td0 = cell(tr, "");
-          var t = document.createElement("time"); showTime(t, r.created_at); td0.appendChild(t);
+          var tm = document.createElement("time"); showTime(tm, r.created_at); td0.appendChild(tm);
           cell(tr, r.patient_ref || "\u2014");
-          cell(tr, (r.file_name || "\u2014") + (r.source === "dicom" ? " (received by DICOM)" : ""),
+          cell(tr, r.source === "dicom" ? t("by_dicom", { name: r.file_name || "\u2014" }) : (r.file_name || "\u2014"),
                "file");
-          cell(tr, r.label + (r.confidence === "borderline" ? " (borderline)" : ""),
-               "label-" + r.label);
+          var lab = cell(tr, "", "label-" + r.label);
+          var ic = document.createElement("span");
+          ic.className = "verdict-icon"; ic.setAttribute("aria-hidden", "true");
+          lab.appendChild(ic);
+          lab.appendChild(document.createTextNode(r.confidence === "borderline"
+            ? t("borderline_short", { label: labelWords(r.label) }) : labelWords(r.label)));
           cell(tr, estimate(r));
-          cell(tr, r.mode);
+          cell(tr, modeWords(r.mode));
           cell(tr, (r.warnings || []).map(function (w) { return w.code; }).join(", "));
           tr.appendChild(findingCell(r));
           var td = cell(tr, "");
           var a = document.createElement("a");
-          a.href = "/report/" + encodeURIComponent(r.id); a.textContent = "Report";
+          a.href = "/report/" + encodeURIComponent(r.id); a.textContent = t("report");
           td.appendChild(a);
           tb.appendChild(tr);
         });
-        text($("h-page"), "Page " + body.page + " of " + Math.max(1, body.pages) +
-             " (" + body.total + " results)");
+        text($("h-page"), t("page_of", { page: num(body.page), pages: num(Math.max(1, body.pages)),
+                                         total: num(body.total) }));
         $("h-prev").disabled = body.page <= 1;
         $("h-next").disabled = body.page >= body.pages;
       })
