@@ -45,10 +45,36 @@ def signature_path(model: str | Path) -> Path:
     return model.with_name(model.name + SIG_SUFFIX)
 
 
-def _raw_public(public_key) -> bytes:
-    from cryptography.hazmat.primitives import serialization
+_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
+"""DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410); the raw 32-byte key follows."""
+_PKCS8_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
+"""DER prefix of an unencrypted Ed25519 PKCS#8 private key (RFC 8410); the 32-byte seed follows."""
 
-    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+def _pem(kind: str, der: bytes) -> bytes:
+    """DER bytes wrapped as PEM."""
+    body = base64.encodebytes(der).decode().replace("\n", "")
+    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    return (f"-----BEGIN {kind}-----\n" + "\n".join(lines) + f"\n-----END {kind}-----\n").encode()
+
+
+def _der(pem: bytes, kind: str, prefix: bytes, where: str | Path) -> bytes:
+    """The 32 raw key bytes of an Ed25519 PEM file; ValueError if it is not one."""
+    text = pem.decode("ascii", errors="replace")
+    begin, end = f"-----BEGIN {kind}-----", f"-----END {kind}-----"
+    if begin not in text or end not in text:
+        raise ValueError(f"{where} is not an Ed25519 {kind.lower()} (PEM)")
+    try:
+        der = base64.b64decode(text.split(begin, 1)[1].split(end, 1)[0], validate=False)
+    except ValueError as exc:
+        raise ValueError(f"{where} is not an Ed25519 {kind.lower()} (PEM)") from exc
+    if not der.startswith(prefix) or len(der) != len(prefix) + 32:
+        raise ValueError(f"{where} is not an Ed25519 {kind.lower()}")
+    return der[len(prefix):]
+
+
+def _raw_public(public_key) -> bytes:
+    return bytes(public_key)
 
 
 def key_id(public_key) -> str:
@@ -58,8 +84,7 @@ def key_id(public_key) -> str:
 
 def generate_keys(out_dir: str | Path) -> tuple[Path, Path]:
     """Write a new Ed25519 key pair into out_dir (private key 0600); (private, public) paths."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from nacl.signing import SigningKey
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,43 +92,34 @@ def generate_keys(out_dir: str | Path) -> tuple[Path, Path]:
     for path in (private, public):
         if path.exists():
             raise FileExistsError(f"{path} already exists; not overwriting a key")
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    key = SigningKey.generate()
     fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(pem)
+        f.write(_pem("PRIVATE KEY", _PKCS8_PREFIX + bytes(key)))
     os.chmod(private, 0o600)  # whatever the umask
-    public.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    public.write_bytes(_pem("PUBLIC KEY", _SPKI_PREFIX + bytes(key.verify_key)))
     log.info("key pair written: %s (private), %s (public, id %s)", private, public,
-             key_id(key.public_key()))
+             key_id(key.verify_key))
     return private, public
 
 
 def load_public_key(path: str | Path):
     """An Ed25519 public key from a PEM file; ValueError if it is not one."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from nacl.signing import VerifyKey
 
-    key = serialization.load_pem_public_key(Path(path).read_bytes())
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError(f"{path} is not an Ed25519 public key")
-    return key
+    return VerifyKey(_der(Path(path).read_bytes(), "PUBLIC KEY", _SPKI_PREFIX, path))
 
 
 def sign_model(model: str | Path, private_key: str | Path) -> Path:
     """Sign a model file with a PEM Ed25519 private key; writes and returns MODEL.onnx.sig."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from nacl.signing import SigningKey
 
-    key = serialization.load_pem_private_key(Path(private_key).read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{private_key} is not an Ed25519 private key")
+    key = SigningKey(_der(Path(private_key).read_bytes(), "PRIVATE KEY", _PKCS8_PREFIX,
+                          private_key))
     data = Path(model).read_bytes()
     sig = {"algorithm": ALGORITHM, "file": Path(model).name,
-           "sha256": hashlib.sha256(data).hexdigest(), "key_id": key_id(key.public_key()),
-           "signature": base64.b64encode(key.sign(data)).decode()}
+           "sha256": hashlib.sha256(data).hexdigest(), "key_id": key_id(key.verify_key),
+           "signature": base64.b64encode(key.sign(data).signature).decode()}
     out = signature_path(model)
     out.write_text(json.dumps(sig, indent=1) + "\n")
     log.info("signed %s (sha256 %s) with key %s -> %s", model, sig["sha256"], sig["key_id"],
@@ -114,7 +130,7 @@ def sign_model(model: str | Path, private_key: str | Path) -> Path:
 def verify_model(model: str | Path, public_key: str | Path = RELEASE_PUBLIC_KEY,
                  signature: str | Path | None = None) -> Verified:
     """Check a model file against its signature and a trusted public key; SignatureError if not."""
-    from cryptography.exceptions import InvalidSignature
+    from nacl.exceptions import BadSignatureError
 
     model = Path(model)
     sig_file = Path(signature) if signature else signature_path(model)
@@ -136,8 +152,8 @@ def verify_model(model: str | Path, public_key: str | Path = RELEASE_PUBLIC_KEY,
         raise SignatureError(f"the signature {sig_file} was made with key {sig.get('key_id')}, "
                              f"not the trusted key {key_id(key)} ({public_key})")
     try:
-        key.verify(raw, data)
-    except InvalidSignature as exc:
+        key.verify(data, raw)
+    except BadSignatureError as exc:
         raise SignatureError(f"the signature {sig_file} does not match {model.name}: the file "
                              f"was changed after signing (sha256 {digest}) or the signature "
                              "is damaged") from exc

@@ -265,7 +265,7 @@ def test_self_test(exe, tmp_path):
 
 
 def test_install_model_checks_the_signature_inside_the_executable(exe, tmp_path):
-    """The release key, cryptography and both reference X-rays travel inside the executable."""
+    """The release key, PyNaCl and both reference X-rays travel inside the executable."""
     model = ROOT / "edge_app" / "models" / "pneumo.int8.onnx"  # signed with the release key
     data = tmp_path / "data"
     res = subprocess.run([str(exe), "--install-model", str(model), "--data-dir", str(data)],
