@@ -37,6 +37,7 @@ def serve_config(args: argparse.Namespace, **overrides) -> dict:
         "dicom_allowed_aets": args.allowed_aets,
         "dicom_send": args.dicom_send,
         "retain_days": args.retain_days,
+        "lang": args.lang,
     }
     config.update(overrides)
     return config
@@ -223,6 +224,9 @@ def add_serve_arguments(p: argparse.ArgumentParser, *, executable: bool = False)
                    help="images over 8 MB of pixels decoded at once; others wait (memory; "
                         f"default {DEFAULTS['max_large_decodes']})")
     add_clinic_name_option(p)
+    p.add_argument("--lang", default=DEFAULTS["lang"], metavar="CODE",
+                   help="the page's language for every browser (en, fr, es, pt, sw, ar; "
+                        "default: each browser's own, or $PNEUMO_LANG)")
     p.add_argument("--retain-days", type=int, default=DEFAULTS["retain_days"], metavar="N",
                    help="delete records (with heatmaps and kept images) older than N days, at "
                         "start and every hour; each purge is audited (default: keep all)")

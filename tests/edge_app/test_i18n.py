@@ -171,3 +171,16 @@ def test_mo_files_are_not_committed():
         pytest.skip("not a git checkout")
     assert not [p for p in tracked if p.endswith(".mo")]
     assert all(Path(REPO / p).exists() for p in tracked)
+
+
+def test_lang_flag_of_serve_and_the_executable():
+    """`--lang` is declared once (add_serve_arguments): pneumo serve and pneumo-edge get it."""
+    import argparse
+
+    from edge_app.cli import add_serve_arguments, serve_config
+
+    for executable in (False, True):
+        p = argparse.ArgumentParser()
+        add_serve_arguments(p, executable=executable)
+        assert serve_config(p.parse_args(["--lang", "ar"]))["lang"] == "ar"
+        assert serve_config(p.parse_args([]))["lang"] is None
