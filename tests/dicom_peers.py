@@ -7,9 +7,11 @@ them skip with that reason where they are missing.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -17,7 +19,22 @@ from pathlib import Path
 
 import pytest
 
-DCMTK_MISSING = shutil.which("storescu") is None or shutil.which("echoscu") is None
+
+def dcmtk(name: str) -> str | None:
+    """dcmtk's own `name` on PATH, skipping this Python's bin folder: pynetdicom installs
+    console scripts with the same names (echoscu, storescu, ...) and other options there."""
+    own = Path(sys.prefix, "bin").resolve()
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        if folder and Path(folder).resolve() == own:
+            continue
+        found = shutil.which(name, path=folder)
+        if found:
+            return found
+    return None
+
+
+ECHOSCU, STORESCU = dcmtk("echoscu"), dcmtk("storescu")
+DCMTK_MISSING = ECHOSCU is None or STORESCU is None
 ORTHANC_MISSING = shutil.which("Orthanc") is None
 needs_dcmtk = pytest.mark.skipif(
     DCMTK_MISSING, reason="dcmtk (echoscu, storescu) is not installed: apt-get install dcmtk")
@@ -42,14 +59,14 @@ def free_port() -> int:
 def echoscu(port: int, *, called: str = "PNEUMO", calling: str = "ECHOSCU"
             ) -> subprocess.CompletedProcess:
     """dcmtk's echoscu against 127.0.0.1:port."""
-    return subprocess.run(["echoscu", "-aec", called, "-aet", calling, "127.0.0.1", str(port)],
+    return subprocess.run([ECHOSCU or "echoscu", "-aec", called, "-aet", calling, "127.0.0.1", str(port)],
                           capture_output=True, text=True, timeout=60)
 
 
 def storescu(port: int, *files: Path, syntax: str = "explicit_le", called: str = "PNEUMO",
              calling: str = "STORESCU") -> subprocess.CompletedProcess:
     """dcmtk's storescu sending `files`, proposing only the contexts they need in `syntax`."""
-    return subprocess.run(["storescu", "-R", STORESCU_SYNTAX[syntax], "-aec", called, "-aet",
+    return subprocess.run([STORESCU or "storescu", "-R", STORESCU_SYNTAX[syntax], "-aec", called, "-aet",
                            calling, "127.0.0.1", str(port), *map(str, files)],
                           capture_output=True, text=True, timeout=120)
 
