@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 
 from edge_app.imaging import normalize_intensity
-from train.data import Sample, Split, list_class_folder, load_arrays, resolve_split_dirs
+from train.data import (
+    Sample,
+    Split,
+    list_class_folder,
+    load_arrays,
+    refuse_external_val,
+    resolve_split_dirs,
+)
 from train.metrics import bootstrap_ci, choose_thresholds, metrics_at
 
 log = logging.getLogger(__name__)
@@ -422,6 +429,8 @@ def export_model(model_path: str | Path | Sequence[str | Path], calib_data: str 
     from export.drift_reference import add_drift_reference
     from export.parity_report import write_parity_report
 
+    # int8 calibration images are fitted on: never the external validation set
+    refuse_external_val(calib_data, "int8 calibration data", external=external_val)
     paths = [model_path] if isinstance(model_path, (str, Path)) else list(model_path)
     if not paths:
         raise ValueError("export needs at least one model")

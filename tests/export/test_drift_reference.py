@@ -42,3 +42,15 @@ def test_bundled_model_carries_a_reference(model):
     ref = model.metadata["drift_reference"]
     assert ref["source"].startswith("external validation (half of the official test split)")
     assert ref["n"] + ref["n_refused"] == 312
+
+
+def test_export_refuses_external_validation_as_int8_calibration_data(tmp_path):
+    import pytest
+
+    from export.run import export_model
+
+    ext = tmp_path / "external_val"
+    (ext / "NORMAL").mkdir(parents=True)
+    with pytest.raises(ValueError, match="never be used as int8 calibration data"):
+        export_model(tmp_path / "no-run", ext, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused before anything is written
