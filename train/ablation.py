@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from train.metrics import auc, auc_rows, metrics_at, specificity_at_sensitivity
+
 VARIANTS = {
     "baseline": {"augment": False, "synthetic": False},
     "augmentation": {"augment": True, "synthetic": False},
@@ -107,7 +109,6 @@ def predict_run(run_dir: Path, samples, cache_dir: str | Path | None) -> np.ndar
 
 def score(y: np.ndarray, p: np.ndarray) -> dict:
     """The table's metrics: METRICS at threshold 0.5, and specificity at sensitivity >= 0.95."""
-    from train.metrics import metrics_at, specificity_at_sensitivity
 
     m = metrics_at(y, p, 0.5)
     return {k: m[k] for k in METRICS} | {
@@ -290,19 +291,7 @@ def stratified_indices(y: np.ndarray, n_boot: int, seed: int = 0) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def auc_rows(y_sorted: np.ndarray, p_rows: np.ndarray) -> np.ndarray:
-    """ROC AUC of every row of p_rows (ties count one half), labels y_sorted for all rows."""
-    from scipy.stats import rankdata
-
-    pos = y_sorted == 1
-    n1, n0 = int(pos.sum()), int((~pos).sum())
-    ranks = rankdata(p_rows, axis=1)
-    return (ranks[:, pos].sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n0)
-
-
 def _draw_metrics(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
-    from train.metrics import specificity_at_sensitivity
-
     ys = y[idx[0]]
     rows = p[idx]
     return {"auc": auc_rows(ys, rows),
@@ -333,10 +322,6 @@ def paired_comparison(preds: dict[str, list[dict]], key: str, *, n_boot: int = 1
     once for every model), and a t-interval over the seeds' differences.
     """
     from scipy import stats
-    from sklearn.metrics import roc_auc_score
-
-    from train.metrics import specificity_at_sensitivity
-
     base = preds["baseline"]
     y = base[0][f"y_{key}"]
     idx = stratified_indices(y, n_boot, seed)
@@ -353,7 +338,7 @@ def paired_comparison(preds: dict[str, list[dict]], key: str, *, n_boot: int = 1
                     key == "eval" and not np.array_equal(r["eval_paths"], b["eval_paths"])):
                 raise ValueError(f"{v} seed {k} was scored on other {key} images than baseline")
             pb, pv = b[f"p_{key}"], r[f"p_{key}"]
-            point = {"auc": (float(roc_auc_score(y, pb)), float(roc_auc_score(y, pv))),
+            point = {"auc": (auc(y, pb), auc(y, pv)),
                      "spec_at_sens95": (specificity_at_sensitivity(y, pb, MIN_SENSITIVITY),
                                         specificity_at_sensitivity(y, pv, MIN_SENSITIVITY))}
             vd = _draw_metrics(y, pv, idx)

@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-    roc_curve,
-)
+from scipy.stats import rankdata
+from sklearn.metrics import roc_curve
 
 from edge_app import operating_points as _ops
 
@@ -66,21 +59,37 @@ def choose_thresholds(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return {"balanced": d["balanced"], "screening": d["screening"]}
 
 
+def auc_rows(y: np.ndarray, p_rows: np.ndarray) -> np.ndarray:
+    """ROC AUC of every row of p_rows against the same labels y (ties count one half)."""
+    pos = np.asarray(y).astype(int) == 1
+    n1, n0 = int(pos.sum()), int((~pos).sum())
+    if not n1 or not n0:
+        return np.full(len(p_rows), np.nan)
+    ranks = rankdata(p_rows, axis=1)
+    return (ranks[:, pos].sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
+def auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC (the Mann-Whitney statistic, as sklearn's roc_auc_score); NaN for one class."""
+    return float(auc_rows(y, np.asarray(p, dtype=np.float64)[None, :])[0])
+
+
 def metrics_at(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
     """Accuracy, sensitivity, specificity, precision, F1 and AUC at one threshold."""
     y = np.asarray(y).astype(int)
-    pred = (np.asarray(p) >= threshold).astype(int)
-    tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
-    both = len(np.unique(y)) == 2
+    pred = np.asarray(p) >= threshold
+    pos = y == 1
+    tp, fn = int(np.sum(pred & pos)), int(np.sum(~pred & pos))
+    fp, tn = int(np.sum(pred & ~pos)), int(np.sum(~pred & ~pos))
     return {
         "threshold": float(threshold),
-        "accuracy": float(accuracy_score(y, pred)),
-        "sensitivity": float(recall_score(y, pred, zero_division=0)),
-        "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
-        "precision": float(precision_score(y, pred, zero_division=0)),
-        "f1": float(f1_score(y, pred, zero_division=0)),
-        "auc": float(roc_auc_score(y, p)) if both else float("nan"),
-        "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp),
+        "accuracy": (tp + tn) / len(y) if len(y) else float("nan"),
+        "sensitivity": tp / (tp + fn) if tp + fn else 0.0,
+        "specificity": tn / (tn + fp) if tn + fp else float("nan"),
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
+        "auc": auc(y, p),
+        "tn": tn, "fp": fp, "fn": fn, "tp": tp,
     }
 
 
@@ -108,9 +117,16 @@ def bootstrap_ci(y: np.ndarray, p: np.ndarray, threshold: float, *, n_boot: int 
 def specificity_at_sensitivity(y: np.ndarray, p: np.ndarray, min_sensitivity: float) -> float:
     """The best specificity any threshold reaches while keeping sensitivity >= min_sensitivity."""
     y = np.asarray(y).astype(int)
-    if len(np.unique(y)) < 2:
+    n1 = int(y.sum())
+    n0 = len(y) - n1
+    if not n1 or not n0:
         return float("nan")
-    fpr, tpr, _ = roc_curve(y, np.asarray(p, dtype=np.float64), drop_intermediate=False)
+    p = np.asarray(p, dtype=np.float64)
+    order = np.argsort(-p, kind="mergesort")
+    ys, ps = y[order], p[order]
+    last = np.r_[np.flatnonzero(np.diff(ps)), len(ps) - 1]  # last image of each distinct score
+    tpr = np.r_[0.0, np.cumsum(ys)[last] / n1]
+    fpr = np.r_[0.0, np.cumsum(1 - ys)[last] / n0]
     ok = tpr >= min_sensitivity
     return float(1.0 - fpr[ok].min()) if ok.any() else 0.0
 

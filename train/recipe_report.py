@@ -26,7 +26,7 @@ import numpy as np
 
 from edge_app.calibration import logit, sigmoid
 from train.data import EXTERNAL_LABEL
-from train.metrics import specificity_at_sensitivity
+from train.metrics import auc, specificity_at_sensitivity
 
 log = logging.getLogger(__name__)
 
@@ -87,24 +87,20 @@ def recipe_summary(meta: dict) -> str:
 
 
 def _bootstrap(y: np.ndarray, p: np.ndarray, n_boot: int, seed: int) -> dict[str, list[float]]:
-    from sklearn.metrics import roc_auc_score
-
     rng = np.random.default_rng(seed)
-    auc, spec = [], []
+    aucs, spec = [], []
     for _ in range(n_boot):
         i = rng.integers(0, len(y), len(y))
         if len(np.unique(y[i])) < 2:
             continue
-        auc.append(roc_auc_score(y[i], p[i]))
+        aucs.append(auc(y[i], p[i]))
         spec.append(specificity_at_sensitivity(y[i], p[i], 0.95))
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
-            for k, v in (("auc", auc), ("spec_at_sens95", spec))}
+            for k, v in (("auc", aucs), ("spec_at_sens95", spec))}
 
 
 def score(c: Candidate, *, n_boot: int = 1000, seed: int = 0) -> dict:
     """The row's figures (see the module docstring)."""
-    from sklearn.metrics import roc_auc_score
-
     from train.calibration import cross_fit
 
     cf = cross_fit(c.y, c.p, c.files, fit="platt", seed=seed, n_boot=0)
@@ -116,7 +112,7 @@ def score(c: Candidate, *, n_boot: int = 1000, seed: int = 0) -> dict:
         "recipe": recipe_summary(c.meta[0]),
         "seeds": [mt.get("recipe", {}).get("seed") for mt in c.meta],
         "n": int(len(c.y)),
-        "auc": float(roc_auc_score(c.y, c.p)),
+        "auc": auc(c.y, c.p),
         "spec_at_sens95": specificity_at_sensitivity(c.y, c.p, 0.95),
         "ci95": _bootstrap(c.y, c.p, n_boot, seed),
         "crossfit": {

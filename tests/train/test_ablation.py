@@ -6,12 +6,10 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from sklearn.metrics import roc_auc_score
 from tinydata import fixture_images, make_tiny_kaggle
 
 from train.ablation import (
     _refuse_overlap,
-    auc_rows,
     eval_label,
     paired_comparison,
     resolve_eval_folder,
@@ -23,13 +21,6 @@ from train.trainer import EXTERNAL_LABEL
 
 def _preds(y, ps):
     return [{"y_eval": y, "p_eval": p, "eval_paths": np.arange(len(y)).astype(str)} for p in ps]
-
-
-def test_rank_auc_matches_sklearn_with_ties():
-    rng = np.random.default_rng(0)
-    y = np.sort(rng.integers(0, 2, 60))
-    rows = np.round(rng.random((5, 60)), 1)  # many ties
-    np.testing.assert_allclose(auc_rows(y, rows), [roc_auc_score(y, r) for r in rows])
 
 
 def test_stratified_draws_keep_both_classes():
@@ -90,7 +81,8 @@ def _small_pngs(folder, sources, n, size, seed=0):
         Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(folder / f"img{i:02d}.png")
 
 
-def test_ablation_with_eval_data_writes_the_paired_report(tmp_path):
+def test_ablation_with_eval_data_writes_the_paired_report_and_resumes(tmp_path, caplog):
+    """Two variants x two seeds judged on an external folder; a rerun skips every finished run."""
     data = make_tiny_kaggle(tmp_path / "data", per_class=10)
     ext = tmp_path / "external_val"  # named like the real one: labelled as external validation
     fx = fixture_images()
@@ -98,29 +90,31 @@ def test_ablation_with_eval_data_writes_the_paired_report(tmp_path):
     _small_pngs(ext / "PNEUMONIA", fx["PNEUMONIA"], 5, 24, seed=2)
     _small_pngs(tmp_path / "syn" / "NORMAL", fx["NORMAL"], 4, 32, seed=3)  # fake GAN images
     args = ["ablation", "--data", str(data), "--synthetic", str(tmp_path / "syn"),
-            "--out", str(tmp_path / "abl"), "--eval-data", str(ext), "--seeds", "1",
+            "--out", str(tmp_path / "abl"), "--eval-data", str(ext), "--seeds", "2",
             "--epochs", "1", "--img-size", "32", "--batch-size", "8", "--n-boot", "50",
-            "--variants", "baseline", "gan", "combined", "--intensity", "equalize",
-            "--select", "last"]
+            "--variants", "baseline", "gan", "--intensity", "equalize", "--select", "last"]
     assert main(args) == 0
     rep = json.loads((tmp_path / "abl" / "ablation.json").read_text())
     paired = rep["paired"]["eval"]
     assert paired["label"] == EXTERNAL_LABEL and paired["n"] == 10
-    assert set(paired["variants"]) == {"gan", "combined"}
-    for v in ("gan", "combined"):
-        row = paired["variants"][v]["per_seed"][0]
+    assert set(paired["variants"]) == {"gan"}
+    for row in paired["variants"]["gan"]["per_seed"]:
         for m in ("auc", "spec_at_sens95"):
             assert set(row[m]) == {"baseline", "variant", "diff", "ci95"}
             lo, hi = row[m]["ci95"]
             assert lo <= hi
-            mean = paired["variants"][v]["mean"][m]
-            assert {"diff", "ci95", "verdict", "seeds"} <= set(mean)
+    for m in ("auc", "spec_at_sens95"):
+        mean = paired["variants"]["gan"]["mean"][m]
+        assert {"diff", "ci95", "verdict", "seeds"} <= set(mean) and mean["seeds"] == 2
     assert "val" in rep["paired"] and set(rep["summary"]) == {"val", "eval"}
+    assert set(rep["summary"]["val"]) == {"baseline", "gan"}
+    assert len(rep["summary"]["val"]["gan"]["auc"]["values"]) == 2
     assert rep["info"]["intensity"] == "equalize" and rep["info"]["select"] == "last"
     md = (tmp_path / "abl" / "ablation.md").read_text()
-    assert EXTERNAL_LABEL in md and "GAN images vs baseline (1 seed)" in md
+    assert EXTERNAL_LABEL in md and "GAN images vs baseline (2 seeds)" in md
     assert "internal validation split" in md
-    assert (tmp_path / "abl" / "ablation_paired.png").exists()
+    for png in ("ablation_paired.png", "ablation.png"):
+        assert (tmp_path / "abl" / png).exists()
     run = tmp_path / "abl" / "gan" / "seed0"
     history = list(csv.DictReader((run / "history.csv").open()))
     assert "ext_auc" in history[0] and "ext_spec_at_sens95" in history[0]
@@ -131,8 +125,16 @@ def test_ablation_with_eval_data_writes_the_paired_report(tmp_path):
     assert scores["eval"]["auc"] == pytest.approx(meta["external_val"]["ext_auc"], abs=1e-6)
     assert scores["eval"]["spec_at_sens95"] == pytest.approx(
         meta["external_val"]["ext_spec_at_sens95"], abs=1e-6)
-    base = json.loads((tmp_path / "abl" / "baseline" / "seed0" / "config.json").read_text())
-    assert base["augment"] == "none" and base["external_val"] == str(ext)
-    # one folder, one recipe: a different recipe is refused before any training
-    with pytest.raises(ValueError, match="another recipe"):
-        main(args[:-4] + ["--intensity", "none", "--select", "last"])
+    # one split for every run (the GAN's), only the training seed varies
+    splits = {(tmp_path / "abl" / v / f"seed{k}" / "split.json").read_text()
+              for v in ("baseline", "gan") for k in (0, 1)}
+    assert len(splits) == 1
+    # a rerun (e.g. after an interruption) skips the finished runs and rewrites the same report
+    model = tmp_path / "abl" / "gan" / "seed1" / "model.keras"
+    stamp = model.stat().st_mtime_ns
+    caplog.set_level("INFO", logger="train.ablation")
+    assert main(args) == 0
+    assert model.stat().st_mtime_ns == stamp
+    assert caplog.text.count("finished earlier, skipped") == 4
+    again = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert again["paired"]["eval"]["variants"]["gan"]["mean"] == paired["variants"]["gan"]["mean"]

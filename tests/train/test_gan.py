@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from tinydata import FIXTURES, make_tiny_kaggle
+from tinydata import make_tiny_kaggle
 
 pytest.importorskip("tensorflow")
 
@@ -82,30 +82,3 @@ def test_memorisation_check_flags_exact_copies(tiny_data, tmp_path):
     assert rep["best_ssim_max"] > 0.99
     assert (tmp_path / "q" / "closest_pairs.png").exists()
     assert json.loads((tmp_path / "q" / "gan_quality.json").read_text())["domain_fid"] >= 0
-
-
-def test_ablation_skips_finished_runs(tiny_data, tmp_path, caplog):
-    syn = tmp_path / "syn" / "NORMAL"
-    syn.mkdir(parents=True)
-    for p in sorted((FIXTURES / "NORMAL").glob("*.jpeg")):
-        shutil.copy(p, syn / f"synthetic-{p.name}")
-    args = ["ablation", "--data", str(tiny_data), "--synthetic", str(tmp_path / "syn"),
-            "--out", str(tmp_path / "abl"), "--seeds", "2", "--epochs", "1",
-            "--img-size", "32", "--variants", "baseline", "gan"]
-    caplog.set_level("INFO", logger="train.ablation")
-    assert main(args) == 0
-    model = tmp_path / "abl" / "gan" / "seed1" / "model.keras"
-    stamp = model.stat().st_mtime_ns
-    assert main(args) == 0
-    assert model.stat().st_mtime_ns == stamp
-    assert caplog.text.count("finished earlier, skipped") == 4
-    summary = json.loads((tmp_path / "abl" / "ablation.json").read_text())["summary"]
-    assert set(summary["val"]) == {"baseline", "gan"}
-    assert len(summary["val"]["gan"]["auc"]["values"]) == 2
-    assert (tmp_path / "abl" / "ablation.png").exists()
-    meta = json.loads((tmp_path / "abl" / "gan" / "seed0" / "model.json").read_text())
-    assert meta["recipe"]["synthetic_data"] is True
-    # one split for every run (the GAN's), only the training seed varies
-    splits = {(tmp_path / "abl" / v / f"seed{k}" / "split.json").read_text()
-              for v in ("baseline", "gan") for k in (0, 1)}
-    assert len(splits) == 1

@@ -90,3 +90,27 @@ def test_threshold_for_sensitivity_by_hand_and_ties():
     assert threshold_for_sensitivity([0, 0, 1, 1], [0.1, 0.3, 0.5, 0.8], 0.95) == 0.5
     with pytest.raises(ValueError):
         threshold_for_sensitivity([0, 0], [0.1, 0.2], 0.95)
+
+
+def test_numpy_metrics_match_sklearn_with_ties():
+    """metrics_at, auc_rows and specificity_at_sensitivity agree with scikit-learn exactly."""
+    from sklearn import metrics as sk
+
+    from train.metrics import auc_rows, specificity_at_sensitivity
+
+    rng = np.random.default_rng(0)
+    y = np.sort(rng.integers(0, 2, 60))
+    rows = np.round(rng.random((5, 60)), 1) + 0.2 * y  # many ties
+    np.testing.assert_allclose(auc_rows(y, rows), [sk.roc_auc_score(y, r) for r in rows])
+    for p in rows:
+        t = float(np.median(p))
+        m, pred = metrics_at(y, p, t), (p >= t).astype(int)
+        assert m["accuracy"] == pytest.approx(sk.accuracy_score(y, pred))
+        assert m["sensitivity"] == pytest.approx(sk.recall_score(y, pred))
+        assert m["precision"] == pytest.approx(sk.precision_score(y, pred))
+        assert m["f1"] == pytest.approx(sk.f1_score(y, pred))
+        assert m["auc"] == pytest.approx(sk.roc_auc_score(y, p))
+        fpr, tpr, _ = sk.roc_curve(y, p, drop_intermediate=False)
+        for s in (0.5, 0.95, 1.0):
+            assert specificity_at_sensitivity(y, p, s) == pytest.approx(1 - fpr[tpr >= s].min())
+    assert np.isnan(metrics_at(np.ones(5), np.linspace(0, 1, 5), 0.5)["auc"])
