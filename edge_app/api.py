@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    request,
+    stream_with_context,
+    url_for,
+)
 
 from edge_app import heatmap as hm
 from edge_app.analysis import analyse
-from edge_app.config import clean_text
+from edge_app.config import clean_text, is_loopback
 from edge_app.errors import ApiError
 from edge_app.history import FIELDS, parse_bound
 from edge_app.i18n import N_, _
 from edge_app.predictor import INTENDED_USE, headline, next_steps, probability_text
-from edge_app.state import get_state
+from edge_app.state import SHUTDOWN_HOOK, get_state
+
+log = logging.getLogger(__name__)
 
 API_VERSION = "v1"
 MAX_PATIENT_REF = 64
@@ -122,8 +133,8 @@ def _range() -> tuple[str | None, str | None]:
         return (parse_bound(request.args.get("from"), end=False),
                 parse_bound(request.args.get("to"), end=True))
     except ValueError as exc:
-        raise ApiError(400, "bad_date", "Dates must look like 2025-01-31 or "
-                                        "2025-01-31T14:00:00Z.") from exc
+        raise ApiError(400, "bad_date", N_("Dates must look like 2025-01-31 or "
+                                           "2025-01-31T14:00:00Z.")) from exc
 
 
 def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
@@ -133,9 +144,11 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
     try:
         value = int(raw)
     except ValueError as exc:
-        raise ApiError(400, "bad_parameter", f"'{name}' must be a whole number.") from exc
+        raise ApiError(400, "bad_parameter", _("'%(name)s' must be a whole number.",
+                                               name=name)) from exc
     if not lo <= value <= hi:
-        raise ApiError(400, "bad_parameter", f"'{name}' must be between {lo} and {hi}.")
+        raise ApiError(400, "bad_parameter", _("'%(name)s' must be between %(low)s and "
+                                               "%(high)s.", name=name, low=lo, high=hi))
     return value
 
 
@@ -221,7 +234,7 @@ def record_or_404(record_id: str) -> dict:
     """The history record with this id, or a 404 ApiError."""
     rec = get_state().history.get(record_id) if _ID_RE.match(record_id) else None
     if rec is None:
-        raise ApiError(404, "not_found", "No such history record.")
+        raise ApiError(404, "not_found", N_("No such history record."))
     return rec
 
 
@@ -253,3 +266,29 @@ def history_image(record_id: str) -> Response:
         raise ApiError(404, "image_expired", N_("The X-ray of this older result is no longer "
                                                 "kept; only the most recent ones are."))
     return Response(png, mimetype="image/png")
+
+
+@bp.post("/shutdown")
+def shutdown() -> Response:
+    """Stop the app (the page's "Stop the app"): 202 {"status": "stopping"}, then a clean stop.
+
+    Refused (403) when turned off (--no-stop-button) and, unless the server has a token or
+    PIN, from any computer but this one; 409 when no server of ours runs the app.
+    """
+    st = get_state()
+    if not st.config["allow_shutdown"]:
+        raise ApiError(403, "shutdown_disabled", N_("Stopping the app from the page is turned "
+                                                    "off. Stop it where it was started."))
+    guarded = bool(st.config["token"]) or "pneumo_pin" in current_app.extensions
+    if not guarded and not is_loopback(request.remote_addr or ""):
+        raise ApiError(403, "shutdown_not_local", N_("The app can only be stopped from the "
+                                                     "computer it runs on."))
+    stop = current_app.extensions.get(SHUTDOWN_HOOK)
+    if stop is None:
+        raise ApiError(409, "shutdown_unavailable", N_("This app cannot be stopped from the "
+                                                       "page. Stop it where it was started."))
+    log.info("stop asked from the page by %s", request.remote_addr)
+    resp = jsonify({"status": "stopping"})
+    resp.status_code = 202
+    resp.call_on_close(stop)  # after the answer is written; the server waits a moment more
+    return resp

@@ -38,6 +38,7 @@ def serve_config(args: argparse.Namespace, **overrides) -> dict:
         "dicom_send": args.dicom_send,
         "retain_days": args.retain_days,
         "lang": args.lang,
+        "allow_shutdown": not getattr(args, "no_stop_button", False),
     }
     config.update(overrides)
     return config
@@ -81,6 +82,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.model):
         print(f"error: model file not found: {args.model}", file=sys.stderr)
         return 2
+    for stream in (sys.stdout, sys.stderr):  # the start-up lines may be in any language:
+        if stream is not None and hasattr(stream, "reconfigure"):  # never fail on a console
+            stream.reconfigure(errors="replace")  # that cannot show them (Windows code pages)
     return serve_and_report(serve_config(args), open_browser=args.open_browser)
 
 
@@ -227,6 +231,9 @@ def add_serve_arguments(p: argparse.ArgumentParser, *, executable: bool = False)
     p.add_argument("--lang", default=DEFAULTS["lang"], metavar="CODE",
                    help="the page's language for every browser (en, fr, es, pt, sw, ar; "
                         "default: each browser's own, or $PNEUMO_LANG)")
+    p.add_argument("--no-stop-button", action="store_true",
+                   help="no \"Stop the app\" button on the page (POST /api/v1/shutdown is "
+                        "refused); stop with Ctrl+C or by closing the console window")
     p.add_argument("--retain-days", type=int, default=DEFAULTS["retain_days"], metavar="N",
                    help="delete records (with heatmaps and kept images) older than N days, at "
                         "start and every hour; each purge is audited (default: keep all)")

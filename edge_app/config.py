@@ -38,6 +38,7 @@ DEFAULTS: dict = {
     "trusted_hosts": None,  # Host header names accepted without a token; None -> loopback names
     "clinic_name": "",  # shown on the page and the printed report ("" -> not shown)
     "lang": None,  # the page's language for everyone (e.g. "fr"); None -> each browser's own
+    "allow_shutdown": True,  # the page's "Stop the app" (POST /api/v1/shutdown); --no-stop-button
     "site_min_cases": MIN_CASES_PER_CLASS,  # confirmed cases per class a site proposal needs
     # DICOM receiver (edge_app.dicom_receiver): off unless dicom_port is set
     "dicom_port": None,  # TCP port of the C-ECHO/C-STORE receiver; None = off, 0 = any free
@@ -158,6 +159,7 @@ def resolve(config: dict | None) -> dict:
             raise ValueError("lang must be a language code such as en, fr or ar")
     else:
         cfg["lang"] = None
+    cfg["allow_shutdown"] = bool(cfg["allow_shutdown"])
     if cfg["threads"] < 1:
         raise ValueError("threads must be at least 1")
     if cfg["retain_days"] is not None:

@@ -10,11 +10,11 @@ import logging
 import re
 
 from flask import Flask, Response, current_app, jsonify
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from edge_app.checks import NotAChestXray
 from edge_app.history import StorageFull
-from edge_app.i18n import N_, translate
+from edge_app.i18n import N_, _, translate
 from edge_app.imaging import ImageError
 from edge_app.predictor import BadMode
 
@@ -22,7 +22,11 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    """An error answer with an HTTP status, a stable code and a message for people."""
+    """An error answer with an HTTP status, a stable code and a message for people.
+
+    ``message`` is a message id (``N_``) or a text already in the request's language (``_``);
+    the ``code`` stays English and stable.
+    """
 
     def __init__(self, status: int, code: str, message: str, **extra):
         super().__init__(message)
@@ -53,17 +57,25 @@ def _image_error(e: ImageError):
     extra = {}
     if isinstance(e, NotAChestXray):
         extra["reasons"] = [r.to_json() for r in e.reasons]
-        return error_response(e.status, e.code, e.localized(), **extra)
-    return error_response(e.status, e.code, e.message, **extra)
+    return error_response(e.status, e.code, e.localized(), **extra)
 
 
 def _bad_mode(e: BadMode):
-    return error_response(400, "bad_mode", str(e))
+    return error_response(400, "bad_mode", e.localized())
+
+
+TOO_LARGE = N_("The upload is too large. Please send a file smaller than %(size)s MB.")
+"""The `file_too_large` message (``size``: the limit in MB)."""
+
+
+def too_large_params(limit: int) -> dict:
+    """TOO_LARGE's parameters for a limit in bytes."""
+    return {"size": f"{limit / 2**20:.0f}"}
 
 
 def too_large_message(limit: int) -> str:
-    """The message of a `file_too_large` answer (also used for Waitress's own 413)."""
-    return f"The upload is too large. Please send a file smaller than {limit / 2**20:.0f} MB."
+    """The message of a `file_too_large` answer, in the request's language (English outside)."""
+    return _(TOO_LARGE, **too_large_params(limit))
 
 
 def _form_limit_hit(e: RequestEntityTooLarge) -> str | None:
@@ -87,14 +99,14 @@ def _too_large(e: RequestEntityTooLarge):
     cfg = current_app.config
     which = _form_limit_hit(e)
     if which == "parts":
-        return error_response(413, "too_many_form_parts", "The form has too many parts (at most "
-                              f"{cfg.get('MAX_FORM_PARTS')}). Send one image in the field "
-                              "'image' and a few short fields.")
+        return error_response(413, "too_many_form_parts", _(
+            "The form has too many parts (at most %(limit)s). Send one image in the field "
+            "'image' and a few short fields.", limit=cfg.get("MAX_FORM_PARTS")))
     if which == "field":
         limit = cfg.get("MAX_FORM_MEMORY_SIZE") or 0
-        return error_response(413, "form_field_too_large", "A form field other than the image "
-                              f"is longer than {limit // 1000} kB. Send the X-ray as a file in "
-                              "the field 'image'.")
+        return error_response(413, "form_field_too_large", _(
+            "A form field other than the image is longer than %(size)s kB. Send the X-ray as a "
+            "file in the field 'image'.", size=limit // 1000))
     return error_response(413, "file_too_large",
                           too_large_message(cfg.get("MAX_CONTENT_LENGTH") or 0))
 
@@ -105,11 +117,21 @@ def _storage_full(e: StorageFull):
                                                "IT contact), then try again."))
 
 
+HTTP_MESSAGES = {
+    NotFound: N_("There is nothing at this address."),
+    MethodNotAllowed: N_("This address does not accept this kind of request."),
+}
+"""Our words (translated) for Werkzeug's own answers when they carry its default description."""
+
+
 def _http(e: HTTPException):
     code = e.code or 500
     if code >= 500:
         return _internal(e)
-    resp = error_response(code, _snake(e.name), e.description or e.name)
+    message = e.description or e.name
+    if type(e) in HTTP_MESSAGES and e.description == type(e).description:
+        message = HTTP_MESSAGES[type(e)]
+    resp = error_response(code, _snake(e.name), message)
     allow = getattr(e, "valid_methods", None)
     if allow:
         resp.headers["Allow"] = ", ".join(allow)

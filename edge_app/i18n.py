@@ -3,7 +3,9 @@
 Languages are the folders of ``edge_app/translations`` (one ``messages.po`` each, English is
 the source). The choice, first match wins: ``?lang=xx`` (remembered in the ``lang`` cookie),
 the ``lang`` cookie, the server's ``lang`` setting (or PNEUMO_LANG), the browser's ``Accept-Language``,
-English. Outside a request (batch command, DICOM receiver, history) texts stay English.
+English. Outside a request (batch command, DICOM receiver, history) texts stay English, except
+inside ``console(lang)``: the lines the server prints at start and stop follow the server's
+``lang`` setting (or PNEUMO_LANG). ``english()`` always wins (stored texts and logs).
 The ``.mo`` files are compiled from the ``.po`` files on first use when missing or older
 (into the package, or a private temporary folder when the package is read-only).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 import os
 import tempfile
@@ -22,7 +25,7 @@ from babel import Locale
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal, format_percent
-from babel.support import LazyProxy
+from babel.support import LazyProxy, NullTranslations, Translations
 from flask import Flask, Response, current_app, has_request_context, request
 from flask_babel import Babel, get_locale
 from flask_babel import gettext as _babel_gettext
@@ -41,6 +44,8 @@ LANG_ENV = "PNEUMO_LANG"
 """Environment variable: the page's language for everyone when the ``lang`` setting is unset."""
 
 _english = contextvars.ContextVar("pneumo_english", default=False)
+_console: contextvars.ContextVar[tuple[str, NullTranslations] | None] = contextvars.ContextVar(
+    "pneumo_console", default=None)
 
 
 def languages() -> list[str]:
@@ -82,6 +87,74 @@ def _ready_directory() -> str:
         return str(compile_catalogues(TRANSLATIONS, Path(tempfile.mkdtemp(prefix="pneumo-i18n-"))))
 
 
+@functools.lru_cache(maxsize=1)
+def _catalogue_directory() -> str:
+    """_ready_directory(), once per process (outside Flask-Babel: console lines, Waitress)."""
+    return _ready_directory()
+
+
+@functools.lru_cache(maxsize=32)
+def catalogue(lang: str) -> NullTranslations:
+    """The compiled catalogue of ``lang`` (English, or an unknown code: texts pass through)."""
+    if lang == DEFAULT or lang not in languages():
+        return NullTranslations()
+    return Translations.load(_catalogue_directory(), [lang])
+
+
+def known(code: str | None) -> str | None:
+    """The language code with a catalogue named by ``code`` ("fr", "pt_BR", "es-419"), or None."""
+    code = (code or "").strip().lower().replace("_", "-").split("-")[0]
+    return code if code and code in languages() else None
+
+
+def server_language(lang: str | None = None) -> str:
+    """The server's own language: the ``lang`` setting, else PNEUMO_LANG, else English."""
+    return known(lang or os.environ.get(LANG_ENV)) or DEFAULT
+
+
+def best_language(accept_language: str | None, *chosen: str | None) -> str:
+    """The first known of ``chosen`` (cookie, setting), else Accept-Language's best, else English.
+
+    For answers made outside Flask (Waitress's own errors).
+    """
+    for code in chosen:
+        if known(code):
+            return known(code)
+    from werkzeug.datastructures import LanguageAccept
+    from werkzeug.http import parse_accept_header
+
+    best = parse_accept_header(accept_language or "", LanguageAccept).best_match(languages())
+    return best or DEFAULT
+
+
+def in_language(lang: str, text: str, **params: object) -> str:
+    """``text`` (a message id) in ``lang``, ``%(name)s`` filled; for texts made outside Flask."""
+    text = text if _english.get() else catalogue(known(lang) or DEFAULT).gettext(text)
+    return text % params if params else text
+
+
+@contextlib.contextmanager
+def console(lang: str | None = None) -> Iterator[str]:
+    """Texts made outside a request inside are in the server's language (its console lines).
+
+    ``lang``: the server's ``lang`` setting (None: PNEUMO_LANG, else English); yields the code
+    used. ``english()`` still wins, and requests keep their own language.
+    """
+    code = server_language(lang)
+    token = _console.set((code, catalogue(code)) if code != DEFAULT else None)
+    try:
+        yield code
+    finally:
+        _console.reset(token)
+
+
+def _console_language() -> tuple[str, NullTranslations] | None:
+    """The console's (language, catalogue) when texts made now should use it, else None."""
+    if _english.get() or has_request_context():
+        return None
+    return _console.get()
+
+
 def _valid(code: str | None) -> str | None:
     code = (code or "").strip().lower().replace("_", "-").split("-")[0]
     return code if code in current_app.extensions["pneumo_languages"] else None
@@ -100,9 +173,10 @@ def select_locale() -> str:
 
 
 def current() -> str:
-    """The language code in use now ("en" outside a request)."""
+    """The language code in use now ("en" outside a request, unless inside ``console()``)."""
     if not _active():
-        return DEFAULT
+        chosen = _console_language()
+        return chosen[0] if chosen else DEFAULT
     loc = get_locale()
     return loc.language if loc else DEFAULT
 
@@ -129,8 +203,14 @@ def _active() -> bool:
 
 
 def _(text: str, **params: object) -> str:
-    """Translate ``text`` (a message id) into the request's language; ``%(name)s`` filled."""
+    """Translate ``text`` (a message id) into the request's language; ``%(name)s`` filled.
+
+    Outside a request: English, or the server's language inside ``console()``.
+    """
     if not _active():
+        chosen = _console_language()
+        if chosen is not None:
+            text = chosen[1].gettext(text)
         return text % params if params else text
     return _babel_gettext(text, **params)
 

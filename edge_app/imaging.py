@@ -76,19 +76,37 @@ RECIPE = (
 )
 
 
+def N_(text: str) -> str:  # noqa: N802 - the gettext marker (edge_app.i18n.N_, without Flask)
+    """Mark ``text`` for extraction; it is translated where the error is answered."""
+    return text
+
+
 class ImageError(ValueError):
-    """An input image that cannot be used; carries an HTTP status and a stable code."""
+    """An input image that cannot be used; carries an HTTP status and a stable code.
+
+    ``message`` is English (logs, batch results); ``template`` and ``params`` give it again in
+    the request's language (``localized``).
+    """
 
     status = 415
     code = "unsupported_image"
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
+                 params: dict | None = None):
+        self.template = message
+        self.params = dict(params or {})
+        self.message = message % self.params if self.params else message
+        super().__init__(self.message)
         if code:
             self.code = code
         if status:
             self.status = status
+
+    def localized(self) -> str:
+        """The message in the request's language (English outside a request)."""
+        from edge_app.i18n import translate
+
+        return translate(self.template, self.params)
 
 
 class UnsupportedImage(ImageError):
@@ -225,8 +243,8 @@ class DecodeGate:
             return
         if not self._sem.acquire(timeout=self.timeout_s):
             log.warning("no large-decode slot free after %.0f s", self.timeout_s)
-            raise ImageError("The server is busy with other large images. Please try again "
-                             "in a minute.", code="server_busy", status=503)
+            raise ImageError(N_("The server is busy with other large images. Please try again "
+                                "in a minute."), code="server_busy", status=503)
         try:
             yield
         finally:
@@ -414,8 +432,8 @@ def _check_element_count(buf: bytes, pos: int, tsyntax) -> None:
         _walk_elements(buf, pos, len(buf), implicit, order, [MAX_DICOM_ELEMENTS])
     except _TooManyElements:
         log.warning("DICOM refused: more than %d header elements", MAX_DICOM_ELEMENTS)
-        raise ImageTooLarge("This DICOM file's header holds too many elements to be processed "
-                            "safely.") from None
+        raise ImageTooLarge(N_("This DICOM file's header holds too many elements to be "
+                               "processed safely.")) from None
     except (struct.error, IndexError):
         pass  # damaged: pydicom says so
 
@@ -455,8 +473,12 @@ def _check_declared(header, max_pixels: int) -> tuple[int, int, int, int]:
     """The declared size, refused (413) beyond the pixel limit: nothing is decoded yet."""
     rows, cols, frames, nbytes = _declared_bytes(header)
     if rows * cols * frames > max_pixels or nbytes > MAX_BYTES_PER_PIXEL * max_pixels:
-        extra = f", {frames} frames" if frames > 1 else ""
-        raise ImageTooLarge(f"The image is too large ({cols} x {rows} pixels{extra}).")
+        if frames > 1:
+            raise ImageTooLarge(N_("The image is too large (%(width)s x %(height)s pixels, "
+                                   "%(frames)s frames)."),
+                                params={"width": cols, "height": rows, "frames": frames})
+        raise ImageTooLarge(N_("The image is too large (%(width)s x %(height)s pixels)."),
+                            params={"width": cols, "height": rows})
     return rows, cols, frames, nbytes
 
 
@@ -487,13 +509,13 @@ class _Inflater:
                 self.body.write(self._z.decompress(self._tail, want))
                 self._tail = self._z.unconsumed_tail
         except zlib.error as exc:
-            raise UnsupportedImage("This DICOM file's compressed data are damaged.",
+            raise UnsupportedImage(N_("This DICOM file's compressed data are damaged."),
                                    code="undecodable_image") from exc
         if strict and self.body.tell() > cap:
             self.body = io.BytesIO()
             log.warning("deflated DICOM refused: its data set inflates beyond %d bytes", cap)
-            raise ImageTooLarge("This DICOM file's compressed data expand far beyond the image "
-                                "it declares; it was not processed.")
+            raise ImageTooLarge(N_("This DICOM file's compressed data expand far beyond the "
+                                   "image it declares; it was not processed."))
 
 
 def _dicom_header(data: bytes, start: int, meta):
@@ -523,7 +545,8 @@ def _dicom_header(data: bytes, start: int, meta):
     del prefix
     if pixel_offset is None and not inflater.done:
         inflater.body = None
-        raise ImageTooLarge("This DICOM file's header is too large to be processed safely.")
+        raise ImageTooLarge(N_("This DICOM file's header is too large to be processed "
+                               "safely."))
     inflater.header_bytes = pixel_offset or 0
     return header, inflater
 
@@ -564,9 +587,10 @@ def _check_codestream(ds, rows: int, cols: int) -> None:
     size = _codestream_size(data[offset + 8:offset + 8 + 65536])
     if size is not None and size[1] and size != (cols, rows):
         raise UnsupportedImage(
-            f"The compressed image inside this DICOM file ({size[0]} x {size[1]} pixels) does "
-            f"not match the size its header declares ({cols} x {rows}).",
-            code="undecodable_image")
+            N_("The compressed image inside this DICOM file (%(width)s x %(height)s pixels) "
+               "does not match the size its header declares (%(columns)s x %(rows)s)."),
+            code="undecodable_image",
+            params={"width": size[0], "height": size[1], "columns": cols, "rows": rows})
 
 
 def _dicom_pixels(data: bytes, meta, header, inflater: _Inflater | None, rows: int, cols: int,
@@ -587,7 +611,7 @@ def _dicom_pixels(data: bytes, meta, header, inflater: _Inflater | None, rows: i
         meta.TransferSyntaxUID = ExplicitVRLittleEndian  # as inflated now
         ds.file_meta = meta
     if "PixelData" not in ds:
-        raise UnsupportedImage("This DICOM file holds no image.", code="undecodable_image")
+        raise UnsupportedImage(N_("This DICOM file holds no image."), code="undecodable_image")
     _check_codestream(ds, rows, cols)
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     try:
@@ -595,10 +619,11 @@ def _dicom_pixels(data: bytes, meta, header, inflater: _Inflater | None, rows: i
     except Exception as exc:
         if tsyntax is not None and getattr(tsyntax, "is_compressed", False):
             raise UnsupportedImage(
-                "This DICOM file uses a compression this app cannot decode "
-                f"({getattr(tsyntax, 'name', tsyntax)}). Export it uncompressed or as "
-                "PNG/JPEG and try again.", code="unsupported_dicom_compression") from exc
-        raise UnsupportedImage("The image in this DICOM file is damaged or incomplete.",
+                N_("This DICOM file uses a compression this app cannot decode "
+                   "(%(compression)s). Export it uncompressed or as PNG/JPEG and try again."),
+                code="unsupported_dicom_compression",
+                params={"compression": str(getattr(tsyntax, "name", tsyntax))}) from exc
+        raise UnsupportedImage(N_("The image in this DICOM file is damaged or incomplete."),
                                code="undecodable_image") from exc
     del ds.PixelData  # the array may be a view on it; it keeps what it needs alive
     f = reduce_factor(arr.shape[1], arr.shape[0])
@@ -608,8 +633,8 @@ def _dicom_pixels(data: bytes, meta, header, inflater: _Inflater | None, rows: i
     try:
         apply_modality_lut(arr[:1, :1], ds)
     except Exception as exc:
-        raise UnsupportedImage("This DICOM file describes its pixel values (rescale or "
-                               "modality LUT) in a way that cannot be read.",
+        raise UnsupportedImage(N_("This DICOM file describes its pixel values (rescale or "
+                                  "modality LUT) in a way that cannot be read."),
                                code="undecodable_image") from exc
     problem = None if "VOILUTSequence" in ds else _window_problem(ds)  # a LUT wins
     use_voi = "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
@@ -641,7 +666,7 @@ def _decode_dicom(data: bytes, max_pixels: int, gate: DecodeGate | None,
     try:
         import pydicom  # noqa: F401
     except ImportError as exc:  # pragma: no cover - pydicom is a base dependency
-        raise UnsupportedImage("DICOM support is not installed.") from exc
+        raise UnsupportedImage(N_("DICOM support is not installed.")) from exc
     try:
         start, meta = _dicom_meta(data)
         header, inflater = _dicom_header(data, start, meta)
@@ -650,7 +675,7 @@ def _decode_dicom(data: bytes, max_pixels: int, gate: DecodeGate | None,
         raise
     except Exception as exc:
         raise UnsupportedImage(
-            "This DICOM file is damaged and could not be read.", code="undecodable_image"
+            N_("This DICOM file is damaged and could not be read."), code="undecodable_image"
         ) from exc
     if meta is not None and "SOPClassUID" not in header and "MediaStorageSOPClassUID" in meta:
         header.SOPClassUID = meta.MediaStorageSOPClassUID
@@ -667,7 +692,7 @@ def _decode_dicom(data: bytes, max_pixels: int, gate: DecodeGate | None,
     except ImageError:
         raise
     except Exception as exc:
-        raise UnsupportedImage("The image in this DICOM file is damaged or incomplete.",
+        raise UnsupportedImage(N_("The image in this DICOM file is damaged or incomplete."),
                                code="undecodable_image") from exc
     return DecodedImage(
         gray=gray,
@@ -788,14 +813,14 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     DICOM header before any pixel is decoded (raises to refuse, returns warnings).
     """
     if not data:
-        raise UnsupportedImage("The file is empty.", code="empty_file")
+        raise UnsupportedImage(N_("The file is empty."), code="empty_file")
     fmt = sniff_format(data)
     if fmt == "DICOM":
         return _decode_dicom(data, max_pixels, gate, dicom_header_check)
     if fmt not in SUPPORTED_FORMATS:
         raise UnsupportedImage(
-            "This file type is not supported. Please upload a chest X-ray as JPEG, PNG, BMP, "
-            "TIFF or DICOM.",
+            N_("This file type is not supported. Please upload a chest X-ray as JPEG, PNG, BMP, "
+               "TIFF or DICOM."),
         )
     try:
         with warnings.catch_warnings():
@@ -804,8 +829,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
             width, height = img.size
             if width * height > max_pixels:
                 raise ImageTooLarge(
-                    f"The image is too large ({width} x {height} pixels). "
-                    "Please upload a smaller export of the X-ray."
+                    N_("The image is too large (%(width)s x %(height)s pixels). Please upload a "
+                       "smaller export of the X-ray."), params={"width": width, "height": height}
                 )
             if fmt == "JPEG":
                 # Decode at reduced scale: decoding dominates the request time.
@@ -819,10 +844,10 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLarge("The image has too many pixels to be processed safely.") from exc
+        raise ImageTooLarge(N_("The image has too many pixels to be processed safely.")) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UnsupportedImage(
-            "The image file is damaged or incomplete and could not be read.",
+            N_("The image file is damaged or incomplete and could not be read."),
             code="undecodable_image",
         ) from exc
     return DecodedImage(

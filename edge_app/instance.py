@@ -5,7 +5,8 @@ process ends, even killed) and describes itself in ``<data_dir>/instance.json`` 
 port). A second `pneumo serve` or `pneumo-edge` with the same data folder finds the lock
 taken, opens the browser on the running app (or prints its address) and exits 0. The
 file stays after a stop: its port is used again at the next start when it is free, so
-bookmarks keep working.
+bookmarks keep working. What these functions print is in the current language (the server's,
+inside ``i18n.console``; a second launch uses the running app's when it names none).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import time
 import webbrowser
 from pathlib import Path
 from typing import TextIO
+
+from edge_app import i18n
+from edge_app.i18n import _
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +64,11 @@ def choose_port(host: str, requested: int | None, out: TextIO | None = None, *,
         return remembered
     if port_is_free(host, DEFAULT_PORT):
         if remembered and remembered != DEFAULT_PORT:
-            print(f"port {remembered} (used last time) is taken; using {DEFAULT_PORT}",
-                  file=out, flush=True)
+            print(_("port %(port)s (used last time) is taken; using %(default)s",
+                    port=remembered, default=DEFAULT_PORT), file=out, flush=True)
         return DEFAULT_PORT
-    print(f"port {DEFAULT_PORT} is already in use (another program?); using a free port "
-          "instead", file=out, flush=True)
+    print(_("port %(port)s is already in use (another program?); using a free port instead",
+            port=DEFAULT_PORT), file=out, flush=True)
     return 0
 
 
@@ -76,7 +80,7 @@ def open_in_browser(url: str, out: TextIO | None = None) -> bool:
         log.exception("the browser could not be started")
         opened = False
     if not opened:
-        print(f"open {url} in your browser", file=out or sys.stdout, flush=True)
+        print(_("open %(url)s in your browser", url=url), file=out or sys.stdout, flush=True)
     return opened
 
 
@@ -128,10 +132,13 @@ class InstanceLock:
             return None
         return port if 0 < port < 65536 else None
 
-    def publish(self, *, url: str, port: int, token: bool) -> None:
-        """Record the serving address (and remember the port)."""
-        self._write({"pid": os.getpid(), "url": url, "port": int(port), "token": token,
-                     "running": True, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    def publish(self, *, url: str, port: int, token: bool, lang: str | None = None) -> None:
+        """Record the serving address and language (and remember the port)."""
+        info = {"pid": os.getpid(), "url": url, "port": int(port), "token": token,
+                "running": True, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if lang:
+            info["lang"] = lang
+        self._write(info)
 
     def _write(self, info: dict) -> None:
         tmp = self.info_path.with_suffix(".tmp")
@@ -163,21 +170,32 @@ class InstanceLock:
             time.sleep(0.1)
 
 
-def report_running(lock: InstanceLock, *, open_browser: bool, out: TextIO | None = None) -> int:
-    """A second launch: open (or print) the running app's address; the exit code."""
+def report_running(lock: InstanceLock, *, open_browser: bool, out: TextIO | None = None,
+                   lang: str | None = None) -> int:
+    """A second launch: open (or print) the running app's address; the exit code.
+
+    Printed in ``lang`` (the launch's ``lang`` setting), else the running app's language,
+    else PNEUMO_LANG, else English.
+    """
     out = out or sys.stdout
     info = lock.wait_for_running()
-    if info is None:
-        print(f"another pneumo app holds {lock.lock_path} but has not said where it listens; "
-              "try again in a minute", file=out, flush=True)
-        return 1
-    url = info["url"]
-    print(f"pneumo is already running for the data folder {lock.data_dir} at {url} "
-          f"(process {info['pid']})" + ("; the page needs its access token"
-                                        if info.get("token") else ""), file=out, flush=True)
-    if open_browser:
-        if open_in_browser(url, out):
-            print(f"opened {url} in your browser", file=out, flush=True)
-    else:
-        print(f"open {url} in your browser", file=out, flush=True)
+    with i18n.console(lang or (info or {}).get("lang")):
+        if info is None:
+            print(_("another pneumo app holds %(path)s but has not said where it listens; try "
+                    "again in a minute", path=lock.lock_path), file=out, flush=True)
+            return 1
+        url = info["url"]
+        words = {"folder": lock.data_dir, "url": url, "pid": info["pid"]}
+        if info.get("token"):
+            line = _("pneumo is already running for the data folder %(folder)s at %(url)s "
+                     "(process %(pid)s); the page needs its access token", **words)
+        else:
+            line = _("pneumo is already running for the data folder %(folder)s at %(url)s "
+                     "(process %(pid)s)", **words)
+        print(line, file=out, flush=True)
+        if open_browser:
+            if open_in_browser(url, out):
+                print(_("opened %(url)s in your browser", url=url), file=out, flush=True)
+        else:
+            print(_("open %(url)s in your browser", url=url), file=out, flush=True)
     return 0

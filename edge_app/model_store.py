@@ -19,12 +19,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_app.imaging import N_  # the gettext marker without Flask (edge_app.i18n.N_)
 from edge_app.onnx_model import DEFAULT_MODEL, OUTPUTS, file_sha256
 
 log = logging.getLogger(__name__)
 
 MODELS_DIR = "models"
 STATE_NAME = "installed.json"
+SOURCE_WORDS = {"bundled": N_("bundled with the app"), "installed": N_("installed on %(day)s"),
+                "file": N_("file given at start-up (%(name)s)")}
+"""Where the served model came from, in words (English message ids; ``source_text``)."""
 REFERENCE_XRAYS = (("NORMAL", "IM-0115-0001.jpeg"), ("PNEUMONIA", "person1_bacteria_1.jpeg"))
 """The real X-rays (label, file) every model must label right: the executable's self-test set."""
 
@@ -117,7 +121,7 @@ def describe(model_path: str | Path, data_dir: str | Path | None) -> dict:
     """Where the served model came from: bundled, installed on DATE, or a file given by hand."""
     path = Path(model_path).resolve()
     if path == Path(DEFAULT_MODEL).resolve():
-        return {"source": "bundled", "text": "bundled with the app"}
+        return {"source": "bundled", "text": SOURCE_WORDS["bundled"]}
     if data_dir is not None:
         try:
             entry = active_entry(data_dir)
@@ -126,8 +130,25 @@ def describe(model_path: str | Path, data_dir: str | Path | None) -> dict:
         if entry and path == (models_dir(data_dir) / entry["file"]).resolve():
             day = entry["installed_at"][:10]
             return {"source": "installed", "installed_at": entry["installed_at"],
-                    "signed_by": entry.get("signed_by"), "text": f"installed on {day}"}
-    return {"source": "file", "text": f"file given at start-up ({path.name})"}
+                    "signed_by": entry.get("signed_by"),
+                    "text": SOURCE_WORDS["installed"] % {"day": day}}
+    return {"source": "file", "name": path.name,
+            "text": SOURCE_WORDS["file"] % {"name": path.name}}
+
+
+def source_text(source: dict | None) -> str:
+    """``describe``'s text in the current language (a request's, or the console's)."""
+    from edge_app.i18n import _
+
+    source = source or {}
+    kind = source.get("source")
+    if kind == "installed" and source.get("installed_at"):
+        return _(SOURCE_WORDS["installed"], day=str(source["installed_at"])[:10])
+    if kind == "file" and source.get("name"):
+        return _(SOURCE_WORDS["file"], name=source["name"])
+    if kind == "bundled" or not source.get("text"):
+        return _(SOURCE_WORDS["bundled"])
+    return str(source["text"])
 
 
 def compatibility_problems(candidate, reference) -> list[str]:

@@ -10,6 +10,7 @@ from flask import Blueprint, render_template
 
 from edge_app.errors import ApiError
 from edge_app.i18n import N_, _, current, number, percent, translate
+from edge_app.model_store import source_text
 from edge_app.predictor import (
     BORDERLINE_NOTE,
     GUIDANCE_LABEL,
@@ -109,6 +110,8 @@ def _context() -> dict:
         "guidance_label": _(GUIDANCE_LABEL),
         "heatmap_note": {k: _(v) for k, v in HEATMAP_NOTE.items()},
         "clinic_name": st.config["clinic_name"],
+        "model_source_words": source_text(st.config.get("model_source")),
+        "allow_shutdown": bool(st.config.get("allow_shutdown")),
         "max_upload_mb": number(round(st.config["max_upload_bytes"] / 2**20)),
         "findings": [(k, _(v)) for k, v in FINDING_LABELS],
         "mode_labels": {k: _(v) for k, v in MODE_LABELS.items()},

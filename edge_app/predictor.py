@@ -26,7 +26,7 @@ from edge_app.checks import (
     ood_findings,
 )
 from edge_app.config import DEFAULTS
-from edge_app.i18n import N_, _, english, number, percent
+from edge_app.i18n import N_, _, english, number, percent, translate
 from edge_app.imaging import DEFAULT_MAX_PIXELS, DecodeGate, decode_image
 from edge_app.onnx_model import OnnxModel
 
@@ -67,7 +67,16 @@ HEATMAP_NOTE = {
 
 
 class BadMode(ValueError):
-    """An operating mode the model does not define."""
+    """An operating mode the model does not define (the message English; ``localized``)."""
+
+    def __init__(self, message: str, **params: object):
+        super().__init__(message % params if params else message)
+        self.template = message
+        self.params = params
+
+    def localized(self) -> str:
+        """The message in the request's language (English outside a request)."""
+        return translate(self.template, self.params)
 
 
 @dataclass
@@ -251,7 +260,8 @@ class Predictor:
     def check_mode(self, mode: str) -> str:
         """Validate an operating mode name; raises BadMode."""
         if mode not in self.model.thresholds:
-            raise BadMode(f"Unknown mode '{mode}'. Use one of: {', '.join(self.modes)}.")
+            raise BadMode(N_("Unknown mode '%(mode)s'. Use one of: %(modes)s."), mode=mode,
+                          modes=", ".join(self.modes))
         return mode
 
     def predict(self, data: bytes, mode: str = "balanced", *, heatmap: bool = True,

@@ -24,6 +24,7 @@ from flask import Flask, Response, current_app, redirect, request, session
 
 from edge_app.config import LOOPBACK_NAMES
 from edge_app.errors import ApiError
+from edge_app.i18n import N_, _
 from edge_app.state import get_state
 
 TOKEN_COOKIE = "pneumo_access"
@@ -77,8 +78,8 @@ def _check_request() -> Response | None:
     if token is None:
         trusted = tuple(cfg["trusted_hosts"] or LOOPBACK_NAMES)
         if not _host_ok(trusted):
-            raise ApiError(400, "bad_host", "This server only answers requests addressed to "
-                                            "localhost.")
+            raise ApiError(400, "bad_host", N_("This server only answers requests addressed to "
+                                               "localhost."))
         guard = current_app.extensions.get("pneumo_pin")
         if guard is not None and request.path != "/healthz":  # liveness: no patient data
             resp = _check_pin(guard)
@@ -88,17 +89,17 @@ def _check_request() -> Response | None:
         url_token = request.args.get("token") if request.method == "GET" else None
         if url_token is not None and request.path == "/":
             if not _same(url_token, token):
-                raise ApiError(401, "bad_token", "The access token is wrong.")
+                raise ApiError(401, "bad_token", N_("The access token is wrong."))
             resp = redirect("/", code=303)
             resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", path="/")
             return resp
         presented = _presented_token()
         if presented is None:
-            raise ApiError(401, "token_required", "An access token is required: open the link "
-                                                  "printed by the server, or send "
-                                                  "'Authorization: Bearer <token>'.")
+            raise ApiError(401, "token_required", N_("An access token is required: open the "
+                                                     "link printed by the server, or send "
+                                                     "'Authorization: Bearer <token>'."))
         if not _same(presented, token):
-            raise ApiError(401, "bad_token", "The access token is wrong.")
+            raise ApiError(401, "bad_token", N_("The access token is wrong."))
     if request.method not in SAFE_METHODS:
         _check_unsafe()
     return None
@@ -126,14 +127,15 @@ def _pin_ok(guard, pin: str) -> bool:
     """Check a presented PIN (429 while paused after repeated wrong PINs)."""
     wait = guard.locked_for()
     if wait > 0:
-        raise ApiError(429, "too_many_pin_attempts", "Too many wrong PINs. Wait "
-                                                     f"{wait:.0f} seconds and try again.")
+        raise ApiError(429, "too_many_pin_attempts", _("Too many wrong PINs. Wait %(seconds)s "
+                                                       "seconds and try again.",
+                                                       seconds=f"{wait:.0f}"))
     return guard.check(pin)
 
 
 def _check_pin(guard) -> Response | None:
     """--require-pin: `/?pin=...` once (sets the HttpOnly cookie), or `X-Access-PIN`."""
-    wrong = ApiError(401, "bad_pin", "The access PIN is wrong.")
+    wrong = ApiError(401, "bad_pin", N_("The access PIN is wrong."))
     url_pin = request.args.get("pin") if request.method == "GET" else None
     if url_pin is not None and request.path == "/":
         if not _pin_ok(guard, url_pin):
@@ -150,14 +152,14 @@ def _check_pin(guard) -> Response | None:
         if _pin_ok(guard, header):
             return None
         raise wrong
-    raise ApiError(401, "pin_required", "This computer's clinic app asks for its access PIN: "
-                                        "open the page as /?pin=YOUR-PIN once, or send the "
-                                        f"header '{PIN_HEADER}'.")
+    raise ApiError(401, "pin_required", _("This computer's clinic app asks for its access PIN: "
+                                          "open the page as /?pin=YOUR-PIN once, or send the "
+                                          "header '%(header)s'.", header=PIN_HEADER))
 
 
 def _check_unsafe() -> None:
     """Refuse cross-site writes; require the CSRF token when our cookies are present."""
-    refused = ApiError(403, "cross_site_request", "Requests from other sites are refused.")
+    refused = ApiError(403, "cross_site_request", N_("Requests from other sites are refused."))
     site = request.headers.get("Sec-Fetch-Site")
     if site and site not in ("same-origin", "none"):
         raise refused
@@ -172,8 +174,8 @@ def _check_unsafe() -> None:
         sent = request.headers.get(CSRF_HEADER, "")
         expected = session.get("csrf", "")
         if not sent or not expected or not _same(sent, expected):
-            raise ApiError(403, "csrf_failed", "The page has expired. Reload the page and try "
-                                               "again.")
+            raise ApiError(403, "csrf_failed", N_("The page has expired. Reload the page and "
+                                                  "try again."))
 
 
 def _headers(resp: Response) -> Response:

@@ -34,7 +34,8 @@ def _json_body() -> dict:
     """The request's JSON object (400 when the body is not one)."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise ApiError(400, "bad_json", "Send a JSON object (Content-Type: application/json).")
+        raise ApiError(400, "bad_json", N_("Send a JSON object (Content-Type: "
+                                           "application/json)."))
     return body
 
 
@@ -44,10 +45,11 @@ def _text(body: dict, key: str, limit: int) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ApiError(400, f"bad_{key}", f"'{key}' must be text.")
+        raise ApiError(400, f"bad_{key}", _("'%(name)s' must be text.", name=key))
     value = clean_text(value)
     if len(value) > limit:
-        raise ApiError(400, f"bad_{key}", f"'{key}' is longer than {limit} characters.")
+        raise ApiError(400, f"bad_{key}", _("'%(name)s' is longer than %(limit)s characters.",
+                                            name=key, limit=limit))
     return value or None
 
 
@@ -58,12 +60,12 @@ def confirm(record_id: str) -> Response:
     body = _json_body()
     finding = body.get("finding")
     if not isinstance(finding, str) or finding.strip().lower() not in FINDINGS:
-        raise ApiError(400, "bad_finding", "The finding must be one of: "
-                                           + ", ".join(FINDINGS) + ".")
+        raise ApiError(400, "bad_finding", _("The finding must be one of: %(findings)s.",
+                                             findings=", ".join(FINDINGS)))
     rec = get_state().history.set_finding(record_id, finding.strip().lower(),
                                           _text(body, "note", MAX_NOTE), _text(body, "by", MAX_BY))
     if rec is None:
-        raise ApiError(404, "not_found", "No such history record.")
+        raise ApiError(404, "not_found", N_("No such history record."))
     return jsonify(public_record(rec))
 
 

@@ -15,6 +15,10 @@ from edge_app.site_profile import SiteProfile
 EXTENSION_KEY = "pneumo"
 """Where create_app keeps the AppState in ``app.extensions``."""
 
+SHUTDOWN_HOOK = "pneumo_shutdown"
+"""Where the server (edge_app.server) puts its stop request in ``app.extensions``: a callable
+that stops it shortly after the answer is sent (POST /api/v1/shutdown); absent otherwise."""
+
 
 @dataclass
 class AppState:

@@ -216,6 +216,11 @@ class LiveServer:
             self.proc.stdout.close()
 
 
+LISTENING_URL = re.compile(r"(http://\S+/)\s*$")
+"""The page's URL: the end of the server's first line ("pneumo clinic app listening on URL"
+in English; the words follow the server's language, the URL stays last)."""
+
+
 def start_server(model_path: Path | None, data_dir: Path, *extra: str,
                  timeout: float = 60, port: str | None = "0") -> LiveServer:
     """Start the app under Waitress on 127.0.0.1 and an OS-chosen port; wait until it answers.
@@ -243,7 +248,7 @@ def start_server(model_path: Path | None, data_dir: Path, *extra: str,
     threading.Thread(target=pump, daemon=True).start()
     deadline = time.monotonic() + timeout
     url = None
-    while True:  # the banner ends with "press Ctrl+C to stop"
+    while True:  # the banner ends with "press Ctrl+C to stop" (in the server's language)
         try:
             line = q.get(timeout=max(0.1, deadline - time.monotonic()))
         except queue.Empty:
@@ -251,10 +256,10 @@ def start_server(model_path: Path | None, data_dir: Path, *extra: str,
         if line is None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError("server did not start:\n" + "".join(lines))
-        m = re.search(r"listening on (http://\S+)", line)
-        if m:
+        m = LISTENING_URL.search(line)
+        if m and url is None:
             url = m.group(1)
-        if url and "press Ctrl+C" in line:
+        if url and "Ctrl+C" in line:
             break
     server = LiveServer(proc=proc, url=url, data_dir=data_dir, lines=lines)
     while time.monotonic() < deadline:

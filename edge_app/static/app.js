@@ -594,10 +594,46 @@
   $("h-prev").addEventListener("click", function () { loadHistory(Math.max(1, page - 1)); });
   $("h-next").addEventListener("click", function () { loadHistory(page + 1); });
   $("history-filter").addEventListener("submit", function (ev) { ev.preventDefault(); loadHistory(1); });
+  // "Stop the app" (POST /api/v1/shutdown): for a computer without a console window. It asks
+  // first; once the server has agreed, the page says so and stops calling it.
+  var stopped = false;
+  function showStopped() {
+    stopped = true;
+    Array.prototype.forEach.call($("main").children, function (el) {
+      if (el.id !== "stopped-banner") { el.hidden = true; }
+    });
+    $("stop-app").hidden = true;
+    Array.prototype.forEach.call(document.querySelectorAll(".lang-form"), function (el) {
+      el.hidden = true;  // a new language needs the app
+    });
+    $("stopped-banner").hidden = false;
+    $("stopped-banner").focus();
+  }
+  function showStopAsk(open) {
+    $("stop-confirm").hidden = !open;
+    $("stop-ask").setAttribute("aria-expanded", open ? "true" : "false");
+    text($("stop-status"), "");
+    $(open ? "stop-yes" : "stop-ask").focus();
+  }
+  if ($("stop-ask")) {
+    $("stop-ask").addEventListener("click", function () { showStopAsk($("stop-confirm").hidden); });
+    $("stop-no").addEventListener("click", function () { showStopAsk(false); });
+    $("stop-yes").addEventListener("click", function () {
+      $("stop-yes").disabled = true;
+      sendJSON("POST", "/api/v1/shutdown", {}).then(function (body) {
+        if (body.error) { text($("stop-status"), body.error.message); return; }
+        showStopped();
+      }).catch(function () {
+        text($("stop-status"), t("unreachable"));
+      }).then(function () { $("stop-yes").disabled = false; });
+    });
+  }
+
   loadHistory(1);
   loadStatus();
   // Images sent by the X-ray unit (DICOM receiver) appear without reloading the page.
   window.setInterval(function () {
+    if (stopped) { return; }
     var busy = document.activeElement && document.activeElement.closest &&
                document.activeElement.closest("#history-body");  // never under the user's hand
     if (page === 1 && !busy && document.visibilityState === "visible") { loadHistory(1); loadStatus(); }

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from apptools import http
+from apptools import LISTENING_URL, http
 
 from edge_app.autostart import desktop_exec
 
@@ -56,8 +56,9 @@ def test_install_autostart_writes_a_valid_entry_that_starts_the_app(tmp_path):
         while url is None and time.monotonic() < deadline:
             line = proc.stdout.readline()
             assert line, "the autostart command exited"
-            if "listening on" in line:
-                url = line.split("listening on ")[1].strip()
+            m = LISTENING_URL.search(line)  # "... listening on URL" in any language
+            if m:
+                url = m.group(1)
         assert url and http("GET", url + "healthz").status == 200
         assert (data / "history.sqlite3").is_file()
     finally:

@@ -246,3 +246,32 @@ def test_keyboard_only_flow(open_page, server):
     assert href.startswith("/report/")
     assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
     assert not page.problems, page.problems
+
+
+def test_stop_the_app_from_the_page(open_page, test_model_path, tmp_path):
+    """Issue 15: "Stop the app" asks first (Cancel keeps it running); confirmed, the server
+    stops (exit 0) and the page says so in its language."""
+    srv = start_server(test_model_path, tmp_path / "stop-data")
+    try:
+        page = open_page("fr")
+        page.goto(srv.url)
+        expect(page.locator("#stop-confirm")).to_be_hidden()
+        page.click("#stop-ask")
+        expect(page.locator("#stop-confirm")).to_be_visible()
+        expect(page.locator("#stop-yes")).to_be_focused()
+        page.click("#stop-no")
+        expect(page.locator("#stop-confirm")).to_be_hidden()
+        expect(page.locator("#stop-ask")).to_be_focused()
+        assert srv.proc.poll() is None  # cancelled: still running
+        page.click("#stop-ask")
+        page.click("#stop-yes")
+        expect(page.locator("#stopped-banner")).to_be_visible()
+        expect(page.locator("#stopped-banner")).to_be_focused()
+        expect(page.locator("#stopped-banner")).to_have_text(
+            "L’application est arrêtée. Vous pouvez fermer cet onglet.")
+        expect(page.locator("#upload-title")).to_be_hidden()
+        assert srv.proc.wait(timeout=15) == 0
+        _shot(page, "stopped-fr")
+        assert not page.problems, page.problems
+    finally:
+        srv.stop()

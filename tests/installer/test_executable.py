@@ -39,7 +39,8 @@ DEFAULT_MODEL = ROOT / "edge_app" / "models" / "pneumo.int8.onnx"
 MAX_BYTES = 60 * 1000 * 1000
 WINDOWS = sys.platform == "win32"
 START_TIMEOUT = 60.0
-LISTEN_RE = re.compile(r"listening on (http://127\.0\.0\.1:(\d+)/)")
+LISTEN_RE = re.compile(r"(http://127\.0\.0\.1:(\d+)/)\s*$")
+"""The first line's URL: "... listening on URL" in the app's language, the URL always last."""
 
 
 def app_version() -> str:
