@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import plistlib
 import subprocess
 import sys
 from pathlib import Path
@@ -35,10 +34,24 @@ def autostart_file(platform: str | None = None) -> Path:
     return config / "autostart" / f"{ENTRY_NAME}.desktop"
 
 
+CONSOLE_SUFFIX = "-console"
+"""The console twin of the windowed Windows program (pneumo-edge-console.exe)."""
+
+
+def app_executable(executable: str | None = None) -> str:
+    """The program to start at login: the windowed one when run from its console twin."""
+    exe = Path(executable or sys.executable)
+    if exe.stem.endswith(CONSOLE_SUFFIX):
+        windowed = exe.with_name(exe.stem[: -len(CONSOLE_SUFFIX)] + exe.suffix)
+        if windowed.is_file():
+            return str(windowed)
+    return str(exe)
+
+
 def launch_command(data_dir: str | None = None) -> list[str]:
     """The command started at login: this executable (or `python -m edge_app serve`)."""
     if getattr(sys, "frozen", False):
-        cmd = [sys.executable, "--no-browser"]
+        cmd = [app_executable(), "--no-browser"]
     else:
         cmd = [sys.executable, "-m", "edge_app", "serve"]
     if data_dir:
@@ -64,6 +77,8 @@ def _content(cmd: list[str], platform: str) -> bytes:
         line = subprocess.list2cmdline(cmd)
         return f"@echo off\r\nstart \"\" /min {line}\r\n".encode()
     if platform == "darwin":
+        import plistlib  # macOS only; it loads the XML parser
+
         return plistlib.dumps({"Label": MAC_LABEL, "ProgramArguments": cmd,
                                "RunAtLoad": True})
     if not getattr(sys, "frozen", False):  # unfrozen: the project must stay importable

@@ -30,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "pneumo-edge"
+CONSOLE_NAME = NAME + "-console"
+"""The console twin of the windowed Windows program (installer/pneumo-edge.spec)."""
 PYINSTALLER = "pyinstaller==6.22.3"
 MODEL_RELPATH = Path("edge_app") / "models" / "pneumo.int8.onnx"
 SELFTEST_RELPATH = Path("tests") / "fixtures" / "xray" / "NORMAL" / "IM-0115-0001.jpeg"
@@ -84,9 +86,14 @@ def venv_python(venv_dir: Path) -> Path:
     return venv_dir / "bin" / "python"
 
 
-def exe_name() -> str:
+def exe_name(name: str = NAME) -> str:
     """The executable's file name on this platform."""
-    return NAME + (".exe" if os.name == "nt" else "")
+    return name + (".exe" if os.name == "nt" else "")
+
+
+def windowed_default() -> bool:
+    """Whether the program is windowed (no console) unless asked otherwise: on Windows."""
+    return sys.platform == "win32"
 
 
 def stage_source(root: Path, stage: Path, model: Path | None) -> Path:
@@ -258,45 +265,66 @@ def tree_size(paths: Iterable[Path]) -> int:
     return total
 
 
+def _remove(path: Path) -> None:
+    """Delete a file or folder left by an earlier build."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
 def build(*, dist: Path, work: Path, venv_dir: Path, onedir: bool = False,
           model: Path | None = None, reuse_venv: bool = False,
-          max_mb: float = DEFAULT_MAX_MB) -> Path:
-    """Build the executable; returns its path. Raises BuildError on any failure."""
+          max_mb: float = DEFAULT_MAX_MB, windowed: bool | None = None) -> Path:
+    """Build the executable; returns its path. Raises BuildError on any failure.
+
+    ``windowed`` (default: on Windows) makes the program a windowed one and builds its
+    console twin `pneumo-edge-console` beside it (both checked, summed and size-limited).
+    """
     t0 = time.perf_counter()
+    windowed = windowed_default() if windowed is None else windowed
     stage = work / "exe-src"
     staged_model = stage_source(ROOT, stage, model)
     _log(f"staged source in {stage} (model {staged_model.stat().st_size / 1e6:.1f} MB)")
     py = make_venv(venv_dir, stage, reuse=reuse_venv)
     t_venv = time.perf_counter()
     dist.mkdir(parents=True, exist_ok=True)
-    target = dist / (NAME if onedir else exe_name())
-    if target.is_dir():
-        shutil.rmtree(target)
-    elif target.exists():
-        target.unlink()
-    env = dict(os.environ, PNEUMO_EXE_ONEDIR="1" if onedir else "0")
+    for old in ([dist / NAME, dist / f"{NAME}.app"] if onedir
+                else [dist / exe_name(), dist / exe_name(CONSOLE_NAME)]):
+        _remove(old)
+    env = dict(os.environ, PNEUMO_EXE_ONEDIR="1" if onedir else "0",
+               PNEUMO_EXE_WINDOWED="1" if windowed else "0")
     env.pop("PYTHONPATH", None)
     _run([py, "-m", "PyInstaller", "--noconfirm", "--clean", "--log-level", "WARN",
           "--distpath", dist, "--workpath", work / "pyinstaller",
           stage / "installer" / f"{NAME}.spec"], cwd=stage, env=env)
     t_pyi = time.perf_counter()
-    exe = (dist / NAME / exe_name()) if onedir else (dist / exe_name())
-    if not exe.is_file():
-        raise BuildError(f"PyInstaller finished but {exe} is missing")
+    folder = dist / NAME if onedir else dist
+    programs = [folder / exe_name()] + ([folder / exe_name(CONSOLE_NAME)] if windowed else [])
+    for program in programs:
+        if not program.is_file():
+            raise BuildError(f"PyInstaller finished but {program} is missing")
+    exe = programs[0]
     check_archive(py, exe, dist / f"{NAME}.contents.json")
     size = tree_size([dist / NAME] if onedir else [exe])
     digest = sha256_file(exe)
-    write_checksums(dist, [exe] if not onedir else _files(dist / NAME))
+    write_checksums(dist, programs if not onedir else _files(dist / NAME))
     freeze = subprocess.run([str(py), "-m", "pip", "freeze", "--exclude-editable"],
                             capture_output=True, text=True, check=False).stdout
     (dist / f"{NAME}.packages.txt").write_text(freeze)
-    _log(f"built {exe}")
+    for program in programs:
+        _log(f"built {program}" + (" (windowed)" if windowed and program == exe else ""))
     _log(f"size: {size / 1e6:.1f} MB ({size} bytes){' (whole folder)' if onedir else ''}")
     _log(f"sha256: {digest}  (written to {dist / (NAME + '.sha256')})")
     _log(f"time: {time.perf_counter() - t0:.0f} s (venv {t_venv - t0:.0f} s, "
          f"PyInstaller {t_pyi - t_venv:.0f} s)")
-    if not onedir and size > max_mb * 1e6:
-        raise BuildError(f"the executable is {size / 1e6:.1f} MB, over the {max_mb:.0f} MB limit")
+    if (dist / f"{NAME}.app").is_dir():
+        _log(f"macOS app: {dist / (NAME + '.app')}")
+    if not onedir:
+        for program in programs:
+            mb = program.stat().st_size / 1e6
+            if mb > max_mb:
+                raise BuildError(f"{program.name} is {mb:.1f} MB, over the {max_mb:.0f} MB limit")
     return exe
 
 
@@ -317,6 +345,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help=f"bundle this ONNX file as the default model instead of {MODEL_RELPATH}")
     p.add_argument("--max-mb", type=float, default=DEFAULT_MAX_MB,
                    help="fail if the one-file executable is larger (default 60)")
+    p.add_argument("--windowed", action=argparse.BooleanOptionalAction, default=None,
+                   help="a windowed program (no console window; logs to the data folder) plus "
+                        f"its console twin {CONSOLE_NAME} (default: on Windows only)")
     p.add_argument("--deb", action="store_true",
                    help="also package the one-file executable as DIST/pneumo-edge_VERSION_ARCH.deb "
                         "(Linux, needs dpkg-deb)")
@@ -339,7 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             exe = build(dist=args.dist.resolve(), work=work,
                         venv_dir=(args.venv or work / "exe-venv").resolve(),
                         onedir=args.onedir, model=args.model.resolve() if args.model else None,
-                        reuse_venv=args.reuse_venv, max_mb=args.max_mb)
+                        reuse_venv=args.reuse_venv, max_mb=args.max_mb,
+                        windowed=args.windowed)
         if args.deb or args.deb_from:
             from installer.deb import make_deb
 

@@ -1,10 +1,13 @@
 """Launcher of the `pneumo-edge` executable: the clinic app, served by Waitress.
 
 Same serving flags as `pneumo serve` (declared once, edge_app.cli.add_serve_arguments)
-plus --no-browser, --version and --self-test. The serving itself is
+plus --no-browser, --version, --self-test, --stop and --log-file. The serving itself is
 `edge_app.server.run_server`; this file only adds what a double-clicked program needs: a
-free port when the default one is taken, the browser opened at the page, and a clean stop
-on Ctrl+C, SIGTERM/SIGHUP, Ctrl+Break and (Windows) closing the console window.
+free port when the default one is taken, the browser opened at the page, a clean stop
+on Ctrl+C, SIGTERM/SIGHUP, Ctrl+Break and (Windows) closing the console window, and a log
+file when there is no console to print to (the windowed Windows program, whose
+sys.stdout/sys.stderr are None, and the macOS app started from the Finder): then the log
+and everything printed go to ``<data folder>/logs/pneumo-edge.log`` (rotating).
 
 It also runs unfrozen (`python installer/entry.py ...`), which the tests use.
 """
@@ -19,6 +22,7 @@ import os
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import argparse  # noqa: E402
+import io  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
@@ -30,6 +34,12 @@ from typing import TextIO  # noqa: E402
 PROG = "pneumo-edge"
 SELFTEST_NAME = "IM-0115-0001.jpeg"
 SELFTEST_EXPECTED = "NORMAL"
+LOG_FILE_ENV = "PNEUMO_LOG_FILE"
+LOG_NAME = "pneumo-edge.log"
+"""The log file in ``<data folder>/logs/`` when there is no console."""
+STOP_PATH = "api/v1/shutdown"
+"""The running app's stop request (POST), relative to its address in instance.json."""
+STOP_WAIT_S = 30.0
 
 _stopped = threading.Event()  # set once the server has shut down (the console handler waits)
 
@@ -93,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--self-test", action="store_true",
                    help="classify a bundled sample X-ray, print the result; exit 0 only if "
                         "the model gives the sample's known label")
+    p.add_argument("--stop", action="store_true",
+                   help="stop the app that serves this data folder (--data-dir), wait until it "
+                        "has exited, and exit")
+    p.add_argument("--log-file", metavar="FILE", default=None,
+                   help=f"write the log and all messages to FILE (rotating, {LOG_NAME}.1..3) "
+                        f"instead of the console (also ${LOG_FILE_ENV}); without a console the "
+                        f"app does so anyway, in <data folder>/logs/{LOG_NAME}")
     return p
 
 
@@ -312,15 +329,181 @@ def backup(data_dir: str | None, out: str) -> int:
     return 0
 
 
+def in_app_bundle() -> bool:
+    """True for the macOS app (``pneumo-edge.app/Contents/MacOS/pneumo-edge``)."""
+    return (is_frozen() and sys.platform == "darwin"
+            and ".app/Contents/MacOS/" in Path(sys.executable).as_posix())
+
+
+def _is_null_device(stream: TextIO) -> bool:
+    """Whether a stream writes to the null device (what launchd gives an app's output)."""
+    try:
+        st, null = os.fstat(stream.fileno()), os.stat(os.devnull)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (null.st_dev, null.st_ino)
+
+
+def has_console() -> bool:
+    """Whether printed output can be read by someone.
+
+    False for the windowed Windows program (sys.stdout/sys.stderr are None) and for the
+    macOS app started from the Finder or at login (its output goes to the null device).
+    """
+    if sys.stdout is None or sys.stderr is None:
+        return False
+    return not (in_app_bundle() and _is_null_device(sys.stdout)
+                and _is_null_device(sys.stderr))
+
+
+def default_log_file(data_dir: str | None) -> Path:
+    """``<data folder>/logs/pneumo-edge.log`` for --data-dir (or the default data folder)."""
+    from edge_app.config import resolve
+
+    return resolve({"data_dir": data_dir})["data_dir"] / "logs" / LOG_NAME
+
+
+def log_file_path(args: argparse.Namespace, *, console: bool) -> Path | None:
+    """Where the log goes: --log-file, $PNEUMO_LOG_FILE, the data folder's log without a
+    console; None: the console (stderr)."""
+    given = args.log_file or os.environ.get(LOG_FILE_ENV)
+    if given:
+        return Path(given).expanduser().resolve()
+    if console:
+        return None
+    return default_log_file(args.data_dir)
+
+
+def start_file_log(path: Path, early: io.StringIO | None = None, *, console: bool) -> Path | None:
+    """Send the log and print output to ``path``; replay what was printed before (``early``).
+
+    Returns the log file, or None when it cannot be written: then the log goes to the
+    console if there is one, else nowhere (the app still runs).
+    """
+    from edge_app.logs import setup_file_logging, setup_logging
+
+    if console:
+        print(f"{PROG}: log in {path}", flush=True)
+    try:
+        setup_file_logging(path)
+    except OSError as exc:
+        if console:
+            print(f"warning: cannot write the log file {path}: {exc}", file=sys.stderr)
+            setup_logging()
+        else:
+            sys.stdout = sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+        return None
+    if early is not None:
+        for line in early.getvalue().splitlines():
+            if line.strip():
+                print(line)
+    return path
+
+
+def _post(url: str, token: str | None, timeout: float = 10.0) -> int:
+    """POST an empty JSON body to url; the HTTP status (0: nothing answers there)."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=b"{}", method="POST",
+                                 headers={"Content-Type": "application/json"})
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+    except OSError:
+        return 0
+
+
+def _still_running(folder: Path, pid: object) -> bool:
+    """Whether the app that had ``pid`` still holds the data folder."""
+    from edge_app.instance import InstanceLock
+
+    lock = InstanceLock(folder)
+    info = lock.info()
+    if info.get("pid") == pid and info.get("running") is False:
+        return False
+    if lock.acquire():  # nobody holds the folder any more
+        lock.release()
+        return False
+    return True
+
+
+def stop_running(data_dir: str | None, token: str | None = None,
+                 timeout: float = STOP_WAIT_S) -> int:
+    """Stop the app serving a data folder and wait until it has exited; 0 stopped (or was
+    not running), 1 it could not be stopped.
+
+    Asks the app itself (POST /api/v1/shutdown at the address in instance.json): a clean
+    stop on every OS. An app that does not know that request (404/405) gets SIGTERM on
+    Linux and macOS; on Windows it must be stopped from its page or its window.
+    """
+    from edge_app.config import resolve
+    from edge_app.instance import LOCK_NAME, InstanceLock
+
+    folder = resolve({"data_dir": data_dir})["data_dir"]
+    lock = InstanceLock(folder)
+    if not (folder / LOCK_NAME).exists() or lock.acquire():
+        lock.release()
+        print(f"{PROG} is not running for the data folder {folder}", flush=True)
+        return 0
+    info = lock.wait_for_running(timeout=min(timeout, 10.0)) or lock.info()
+    url, pid = info.get("url"), info.get("pid")
+    status = _post(url + STOP_PATH, token) if url else 0
+    if 200 <= status < 300:
+        print(f"asked the app at {url} (process {pid}) to stop", flush=True)
+    elif status in (401, 403):
+        print(f"error: the app at {url} refused to stop (HTTP {status}); "
+              "give its access token with --token", file=sys.stderr)
+        return 1
+    elif sys.platform != "win32" and isinstance(pid, int) and pid > 0:
+        os.kill(pid, signal.SIGTERM)  # an app without the stop request: a clean stop too
+        print(f"sent SIGTERM to the app (process {pid})", flush=True)
+    else:
+        print(f"error: the app at {url or '?'} (process {pid}) cannot be stopped from here "
+              f"(HTTP {status}); use the page's Stop button or close its window",
+              file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + timeout
+    while _still_running(folder, pid):
+        if time.monotonic() > deadline:
+            print(f"error: the app (process {pid}) is still running after {timeout:.0f} s",
+                  file=sys.stderr)
+            return 1
+        time.sleep(0.1)
+    print(f"{PROG} stopped (data folder {folder})", flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the executable."""
-    for stream in (sys.stdout, sys.stderr):  # a console may not be UTF-8 (Windows)
-        if stream is not None and hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="replace", line_buffering=True)
-    args = build_parser().parse_args(argv)
-    from edge_app.logs import setup_logging
+    console = has_console()
+    early = None
+    if console:
+        for stream in (sys.stdout, sys.stderr):  # a console may not be UTF-8 (Windows)
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="replace", line_buffering=True)
+    else:  # keep what is printed until the log file is known (a usage error, --help)
+        early = io.StringIO()
+        sys.stdout = sys.stderr = early
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:
+        if early is not None:
+            start_file_log(default_log_file(None), early, console=False)
+        raise
+    log_path = log_file_path(args, console=console)
+    if log_path is not None:  # the one logging setup of the executable: a file ...
+        start_file_log(log_path, early, console=console)
+    else:  # ... or the console: server logs to stderr
+        from edge_app.logs import setup_logging
 
-    setup_logging()  # the one logging setup of the executable: server logs to the console
+        setup_logging()
+    if args.stop:
+        return stop_running(args.data_dir, args.token)
     if args.install_model:
         from edge_app.model_cli import install_and_report
 
