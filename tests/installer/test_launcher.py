@@ -96,6 +96,7 @@ def test_log_file_flag_gets_the_start_up_lines_and_the_stop(tmp_path):
         out = _finish(proc)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert "pneumo-edge stopped" in stopped.stdout
+    assert "SIGTERM" not in stopped.stdout  # stopped through the app's own POST /api/v1/shutdown
     assert proc.returncode == 0, out
     assert out.strip() == f"pneumo-edge: log in {log_file}"  # the console says where, only
     content = log_file.read_text()

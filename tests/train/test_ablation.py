@@ -81,6 +81,7 @@ def _small_pngs(folder, sources, n, size, seed=0):
         Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(folder / f"img{i:02d}.png")
 
 
+@pytest.mark.slow
 def test_ablation_with_eval_data_writes_the_paired_report_and_resumes(tmp_path, caplog):
     """Two variants x two seeds judged on an external folder; a rerun skips every finished run."""
     data = make_tiny_kaggle(tmp_path / "data", per_class=10)

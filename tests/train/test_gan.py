@@ -31,6 +31,7 @@ def test_a_few_steps_run_and_write_samples(tiny_data, tmp_path, kind):
     assert rows and all(np.isfinite(float(r["loss_d"])) for r in rows)
 
 
+@pytest.mark.slow
 def test_resume_reaches_the_identical_state(tiny_data, tmp_path):
     def cfg(out, steps):
         return GanConfig(data=str(tiny_data), out=str(out), steps=steps, batch_size=8,

@@ -46,6 +46,7 @@ def test_resume_continues_where_it_stopped(tiny_run, tmp_path):
     assert len(after) == 3 and after[:2] == before
 
 
+@pytest.mark.slow
 def test_same_seed_same_training(tiny_data, tmp_path):
     runs = []
     for name in ("a", "b"):
@@ -85,6 +86,7 @@ def test_evaluate_on_a_class_folder(tiny_run, tiny_data):
                  "--data", str(tiny_data / "train")]) == 0
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tiny_data, tmp_path):
     code = textwrap.dedent(f"""
         import tensorflow as tf
