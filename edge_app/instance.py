@@ -199,3 +199,9 @@ def report_running(lock: InstanceLock, *, open_browser: bool, out: TextIO | None
         else:
             print(_("open %(url)s in your browser", url=url), file=out, flush=True)
     return 0
+
+
+def stopped_line(prog: str, lang: str | None = None) -> str:
+    """The launcher's last line, "PROG stopped", in the server's language."""
+    with i18n.console(lang):
+        return _("%(prog)s stopped", prog=prog)

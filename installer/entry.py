@@ -292,11 +292,11 @@ def serve(args: argparse.Namespace, path: Path) -> int:
     if open_browser:
         _restore_child_env()
     from edge_app.config import resolve
-    from edge_app.instance import InstanceLock, report_running
+    from edge_app.instance import InstanceLock, report_running, stopped_line
 
     probe = InstanceLock(resolve({"data_dir": config["data_dir"]})["data_dir"])
     if not probe.acquire():  # already running for this data folder: show that one
-        return report_running(probe, open_browser=open_browser)
+        return report_running(probe, open_browser=open_browser, lang=config.get("lang"))
     probe.release()  # run_server takes it again (and answers a launch racing this one)
     install_stop_handlers()
     try:
@@ -307,7 +307,7 @@ def serve(args: argparse.Namespace, path: Path) -> int:
         _stopped.set()
     if code:
         return code
-    print(f"{PROG} stopped", flush=True)
+    print(stopped_line(PROG, config.get("lang")), flush=True)
     return code
 
 

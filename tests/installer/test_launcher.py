@@ -255,3 +255,24 @@ def test_autostart_from_the_console_twin_starts_the_windowed_program(tmp_path):
     (tmp_path / "pneumo-edge.exe").write_bytes(b"")
     assert app_executable(str(console)) == str(tmp_path / "pneumo-edge.exe")
     assert app_executable(str(tmp_path / "pneumo-edge.exe")) == str(tmp_path / "pneumo-edge.exe")
+
+
+def test_launcher_lines_follow_lang(tmp_path):
+    """--lang fr: the start-up, second-launch and stop lines of the launcher are French."""
+    data, log_file = tmp_path / "data", tmp_path / "app.log"
+    proc = _serve(tmp_path, "--data-dir", str(data), "--log-file", str(log_file), "--lang", "fr")
+    try:
+        content = _wait_for(log_file, "Ctrl+C", proc)
+        second = subprocess.run([sys.executable, str(ENTRY), "--no-browser", "--lang", "fr",
+                                 "--data-dir", str(data)], capture_output=True, text=True,
+                                timeout=120, env=_env())
+        stopped = _stop(data)
+    finally:
+        out = _finish(proc)
+    first = next(line for line in content.splitlines() if "INFO stdout: " in line)
+    assert first.rstrip("/").rsplit(" ", 1)[1].startswith("http://127.0.0.1:"), first
+    assert proc.returncode == 0 and stopped.returncode == 0, out
+    assert second.returncode == 0 and "pneumo fonctionne déjà" in second.stdout, second.stdout
+    content = log_file.read_text()
+    assert "INFO stdout: pneumo-edge arrêté" in content, content
+    assert "listening on" not in content  # the first line is French too (URL last)
