@@ -20,6 +20,9 @@ declare -A RECIPE=(  # a 2 x 2 design: intensity normalisation x regularisation
   [reg96]="--mixup 0.2 --label-smoothing 0.1 --aug-set erasing=0.5"  # mixup, label smoothing, random erasing
   [eqreg96]="--intensity equalize --mixup 0.2 --label-smoothing 0.1 --aug-set erasing=0.5"  # stopped: eq96 showed no gain
   [noflip96]="--no-aug flip"                                         # no left-right flip: chest X-rays are not symmetric
+  # stage 1b, on top of the winner noflip96 (later session):
+  [noflipbal96]="--no-aug flip --balance sampling"                   # balanced batches instead of loss weights
+  [noflipwd96]="--no-aug flip --weight-decay 0.05"                   # AdamW weight decay 0.05 (default 1e-4)
 )
 ORDER=(base96 eq96 reg96 noflip96)
 mkdir -p "$RUNS"

@@ -5,21 +5,13 @@ tests never depend on the model's exact probabilities or on what else is in the 
 """
 
 import json
-import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from apptools import XRAY_NORMAL, XRAY_PNEUMONIA, http, noise_png, skimage_png, start_server
+from browsertools import BROWSER_MARKS
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason=f"{CHROMIUM} is absent (apt-get install chromium)"),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +21,6 @@ def server(test_model_path, tmp_path_factory):
                        "--clinic-name", "Kibera Health Centre")
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """One headless chromium for the module."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

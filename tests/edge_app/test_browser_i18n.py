@@ -14,10 +14,8 @@ from pathlib import Path
 
 import pytest
 from apptools import REPO, XRAY_NORMAL, XRAY_PNEUMONIA, start_server
+from browsertools import BROWSER_MARKS, expect
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 AXE = Path(os.environ.get("PNEUMO_AXE")
            or REPO / ".ci" / "axe" / "node_modules" / "axe-core" / "axe.min.js")
 ARTEFACTS = Path(os.environ.get("PNEUMO_ARTEFACTS") or REPO / "artefacts") / "browser"
@@ -28,16 +26,8 @@ WORDS = {  # the verdict of XRAY_PNEUMONIA / the "Next patient" button, per lang
     "ar": ("علامات التهاب رئوي", "المريض التالي", "السجل"),
 }
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason=f"{CHROMIUM} is absent (apt-get install chromium)"),
-]
+pytestmark = BROWSER_MARKS
 
-
-def expect(locator):
-    """Playwright's retrying assertion (no string evaluation: the page's CSP forbids eval)."""
-    return pytest.importorskip("playwright.sync_api").expect(locator)
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +37,6 @@ def server(test_model_path, tmp_path_factory):
                        "--clinic-name", "Kibera Health Centre")
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """One headless chromium for the module."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -4,23 +4,15 @@ Debian's chromium, headless, driven by Playwright, against a real Waitress serve
 """
 
 import json
-import os
 
 import pytest
 from apptools import XRAY_NORMAL, XRAY_PNEUMONIA, http, post_image, start_server
+from browsertools import BROWSER_MARKS, expect
 from tinydata import xray_variants
 
 from edge_app.site_calibration import MIN_CASES_PER_CLASS
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason=f"{CHROMIUM} is absent (apt-get install chromium)"),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture
@@ -31,22 +23,17 @@ def server(test_model_path, tmp_path):
 
 
 @pytest.fixture
-def page():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        pg = browser.new_context(viewport={"width": 1366, "height": 768}).new_page()
-        pg.problems = []
-        pg.on("pageerror", lambda e: pg.problems.append(str(e)))
-        pg.on("console", lambda m: m.type == "error" and pg.problems.append(m.text))
-        pg.set_default_timeout(30_000)
-        yield pg
-        browser.close()
+def page(browser):
+    """A fresh page (its own context) at 1366 x 768 that records script errors."""
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    pg = context.new_page()
+    pg.problems = []
+    pg.on("pageerror", lambda e: pg.problems.append(str(e)))
+    pg.on("console", lambda m: m.type == "error" and pg.problems.append(m.text))
+    pg.set_default_timeout(30_000)
+    yield pg
+    context.close()
 
-
-def expect(locator):
-    """Playwright's auto-waiting assertions (no eval: the page's CSP forbids it)."""
-    return pytest.importorskip("playwright.sync_api").expect(locator)
 
 
 def _get(server, path):
