@@ -4,6 +4,11 @@ bash reports/recipe/search.sh base96 reg96 & bash reports/recipe/search.sh eq96 
 #     --img-size 96 --epochs 8 --select last --seed 42 --split-seed 42 --out runs/recipe/NAME  + the recipe flags:
 #   base96: (none)   eq96: --intensity equalize   reg96: --mixup 0.2 --label-smoothing 0.1 --aug-set erasing=0.5
 #   noflip96: --no-aug flip        (eqreg96 was stopped after 2 epochs once eq96 showed no gain)
+# Stage 1b (a later session): two more candidates on top of noflip96, same budget, two lanes
+bash reports/recipe/search.sh noflipbal96 & bash reports/recipe/search.sh noflipwd96 & wait
+#   noflipbal96: --no-aug flip --balance sampling     noflipwd96: --no-aug flip --weight-decay 0.05
+#   and the best balanced row (noflipbal96) with a second seed (one lane, two TF threads):
+TF_NUM_INTRAOP_THREADS=2 FAMILY=noflipbal96 bash reports/recipe/finalists.sh 43
 # Stage 2: the winner (noflip96) with another seed, and the burned-in-text variant
 bash reports/recipe/finalists.sh 43 & FAMILY=ovl96 bash reports/recipe/finalists.sh 42 & wait
 # Stage 3: export the winner's two seeds (noflip96 s42, s43) as one graph, calibrate, table, ship

@@ -12,6 +12,8 @@ COMMON="--data $DATA --external-val $EXT --img-size 96 --epochs 8 --select last 
 # FAMILY=ovl96 (default noflip96) adds burned-in unit text to training images (--overlays 0.5).
 FAMILY=${FAMILY:-noflip96}
 EXTRA=""; [ "$FAMILY" = ovl96 ] && EXTRA="--overlays 0.5"
+# FAMILY=noflipbal96 (stage 1b's best balanced row) adds balanced sampling.
+[ "$FAMILY" = noflipbal96 ] && EXTRA="--balance sampling"
 for seed in "${@:-43 44}"; do
   name=$FAMILY-s$seed
   if [ -f "$RUNS/$name/model.json" ]; then echo "skip $name (done)"; continue; fi
