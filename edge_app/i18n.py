@@ -101,9 +101,14 @@ def catalogue(lang: str) -> NullTranslations:
     return Translations.load(_catalogue_directory(), [lang])
 
 
+def _base_code(code: str | None) -> str:
+    """The language part of a code: "pt_BR", "es-419", " FR " -> "pt", "es", "fr"."""
+    return (code or "").strip().lower().replace("_", "-").split("-")[0]
+
+
 def known(code: str | None) -> str | None:
     """The language code with a catalogue named by ``code`` ("fr", "pt_BR", "es-419"), or None."""
-    code = (code or "").strip().lower().replace("_", "-").split("-")[0]
+    code = _base_code(code)
     return code if code and code in languages() else None
 
 
@@ -118,8 +123,8 @@ def best_language(accept_language: str | None, *chosen: str | None) -> str:
     For answers made outside Flask (Waitress's own errors).
     """
     for code in chosen:
-        if known(code):
-            return known(code)
+        if found := known(code):
+            return found
     from werkzeug.datastructures import LanguageAccept
     from werkzeug.http import parse_accept_header
 
@@ -156,7 +161,7 @@ def _console_language() -> tuple[str, NullTranslations] | None:
 
 
 def _valid(code: str | None) -> str | None:
-    code = (code or "").strip().lower().replace("_", "-").split("-")[0]
+    code = _base_code(code)
     return code if code in current_app.extensions["pneumo_languages"] else None
 
 
@@ -166,8 +171,8 @@ def select_locale() -> str:
         return DEFAULT
     for candidate in (request.args.get("lang"), request.cookies.get(COOKIE),
                       current_app.extensions.get("pneumo_lang")):
-        if _valid(candidate):
-            return _valid(candidate)
+        if found := _valid(candidate):
+            return found
     best = request.accept_languages.best_match(current_app.extensions["pneumo_languages"])
     return best or DEFAULT
 

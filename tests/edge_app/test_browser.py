@@ -8,45 +8,18 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from apptools import XRAY_NORMAL, XRAY_PNEUMONIA, http, noise_png, skimage_png, start_server
+from apptools import XRAY_NORMAL, XRAY_PNEUMONIA, http, noise_png, skimage_png
 from browsertools import BROWSER_MARKS
 
 pytestmark = BROWSER_MARKS
 
 
-@pytest.fixture(scope="module")
-def server(test_model_path, tmp_path_factory):
-    """One real Waitress server for the module, with a clinic name."""
-    srv = start_server(test_model_path, tmp_path_factory.mktemp("browser-data"),
-                       "--clinic-name", "Kibera Health Centre")
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def new_page(browser):
-    """new_page(**context options) -> a page that records console errors in .problems."""
-    contexts = []
-
-    def make(**options):
-        options.setdefault("viewport", {"width": 900, "height": 640})  # small laptop
-        ctx = browser.new_context(**options)
-        contexts.append(ctx)
-        pg = ctx.new_page()
-        pg.problems = []
-        pg.on("console", lambda m: m.type == "error" and pg.problems.append(m.text))
-        pg.on("pageerror", lambda e: pg.problems.append(str(e)))
-        pg.set_default_timeout(30_000)
-        return pg
-
-    yield make
-    for ctx in contexts:
-        ctx.close()
+SMALL_LAPTOP = {"width": 900, "height": 640}
 
 
 @pytest.fixture
 def page(new_page):
-    return new_page()
+    return new_page(viewport=SMALL_LAPTOP)
 
 
 def _analyse(page, path, ref=None, *, keyboard=False):
@@ -223,7 +196,7 @@ def test_answer_for_a_previous_file_is_not_shown(page, server):
 
 
 def test_times_are_local_with_the_zone(new_page, server):
-    page = new_page(timezone_id="Africa/Nairobi", locale="en-GB")
+    page = new_page(viewport=SMALL_LAPTOP, timezone_id="Africa/Nairobi", locale="en-GB")
     page.goto(server.url)
     _analyse(page, XRAY_NORMAL, "PATIENT-E")
     rid = _result_id(page)
@@ -233,7 +206,7 @@ def test_times_are_local_with_the_zone(new_page, server):
     assert local in shown and ("GMT+3" in shown or "EAT" in shown), shown
     assert "(Africa/Nairobi)" in page.inner_text("#history-table thead")
     page.wait_for_selector("#history-body td:has-text('PATIENT-E')")
-    report = new_page(timezone_id="Africa/Nairobi", locale="en-GB")
+    report = new_page(viewport=SMALL_LAPTOP, timezone_id="Africa/Nairobi", locale="en-GB")
     report.goto(f"{server.url}report/{rid}")
     text = report.inner_text(".report")
     assert "Kibera Health Centre" in text and "Clinician" in text and "Signature" in text

@@ -29,36 +29,14 @@ WORDS = {  # the verdict of XRAY_PNEUMONIA / the "Next patient" button, per lang
 pytestmark = BROWSER_MARKS
 
 
-
-@pytest.fixture(scope="module")
-def server(test_model_path, tmp_path_factory):
-    """One real Waitress server for the module."""
-    srv = start_server(test_model_path, tmp_path_factory.mktemp("i18n-data"),
-                       "--clinic-name", "Kibera Health Centre")
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture
-def open_page(browser):
+def open_page(new_page):
     """open_page(lang, **context options) -> a page whose browser prefers `lang`."""
-    contexts = []
-
     def make(lang: str, **options):
-        options.setdefault("viewport", {"width": 1366, "height": 768})
-        ctx = browser.new_context(locale=lang, timezone_id=ZONE,
-                                  extra_http_headers={"Accept-Language": lang}, **options)
-        contexts.append(ctx)
-        pg = ctx.new_page()
-        pg.problems = []
-        pg.on("console", lambda m: m.type == "error" and pg.problems.append(m.text))
-        pg.on("pageerror", lambda e: pg.problems.append(str(e)))
-        pg.set_default_timeout(30_000)
-        return pg
+        return new_page(locale=lang, timezone_id=ZONE,
+                        extra_http_headers={"Accept-Language": lang}, **options)
 
-    yield make
-    for ctx in contexts:
-        ctx.close()
+    return make
 
 
 def _analyse(page, path):

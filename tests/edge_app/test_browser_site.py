@@ -23,17 +23,8 @@ def server(test_model_path, tmp_path):
 
 
 @pytest.fixture
-def page(browser):
-    """A fresh page (its own context) at 1366 x 768 that records script errors."""
-    context = browser.new_context(viewport={"width": 1366, "height": 768})
-    pg = context.new_page()
-    pg.problems = []
-    pg.on("pageerror", lambda e: pg.problems.append(str(e)))
-    pg.on("console", lambda m: m.type == "error" and pg.problems.append(m.text))
-    pg.set_default_timeout(30_000)
-    yield pg
-    context.close()
-
+def page(new_page):
+    return new_page()
 
 
 def _get(server, path):

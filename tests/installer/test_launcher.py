@@ -85,15 +85,27 @@ def _finish(proc: subprocess.Popen) -> str:
     return out
 
 
-def test_log_file_flag_gets_the_start_up_lines_and_the_stop(tmp_path):
-    data, log_file = tmp_path / "data", tmp_path / "logs" / "app.log"
-    proc = _serve(tmp_path, "--data-dir", str(data), "--log-file", str(log_file))
+def _serve_then_stop(tmp_path: Path, data: Path, log_file: Path, *args: str,
+                     no_console: bool = False, while_running=None):
+    """Start the launcher on ``data``, wait for its last start-up line (it names Ctrl+C in
+    every language) in ``log_file``, run ``while_running(content)``, then ``--stop`` it.
+
+    Returns (process, its console output, the --stop result, what while_running returned).
+    """
+    proc = _serve(tmp_path, "--data-dir", str(data), *args, no_console=no_console)
     try:
-        content = _wait_for(log_file, "press Ctrl+C to stop", proc)
-        _healthz(content)
+        content = _wait_for(log_file, "Ctrl+C", proc)
+        extra = while_running(content) if while_running else None
         stopped = _stop(data)
     finally:
         out = _finish(proc)
+    return proc, out, stopped, extra
+
+
+def test_log_file_flag_gets_the_start_up_lines_and_the_stop(tmp_path):
+    data, log_file = tmp_path / "data", tmp_path / "logs" / "app.log"
+    proc, out, stopped, _ = _serve_then_stop(tmp_path, data, log_file, "--log-file",
+                                             str(log_file), while_running=_healthz)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert "pneumo-edge stopped" in stopped.stdout
     assert "SIGTERM" not in stopped.stdout  # stopped through the app's own POST /api/v1/shutdown
@@ -111,14 +123,9 @@ def test_log_file_flag_gets_the_start_up_lines_and_the_stop(tmp_path):
 def test_without_console_the_log_goes_to_the_data_folder(tmp_path):
     """sys.stdout/sys.stderr None (the windowed program): nothing crashes, the log is kept."""
     data = tmp_path / "data"
-    proc = _serve(tmp_path, "--data-dir", str(data), no_console=True)
     log_file = data / "logs" / entry.LOG_NAME
-    try:
-        content = _wait_for(log_file, "press Ctrl+C to stop", proc)
-        _healthz(content)
-        stopped = _stop(data)
-    finally:
-        out = _finish(proc)
+    proc, out, stopped, _ = _serve_then_stop(tmp_path, data, log_file, no_console=True,
+                                             while_running=_healthz)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert proc.returncode == 0, out + log_file.read_text()
     assert out == ""
@@ -260,19 +267,19 @@ def test_autostart_from_the_console_twin_starts_the_windowed_program(tmp_path):
 def test_launcher_lines_follow_lang(tmp_path):
     """--lang fr: the start-up, second-launch and stop lines of the launcher are French."""
     data, log_file = tmp_path / "data", tmp_path / "app.log"
-    proc = _serve(tmp_path, "--data-dir", str(data), "--log-file", str(log_file), "--lang", "fr")
-    try:
-        content = _wait_for(log_file, "Ctrl+C", proc)
-        second = subprocess.run([sys.executable, str(ENTRY), "--no-browser", "--lang", "fr",
-                                 "--data-dir", str(data)], capture_output=True, text=True,
-                                timeout=120, env=_env())
-        stopped = _stop(data)
-    finally:
-        out = _finish(proc)
+
+    def second_launch(_content: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ENTRY), "--no-browser", "--lang", "fr",
+                               "--data-dir", str(data)], capture_output=True, text=True,
+                              timeout=120, env=_env())
+
+    proc, out, stopped, second = _serve_then_stop(tmp_path, data, log_file, "--log-file",
+                                                  str(log_file), "--lang", "fr",
+                                                  while_running=second_launch)
+    content = log_file.read_text()
     first = next(line for line in content.splitlines() if "INFO stdout: " in line)
     assert first.rstrip("/").rsplit(" ", 1)[1].startswith("http://127.0.0.1:"), first
     assert proc.returncode == 0 and stopped.returncode == 0, out
     assert second.returncode == 0 and "pneumo fonctionne déjà" in second.stdout, second.stdout
-    content = log_file.read_text()
     assert "INFO stdout: pneumo-edge arrêté" in content, content
     assert "listening on" not in content  # the first line is French too (URL last)
