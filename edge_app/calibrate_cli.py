@@ -19,12 +19,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from edge_app.config import DATA_DIR_ENV, resolve
-from edge_app.history import DB_NAME, HistoryStore, utc_now_iso
-from edge_app.labelled import labelled_csv, labelled_folder, score
 from edge_app.onnx_model import DEFAULT_MODEL, OnnxModel
-from edge_app.predictor import Predictor
 from edge_app.site_calibration import MIN_CASES_PER_CLASS, TooFewCases, propose
-from edge_app.site_profile import SiteProfile, accept
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +80,12 @@ def markdown(proposal: dict, source: str) -> str:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
+    # the app's pipeline (checks, languages, DICOM) is imported only by this command
+    from edge_app.history import DB_NAME, HistoryStore, utc_now_iso
+    from edge_app.labelled import labelled_csv, labelled_folder, score
+    from edge_app.predictor import Predictor
+    from edge_app.site_profile import SiteProfile, accept
+
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="[calibrate %(asctime)s] %(message)s", datefmt="%H:%M:%S")

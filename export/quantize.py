@@ -22,7 +22,7 @@ class _ArrayReader:
 
 
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calib_images: np.ndarray) -> Path:
-    """ORT pre-processing, then static QDQ quantisation: 7-bit int8 weights per channel, uint8 activations."""
+    """ORT pre-processing, then static QDQ quantisation of the convolutions: 7-bit int8 weights per channel, uint8 activations."""
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -48,5 +48,11 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calib_images: np
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QUInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            # Only the convolutions (and max pooling between them) run in int8: they are
+            # nearly all the compute. Quantising the head too put the output probability on
+            # a 1/255 grid, and the many images near p = 1 then tied: external AUC fell from
+            # 0.976 (fp32) to 0.964 for the 224 px ensemble, and stayed 0.964 with the convs
+            # left in fp32. With the head in fp32 the int8 file scores 0.976 at the same speed.
+            op_types_to_quantize=["Conv", "MaxPool"],
         )
     return int8_path

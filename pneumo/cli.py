@@ -15,6 +15,8 @@ from edge_app.logs import setup_logging
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.backend != "tensorflow":  # read by Keras when it is first imported
+        os.environ["KERAS_BACKEND"] = args.backend
     from train.trainer import TrainConfig, train
 
     cfg = TrainConfig(
@@ -27,6 +29,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         intensity=args.intensity, label_smoothing=args.label_smoothing, mixup=args.mixup,
         balance=args.balance, width=args.width, select=args.select,
         augment_set=args.aug_set or [], weight_decay=args.weight_decay, overlays=args.overlays,
+        backend=args.backend,
     )
     train(cfg, resume=not args.no_resume)
     return 0
@@ -82,6 +85,9 @@ def _add_train(sub) -> None:
                    help="the run's model: best internal validation AUC, or the last epoch")
     p.add_argument("--patience", type=int, default=8, help="early stopping on val AUC")
     p.add_argument("--strategy", choices=["auto", "mirrored", "multiworker"], default="auto")
+    p.add_argument("--backend", choices=["tensorflow", "jax"], default="tensorflow",
+                   help="Keras backend: jax trains on a GPU machine without TensorFlow "
+                        "(same model and recipe; the model file exports as usual)")
     p.add_argument("--cache-dir", help="where decoded arrays are cached (default OUT/cache)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a run")
     p.set_defaults(func=_cmd_train)

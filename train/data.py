@@ -194,6 +194,21 @@ def cached_arrays(samples: Sequence[Sample], size: int, cache_dir: str | Path | 
     return x, y
 
 
+def epoch_order(y: np.ndarray, *, seed: int, epoch: int, balanced: bool = False) -> np.ndarray:
+    """The image order of one epoch: a permutation, or (balanced) as many draws of each class.
+
+    Balanced sampling draws len(y) indices, half from each class (with replacement for the
+    smaller one), so every batch is about 50:50 without loss weights.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    if not balanced:
+        return rng.permutation(len(y))
+    half = len(y) // 2
+    parts = [rng.choice(np.flatnonzero(y == c), size=n, replace=True)
+             for c, n in ((0, half), (1, len(y) - half))]
+    return rng.permutation(np.concatenate(parts))
+
+
 def manifest_sha256(samples: Sequence[Sample]) -> str:
     """A hash of the training files (names, labels and bytes): which data made a model."""
     h = hashlib.sha256()

@@ -71,7 +71,7 @@ def load_candidate(name: str, runs: list[Path]) -> Candidate:
 def recipe_summary(meta: dict) -> str:
     """What differs from the default recipe, in a few words."""
     r = meta.get("recipe", {})
-    parts = [f"{meta.get('input_size')} px"]
+    parts = [f"{meta.get('input_size')} px", f"{r.get('epochs', meta.get('epochs_run'))} epochs"]
     for key, default in RECIPE_DEFAULTS.items():
         value = r.get(key, meta.get(key, default))
         if value != default:
@@ -83,6 +83,8 @@ def recipe_summary(meta: dict) -> str:
     erasing = r.get("augment_params", {}).get("erasing", 0.0)
     if erasing:
         parts.append(f"erasing {erasing}")
+    if r.get("backend", "tensorflow") != "tensorflow":
+        parts.append(f"Keras on {r['backend']}")
     return ", ".join(parts)
 
 
@@ -204,6 +206,8 @@ def markdown(rows: list[dict], commands: str | None) -> str:
         "Platt calibration and thresholds chosen on one patient-grouped half, measured on the "
         "other, swapped, averaged (`train.calibration.cross_fit`, seed 0).",
         "- Ensembles average the members' logits (what the exported ONNX graph computes).",
+        "- train min: the runs' wall-clock minutes. Rows with \"Keras on jax\" ran on one "
+        "NVIDIA H200 GPU, four runs sharing it (`gpu.sh`); the others on 2 CPU cores.",
         "",
         "| candidate | recipe | members (seeds) | AUC | spec @ sens>=0.95 | balanced acc / sens"
         " / spec | screening sens / spec | ECE raw -> cal. | train min | int8 MB | ms, 1 core |",

@@ -5,26 +5,13 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from train.augment import AugmentConfig, augment_batch
+from train.augment import AugmentConfig
+from train.augment_tf import augment_batch
+from train.data import epoch_order
 
 
 def _to_float(x: tf.Tensor) -> tf.Tensor:
     return tf.cast(x, tf.float32)[..., None] / 255.0
-
-
-def epoch_order(y: np.ndarray, *, seed: int, epoch: int, balanced: bool = False) -> np.ndarray:
-    """The image order of one epoch: a permutation, or (balanced) as many draws of each class.
-
-    Balanced sampling draws len(y) indices, half from each class (with replacement for the
-    smaller one), so every batch is about 50:50 without loss weights.
-    """
-    rng = np.random.default_rng([seed, epoch])
-    if not balanced:
-        return rng.permutation(len(y))
-    half = len(y) // 2
-    parts = [rng.choice(np.flatnonzero(y == c), size=n, replace=True)
-             for c, n in ((0, half), (1, len(y) - half))]
-    return rng.permutation(np.concatenate(parts))
 
 
 def _mixup(images, labels, weights, alpha: float, seed):

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from train.metrics import (
 MODEL_FILE = "model.keras"
 META_FILE = "model.json"
 EXTERNAL_PREDICTIONS_FILE = "external_predictions.csv"
+BACKENDS = ("tensorflow", "jax")
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,7 @@ class TrainConfig:
     width: float = 1.0  # multiplier of the CNN's channel widths
     select: str = "val_auc"  # which epoch is the result: best internal 'val_auc' or 'last'
     overlays: float = 0.0  # probability of burned-in unit text on a training image
+    backend: str = "tensorflow"  # Keras backend; "jax" trains where TensorFlow is absent (GPU)
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -233,8 +236,15 @@ def build_or_resume(cfg: TrainConfig, out: Path, resuming: bool, steps_per_epoch
 
     from train.model import build_model
 
-    strategy = make_strategy(cfg.strategy)
-    with strategy.scope():
+    if cfg.backend == "tensorflow":
+        strategy = make_strategy(cfg.strategy)
+        scope, where = strategy.scope(), (f"strategy {type(strategy).__name__} with "
+                                          f"{strategy.num_replicas_in_sync} replica(s)")
+    else:
+        import jax  # the only other backend trained with (see check_backend)
+
+        scope, where = nullcontext(), f"{cfg.backend} on {jax.devices()[0].device_kind}"
+    with scope:
         if resuming:
             model = keras.models.load_model(out / "checkpoint.keras")
             state = json.loads((out / "state.json").read_text())
@@ -243,8 +253,7 @@ def build_or_resume(cfg: TrainConfig, out: Path, resuming: bool, steps_per_epoch
             model = build_model(cfg.arch, cfg.img_size, width=cfg.width)
             _compile(model, cfg, steps_per_epoch)
             state = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "history": []}
-    log.info(f"model {model.name}: {model.count_params():,} parameters; "
-             f"strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
+    log.info(f"model {model.name}: {model.count_params():,} parameters; {where}")
     return model, state
 
 
@@ -254,18 +263,21 @@ def train_epoch(model: Any, cfg: TrainConfig, data: RunData, augment: Any, epoch
     import keras
     from sklearn.metrics import roc_auc_score
 
-    from train.tf_data import train_dataset
+    if cfg.backend == "tensorflow":
+        from train.tf_data import train_dataset as epoch_input
+    else:
+        from train.keras_data import EpochBatches as epoch_input
 
     t0 = time.time()
-    ds = train_dataset(data.x_tr, data.y_tr, data.weights, batch_size=cfg.batch_size,
-                       epoch=epoch, seed=cfg.seed, augment=augment, mixup=cfg.mixup,
-                       balanced_sampling=cfg.balance == "sampling", x_alt=data.x_ov,
-                       alt_prob=cfg.overlays)
+    ds = epoch_input(data.x_tr, data.y_tr, data.weights, batch_size=cfg.batch_size,
+                     epoch=epoch, seed=cfg.seed, augment=augment, mixup=cfg.mixup,
+                     balanced_sampling=cfg.balance == "sampling", x_alt=data.x_ov,
+                     alt_prob=cfg.overlays)
     hist = model.fit(ds, epochs=1, verbose=0, shuffle=False)
     p_val = model.predict(val_ds, verbose=0).ravel()
     val_auc = float(roc_auc_score(data.y_va, p_val))
-    val_loss = float(keras.losses.binary_crossentropy(data.y_va.astype("float32"),
-                                                       p_val.astype("float32")).numpy())
+    val_loss = float(keras.ops.convert_to_numpy(keras.losses.binary_crossentropy(
+        data.y_va.astype("float32"), p_val.astype("float32"))))
     row = {"epoch": epoch, "loss": float(hist.history["loss"][-1]),
            "auc": float(hist.history["auc"][-1]), "val_loss": val_loss, "val_auc": val_auc}
     if ext_ds is not None:
@@ -309,21 +321,42 @@ def finish_run(cfg: TrainConfig, out: Path, state: dict, data: RunData, augment:
     return meta
 
 
+def check_backend(requested: str) -> None:
+    """Refuse a run whose Keras backend is not the one Keras was imported with."""
+    import keras
+
+    if requested not in BACKENDS:
+        raise ValueError(f"unknown backend {requested!r}; choose from {BACKENDS}")
+    if keras.backend.backend() != requested:
+        raise SystemExit(f"this run needs the Keras backend {requested!r} but Keras was "
+                         f"imported with {keras.backend.backend()!r}: set KERAS_BACKEND="
+                         f"{requested} before Keras is imported (pneumo train --backend does)")
+
+
 def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
     """Train (or resume) a run; returns the final metadata written to model.json."""
     refuse_external_val(cfg.data, "training data", external=cfg.external_val)
     import keras
-    import tensorflow as tf
 
     from train.augment import AugmentConfig
-    from train.tf_data import eval_dataset
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg, resuming = _load_run(cfg, resume)
+    check_backend(cfg.backend)
+    if cfg.backend == "tensorflow":
+        import tensorflow as tf
+
+        from train.tf_data import eval_dataset
+
+        tf.config.experimental.enable_op_determinism()
+    else:
+        if cfg.strategy != "auto":
+            raise SystemExit("--strategy is a tf.distribute strategy: it needs --backend "
+                             "tensorflow")
+        from train.keras_data import to_float as eval_dataset
     _write_json(out / "config.json", asdict(cfg))
     keras.utils.set_random_seed(cfg.seed)
-    tf.config.experimental.enable_op_determinism()
     augment = (AugmentConfig.from_name(cfg.augment).with_overrides(cfg.augment_off)
                .with_values(cfg.augment_set))
 
@@ -389,6 +422,7 @@ def _run_metadata(cfg: TrainConfig, state: dict, split: Split, train_samples: li
             "width": cfg.width,
             "select": cfg.select,
             "overlays": cfg.overlays,
+            "backend": cfg.backend,
             "epochs": cfg.epochs,
             "batch_size": cfg.batch_size,
             "learning_rate": cfg.learning_rate,

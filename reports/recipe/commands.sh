@@ -13,3 +13,11 @@ TF_NUM_INTRAOP_THREADS=2 FAMILY=noflipbal96 bash reports/recipe/finalists.sh 43
 bash reports/recipe/finalists.sh 43 & FAMILY=ovl96 bash reports/recipe/finalists.sh 42 & wait
 # Stage 3: export the winner's two seeds (noflip96 s42, s43) as one graph, calibrate, table, ship
 bash reports/recipe/ship.sh
+# Stage 3 (a session with a GPU lent: one NVIDIA H200, 13 min of device time in all): the
+# long schedules and larger inputs 2 cores could not afford, on Keras/JAX (no TensorFlow
+# there), four lanes side by side; the run folders came back here and export with TF:
+bash reports/recipe/gpu.sh g96e40-s42 g96e40-s43 & bash reports/recipe/gpu.sh g128e30-s42 g128e30-s43 &
+bash reports/recipe/gpu.sh g96e40reg-s42 g224e30-s42 & bash reports/recipe/gpu.sh g96e80-s42 & wait
+bash reports/recipe/gpu.sh g224e30-s43 & bash reports/recipe/gpu.sh g128e60-s42 & wait
+#   (g96e80-s43 and -s44 ran in that second call too and were stopped at epochs 72 and 71 by
+#   the device time; they are not in the table)

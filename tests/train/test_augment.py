@@ -5,7 +5,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from train.augment import AugmentConfig, augment_batch  # noqa: E402
+from train.augment import AugmentConfig  # noqa: E402
+from train.augment_tf import augment_batch  # noqa: E402
 
 
 def _batch():

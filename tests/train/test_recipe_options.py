@@ -12,9 +12,10 @@ pytest.importorskip("tensorflow")
 
 from edge_app.imaging import normalize_intensity  # noqa: E402
 from pneumo.cli import main  # noqa: E402
-from train.augment import AugmentConfig, augment_batch  # noqa: E402
-from train.data import EXTERNAL_LABEL  # noqa: E402
-from train.tf_data import epoch_order, train_dataset  # noqa: E402
+from train.augment import AugmentConfig  # noqa: E402
+from train.augment_tf import augment_batch  # noqa: E402
+from train.data import EXTERNAL_LABEL, epoch_order  # noqa: E402
+from train.tf_data import train_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="module")
