@@ -1,4 +1,5 @@
-"""Strip DWARF debug info from Linux shared libraries for the executable, safely.
+"""Strip DWARF debug info from Linux shared libraries for the executable, safely; and read
+which libraries an ELF file needs and where it looks for them (DT_NEEDED, DT_RUNPATH).
 
 Some wheels ship their Python extensions with full debug info (pylibjpeg's ``_libjpeg``
 and ``_openjpeg``, PyNaCl's ``_sodium``, Pillow's ``_imaging``: about 18 MB of the 150 MB
@@ -24,7 +25,10 @@ log = logging.getLogger(__name__)
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _PHDR = struct.Struct("<IIQQQQQQ")
 _SHDR = struct.Struct("<IIQQQQIIQQ")
+_DYN = struct.Struct("<qQ")
 PT_LOAD = 1
+PT_DYNAMIC = 2
+DT_NEEDED, DT_STRTAB, DT_RPATH, DT_RUNPATH = 1, 5, 15, 29
 PAGE = 4096
 
 
@@ -98,3 +102,40 @@ def strip_debug(src: str | Path, dst: str | Path, strip: str | None = None) -> b
         dst.unlink(missing_ok=True)
         return False
     return True
+
+
+def dynamic_deps(path: str | Path) -> tuple[list[str], list[str]]:
+    """(DT_NEEDED names, DT_RUNPATH or else DT_RPATH entries) of an ELF64 file; ([], []) for
+    anything else. Entries keep ``$ORIGIN`` as written."""
+    data = Path(path).read_bytes()
+    hdr = _header(data)
+    if hdr is None:
+        return [], []
+    phoff, phentsize, phnum = hdr[5], hdr[9], hdr[10]
+    phdrs = [_PHDR.unpack_from(data, phoff + i * phentsize) for i in range(phnum)
+             if phoff + (i + 1) * phentsize <= len(data)]
+    dyn = next((p for p in phdrs if p[0] == PT_DYNAMIC), None)
+    if dyn is None:
+        return [], []
+    entries = []
+    for off in range(dyn[2], min(dyn[2] + dyn[5], len(data) - _DYN.size + 1), _DYN.size):
+        tag, val = _DYN.unpack_from(data, off)
+        if tag == 0:
+            break
+        entries.append((tag, val))
+    strtab = next((v for t, v in entries if t == DT_STRTAB), None)
+    # DT_STRTAB is an address: find its place in the file through the PT_LOAD segments
+    base = next((p[2] + strtab - p[3] for p in phdrs if p[0] == PT_LOAD and strtab is not None
+                 and p[3] <= strtab < p[3] + p[5]), None)
+    if base is None:
+        return [], []
+
+    def text(offset: int) -> str:
+        end = data.find(b"\0", base + offset)
+        return data[base + offset:end].decode("utf-8", "replace")
+
+    needed = [text(v) for t, v in entries if t == DT_NEEDED]
+    runpath = [text(v) for t, v in entries if t == DT_RUNPATH]
+    rpath = [text(v) for t, v in entries if t == DT_RPATH]
+    paths = [d for entry in (runpath or rpath) for d in entry.split(":") if d]
+    return needed, paths

@@ -1,6 +1,7 @@
 """installer/elfstrip.py: debug info stripped from a real wheel extension (Pillow's FreeType
 module), the copy still loads; a library whose segments would no longer be aligned (what
-binutils does to some auditwheel-patched libraries) is refused."""
+binutils does to some auditwheel-patched libraries) is refused; the libraries an extension
+needs and its RUNPATH are read as the dynamic loader reads them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from installer.elfstrip import _EHDR, _PHDR, PT_LOAD, has_debug_info, loadable, strip_debug
+from installer.elfstrip import (
+    _EHDR,
+    _PHDR,
+    PT_LOAD,
+    dynamic_deps,
+    has_debug_info,
+    loadable,
+    strip_debug,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or not shutil.which("strip"),
                                 reason="Linux ELF files and binutils' strip")
@@ -58,3 +67,25 @@ def test_misaligned_segments_and_non_elf_files_are_refused(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not an ELF file")
     assert not loadable(text) and not has_debug_info(text)
+
+
+def test_dynamic_deps_match_the_dynamic_loader(tmp_path):
+    spec = importlib.util.find_spec("PIL._imaging")
+    needed, runpath = dynamic_deps(spec.origin)
+    assert "libc.so.6" in needed or any(n.startswith("libc.") for n in needed)
+    readelf = shutil.which("readelf")
+    if readelf:  # binutils' view of the same dynamic section
+        import subprocess
+
+        out = subprocess.run([readelf, "-dW", spec.origin], capture_output=True, text=True).stdout
+        assert needed == [line.split("[", 1)[1].rstrip("]") for line in out.splitlines()
+                          if "(NEEDED)" in line]
+        paths = [p for line in out.splitlines() if "(RUNPATH)" in line or "(RPATH)" in line
+                 for p in line.split("[", 1)[1].rstrip("]").split(":") if p]
+        assert runpath == paths
+    vendored = [n for n in needed if "-" in n.split(".so")[0]]  # auditwheel's hashed names
+    if vendored:  # a wheel's copy: found next to the package through $ORIGIN
+        assert any(d.startswith("$ORIGIN") for d in runpath)
+    text = tmp_path / "notes.txt"
+    text.write_text("not an ELF file")
+    assert dynamic_deps(text) == ([], [])

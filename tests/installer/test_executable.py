@@ -355,3 +355,59 @@ def test_default_port_taken_falls_back_to_a_free_one(start, tmp_path):
         assert run.stop() == 0, run.output
     finally:
         blocker.close()
+
+
+def _get(url: str, headers: dict | None = None, timeout: float = 30.0) -> tuple[int, str, bytes]:
+    """(HTTP status, Content-Type, body) of a GET."""
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("Content-Type", ""), err.read()
+
+
+def test_every_accepted_format_language_and_the_report_inside(start, tmp_path):
+    """What installer/pneumo-edge.spec leaves out must not be needed: each image type the app
+    accepts decodes (PNG 8/16-bit, BMP, TIFF 8/16-bit and CIELab, which converts through
+    Pillow's colour management), WebP is refused by the app itself, the heatmap and the
+    printed report are served, and every page language has its catalogue and locale data."""
+    pil = _pillow()
+    if pil is None:
+        pytest.skip("Pillow is needed here to make the test images")
+    import io
+
+    run = start("--port", "0", "--data-dir", str(tmp_path / "data"))
+    base = run.wait_healthy()
+    gray = pil.open(sorted((FIXTURES / "NORMAL").glob("*.jpeg"))[0]).convert("L")
+    wide = gray.point(lambda v: v * 256, "I").convert("I;16")
+
+    def encoded(img, fmt: str) -> bytes:
+        buf = io.BytesIO()
+        img.save(buf, format=fmt)
+        return buf.getvalue()
+
+    images = {"x.png": encoded(gray, "PNG"), "x16.png": encoded(wide, "PNG"),
+              "x.bmp": encoded(gray.convert("RGB"), "BMP"),
+              "x.tif": encoded(gray.convert("RGB"), "TIFF"), "x16.tif": encoded(wide, "TIFF"),
+              "lab.tif": encoded(gray.convert("RGB").convert("LAB"), "TIFF")}
+    record = None
+    for name, data in images.items():
+        status, body = _post_image(base, data, name)
+        assert status == 200, (name, body)
+        assert body["input"]["format"] in ("PNG", "BMP", "TIFF"), (name, body)
+        record = body["id"]
+    status, body = _post_image(base, encoded(gray.convert("RGB"), "WEBP"), "x.webp")
+    assert 400 <= status < 500 and body["error"].get("code"), (status, body)
+
+    status, ctype, png = _get(f"{base}api/v1/history/{record}/heatmap.png")
+    assert status == 200 and ctype.startswith("image/png") and png[:4] == b"\x89PNG"
+    english = _get(f"{base}report/{record}", {"Accept-Language": "en"})[2].decode()
+    for lang in sorted(p.name for p in (ROOT / "edge_app" / "translations").iterdir()
+                       if (p / "LC_MESSAGES" / "messages.po").is_file()):
+        status, _ctype, page = _get(base, {"Accept-Language": lang})
+        assert status == 200 and f'lang="{lang}"' in page.decode(), lang
+        status, _ctype, report = _get(f"{base}report/{record}", {"Accept-Language": lang})
+        assert status == 200 and f'lang="{lang}"' in report.decode(), lang
+        assert report.decode() != english, f"the report is not translated into {lang}"
+    assert run.stop() == 0, run.output
