@@ -100,6 +100,11 @@ def test_clinic_lead_proposes_accepts_and_reverts(server, page):
     expect(page.locator("#site-state")).to_contain_text("model's default")
     assert page.locator("#site-revert").is_hidden()
     assert _get(server, "/api/v1/calibration")["source"] == "model"
-    assert page.locator("#drift-banner").is_hidden() and page.locator("#stale-banner").is_hidden()
+    assert page.locator("#stale-banner").is_hidden()
+    # 50 variants of six training X-rays are no clinic's stream: the drift check may fire on
+    # them (the bundled 224 px models place them closer than external images); the banner
+    # follows the API's verdict either way
+    drifted = _get(server, "/api/v1/status")["drift"]["status"] == "drift"
+    assert page.locator("#drift-banner").is_hidden() is not drifted
     # the one expected 422 (too few cases) is the only console message
     assert [p for p in page.problems if "status of 422" not in p] == []
