@@ -1,7 +1,7 @@
 {
  "algorithm": "ed25519",
  "file": "pneumo.int8.onnx",
- "sha256": "8a7e371d71577d977ab6d28ba45a278930f85cbfea40803f2d90efe86f897e1d",
+ "sha256": "00513b177fc66e249740e2588ee578829928adee82640fd0795d778af563e1f8",
  "key_id": "12b1191efde1810f",
- "signature": "dP0IZkLfPG+Wf6yhYwuBpsqyVaU9PuVxaGULdb3jL1jme2Jbf5UxI5MOHBkBsbqmzXRRYE66xdaNKOqeagbKCg=="
+ "signature": "co06wAKMtYmrxq6cLYafOpaUTLVP8ZemTBjz4YTubHfZ7zGFWBeGoXi7tOvL/xWczNm+5DVJIm8W7SCvwZZoAw=="
 }
