@@ -43,6 +43,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub) -> None:
+    from train.trainer import BACKENDS  # light: Keras is imported when a run starts
+
     p = sub.add_parser("train", help="train the CNN on a Kaggle-layout folder")
     p.add_argument("--data", required=True, help="chest_xray folder (train/ [val/] [test/])")
     p.add_argument("--out", required=True, help="run folder (checkpoints, model, logs)")
@@ -85,7 +87,7 @@ def _add_train(sub) -> None:
                    help="the run's model: best internal validation AUC, or the last epoch")
     p.add_argument("--patience", type=int, default=8, help="early stopping on val AUC")
     p.add_argument("--strategy", choices=["auto", "mirrored", "multiworker"], default="auto")
-    p.add_argument("--backend", choices=["tensorflow", "jax"], default="tensorflow",
+    p.add_argument("--backend", choices=BACKENDS, default="tensorflow",
                    help="Keras backend: jax trains on a GPU machine without TensorFlow "
                         "(same model and recipe; the model file exports as usual)")
     p.add_argument("--cache-dir", help="where decoded arrays are cached (default OUT/cache)")

@@ -257,17 +257,24 @@ def build_or_resume(cfg: TrainConfig, out: Path, resuming: bool, steps_per_epoch
     return model, state
 
 
+def input_functions(backend: str) -> tuple[Any, Any]:
+    """(one epoch's training input, evaluation input) for the Keras backend in use."""
+    if backend == "tensorflow":
+        from train.tf_data import eval_dataset, train_dataset
+
+        return train_dataset, eval_dataset
+    from train.keras_data import EpochBatches, to_float
+
+    return EpochBatches, to_float
+
+
 def train_epoch(model: Any, cfg: TrainConfig, data: RunData, augment: Any, epoch: int,
                 val_ds: Any, ext_ds: Any | None) -> dict:
     """Step 3, once per epoch: fit one epoch, judge it; its history row."""
     import keras
     from sklearn.metrics import roc_auc_score
 
-    if cfg.backend == "tensorflow":
-        from train.tf_data import train_dataset as epoch_input
-    else:
-        from train.keras_data import EpochBatches as epoch_input
-
+    epoch_input, _ = input_functions(cfg.backend)
     t0 = time.time()
     ds = epoch_input(data.x_tr, data.y_tr, data.weights, batch_size=cfg.batch_size,
                      epoch=epoch, seed=cfg.seed, augment=augment, mixup=cfg.mixup,
@@ -347,14 +354,10 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
     if cfg.backend == "tensorflow":
         import tensorflow as tf
 
-        from train.tf_data import eval_dataset
-
         tf.config.experimental.enable_op_determinism()
-    else:
-        if cfg.strategy != "auto":
-            raise SystemExit("--strategy is a tf.distribute strategy: it needs --backend "
-                             "tensorflow")
-        from train.keras_data import to_float as eval_dataset
+    elif cfg.strategy != "auto":
+        raise SystemExit("--strategy is a tf.distribute strategy: it needs --backend tensorflow")
+    _, eval_dataset = input_functions(cfg.backend)
     _write_json(out / "config.json", asdict(cfg))
     keras.utils.set_random_seed(cfg.seed)
     augment = (AugmentConfig.from_name(cfg.augment).with_overrides(cfg.augment_off)
