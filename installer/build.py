@@ -28,6 +28,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from installer.slim_numpy import CHOICES, install_slim_numpy, numpy_blas, resolve_choice
+
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "pneumo-edge"
 CONSOLE_NAME = NAME + "-console"
@@ -142,6 +144,17 @@ def make_venv(venv_dir: Path, stage: Path, *, reuse: bool) -> Path:
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
     _run([py, "-m", "pip", "install", "-q", str(stage), PYINSTALLER], env=env)
     return py
+
+
+def choose_numpy(py: Path, blas: str) -> bool:
+    """Put numpy without BLAS ('none') or PyPI's ('bundled') in the venv; True when slim."""
+    if blas == "none":
+        return install_slim_numpy(py, _log)
+    version, found = numpy_blas(py)
+    if found == "none":  # a reused venv from a slim build: back to PyPI's wheel
+        _run([py, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
+              "--only-binary", "numpy", f"numpy=={version}"])
+    return False
 
 
 def _is_forbidden(name: str) -> str | None:
@@ -275,11 +288,14 @@ def _remove(path: Path) -> None:
 
 def build(*, dist: Path, work: Path, venv_dir: Path, onedir: bool = False,
           model: Path | None = None, reuse_venv: bool = False,
-          max_mb: float = DEFAULT_MAX_MB, windowed: bool | None = None) -> Path:
+          max_mb: float = DEFAULT_MAX_MB, windowed: bool | None = None,
+          numpy_blas: str = "auto") -> Path:
     """Build the executable; returns its path. Raises BuildError on any failure.
 
     ``windowed`` (default: on Windows) makes the program a windowed one and builds its
     console twin `pneumo-edge-console` beside it (both checked, summed and size-limited).
+    ``numpy_blas`` 'none' bundles numpy built without OpenBLAS (installer/slim_numpy.py),
+    'bundled' PyPI's numpy; 'auto' is 'none' on Linux with a C compiler.
     """
     t0 = time.perf_counter()
     windowed = windowed_default() if windowed is None else windowed
@@ -287,6 +303,7 @@ def build(*, dist: Path, work: Path, venv_dir: Path, onedir: bool = False,
     staged_model = stage_source(ROOT, stage, model)
     _log(f"staged source in {stage} (model {staged_model.stat().st_size / 1e6:.1f} MB)")
     py = make_venv(venv_dir, stage, reuse=reuse_venv)
+    slim = choose_numpy(py, resolve_choice(numpy_blas))
     t_venv = time.perf_counter()
     dist.mkdir(parents=True, exist_ok=True)
     for old in ([dist / NAME, dist / f"{NAME}.app"] if onedir
@@ -311,6 +328,8 @@ def build(*, dist: Path, work: Path, venv_dir: Path, onedir: bool = False,
     write_checksums(dist, programs if not onedir else _files(dist / NAME))
     freeze = subprocess.run([str(py), "-m", "pip", "freeze", "--exclude-editable"],
                             capture_output=True, text=True, check=False).stdout
+    if slim:
+        freeze += "# numpy: built from source without BLAS (installer/slim_numpy.py)\n"
     (dist / f"{NAME}.packages.txt").write_text(freeze)
     for program in programs:
         _log(f"built {program}" + (" (windowed)" if windowed and program == exe else ""))
@@ -348,6 +367,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--windowed", action=argparse.BooleanOptionalAction, default=None,
                    help="a windowed program (no console window; logs to the data folder) plus "
                         f"its console twin {CONSOLE_NAME} (default: on Windows only)")
+    p.add_argument("--numpy-blas", choices=CHOICES, default="auto",
+                   help="none: numpy built without OpenBLAS (28 MB less to unpack at every "
+                        "start; compiled once, then cached); bundled: PyPI's numpy; auto "
+                        "(default): none on Linux with a C compiler")
     p.add_argument("--deb", action="store_true",
                    help="also package the one-file executable as DIST/pneumo-edge_VERSION_ARCH.deb "
                         "(Linux, needs dpkg-deb)")
@@ -371,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         venv_dir=(args.venv or work / "exe-venv").resolve(),
                         onedir=args.onedir, model=args.model.resolve() if args.model else None,
                         reuse_venv=args.reuse_venv, max_mb=args.max_mb,
-                        windowed=args.windowed)
+                        windowed=args.windowed, numpy_blas=args.numpy_blas)
         if args.deb or args.deb_from:
             from installer.deb import make_deb
 

@@ -29,7 +29,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         intensity=args.intensity, label_smoothing=args.label_smoothing, mixup=args.mixup,
         balance=args.balance, width=args.width, select=args.select,
         augment_set=args.aug_set or [], weight_decay=args.weight_decay, overlays=args.overlays,
-        backend=args.backend,
+        backend=args.backend, init_from=args.init_from,
     )
     train(cfg, resume=not args.no_resume)
     return 0
@@ -90,6 +90,9 @@ def _add_train(sub) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="tensorflow",
                    help="Keras backend: jax trains on a GPU machine without TensorFlow "
                         "(same model and recipe; the model file exports as usual)")
+    p.add_argument("--init-from", metavar="RUN",
+                   help="start from the weights of another run (its folder or model.keras), "
+                        "e.g. to fine-tune a 224 px run at a smaller --img-size")
     p.add_argument("--cache-dir", help="where decoded arrays are cached (default OUT/cache)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a run")
     p.set_defaults(func=_cmd_train)

@@ -71,7 +71,8 @@ def load_candidate(name: str, runs: list[Path]) -> Candidate:
 def recipe_summary(meta: dict) -> str:
     """What differs from the default recipe, in a few words."""
     r = meta.get("recipe", {})
-    parts = [f"{meta.get('input_size')} px", f"{r.get('epochs', meta.get('epochs_run'))} epochs"]
+    epochs = r.get("epochs", meta.get("epochs_run"))
+    parts = [f"{meta.get('input_size')} px", f"{epochs} epoch{'' if epochs == 1 else 's'}"]
     for key, default in RECIPE_DEFAULTS.items():
         value = r.get(key, meta.get(key, default))
         if value != default:
@@ -85,6 +86,9 @@ def recipe_summary(meta: dict) -> str:
         parts.append(f"erasing {erasing}")
     if r.get("backend", "tensorflow") != "tensorflow":
         parts.append(f"Keras on {r['backend']}")
+    if r.get("init_from"):  # a fine-tune: say from which run, at which learning rate
+        parts.append(f"fine-tuned from {Path(r['init_from']['path']).parent.name} at "
+                     f"learning rate {r.get('learning_rate', 0):g}")
     return ", ".join(parts)
 
 
@@ -207,7 +211,8 @@ def markdown(rows: list[dict], commands: str | None) -> str:
         "other, swapped, averaged (`train.calibration.cross_fit`, seed 0).",
         "- Ensembles average the members' logits (what the exported ONNX graph computes).",
         "- train min: the runs' wall-clock minutes. Rows with \"Keras on jax\" ran on one "
-        "NVIDIA H200 GPU, four runs sharing it (`gpu.sh`); the others on 2 CPU cores.",
+        "NVIDIA H200 GPU, four runs sharing it (`gpu.sh`); the others on 2 CPU cores. A "
+        "fine-tuned row counts only its fine-tune, not the run it started from.",
         "",
         "| candidate | recipe | members (seeds) | AUC | spec @ sens>=0.95 | balanced acc / sens"
         " / spec | screening sens / spec | ECE raw -> cal. | train min | int8 MB | ms, 1 core |",

@@ -13,6 +13,7 @@ A run folder holds everything needed to resume or audit it:
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -90,6 +91,7 @@ class TrainConfig:
     select: str = "val_auc"  # which epoch is the result: best internal 'val_auc' or 'last'
     overlays: float = 0.0  # probability of burned-in unit text on a training image
     backend: str = "tensorflow"  # Keras backend; "jax" trains where TensorFlow is absent (GPU)
+    init_from: str | None = None  # a run folder or model.keras whose weights start this run
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -251,10 +253,41 @@ def build_or_resume(cfg: TrainConfig, out: Path, resuming: bool, steps_per_epoch
             log.info(f"resuming after epoch {state['epoch']} (best val AUC {state['best_auc']:.4f})")
         else:
             model = build_model(cfg.arch, cfg.img_size, width=cfg.width)
+            if cfg.init_from:
+                init_weights(model, cfg.init_from)
             _compile(model, cfg, steps_per_epoch)
             state = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "history": []}
     log.info(f"model {model.name}: {model.count_params():,} parameters; {where}")
     return model, state
+
+
+def init_model_path(source: str | Path) -> Path:
+    """The model.keras a run starts from: SOURCE itself, or SOURCE/model.keras for a run folder."""
+    path = Path(source)
+    path = path / MODEL_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"--init-from: no model at {path}")
+    return path
+
+
+def init_weights(model: Any, source: str | Path) -> None:
+    """Start `model` from the weights of another run (same architecture; any input size).
+
+    The project CNN is fully convolutional up to global pooling, so weights trained at one
+    input size load at another: fine-tuning a 224 px run at 160 px adapts its filters and
+    batch-norm statistics to the smaller input (train/test resolution, Touvron et al. 2019).
+    """
+    import keras
+
+    path = init_model_path(source)
+    src = keras.models.load_model(path, compile=False)
+    shapes = [tuple(w.shape) for w in src.get_weights()]
+    if shapes != [tuple(w.shape) for w in model.get_weights()]:
+        raise SystemExit(f"--init-from {path}: its layers do not match this run's "
+                         f"architecture (--arch/--width); the seed CNN cannot change input size")
+    model.set_weights(src.get_weights())
+    log.info(f"weights initialised from {path} (input {src.input_shape[1]} px -> "
+             f"{model.input_shape[1]} px)")
 
 
 def input_functions(backend: str) -> tuple[Any, Any]:
@@ -351,6 +384,8 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cfg, resuming = _load_run(cfg, resume)
     check_backend(cfg.backend)
+    if cfg.init_from and not resuming:
+        init_model_path(cfg.init_from)  # a wrong path fails now, not after loading the data
     if cfg.backend == "tensorflow":
         import tensorflow as tf
 
@@ -426,6 +461,7 @@ def _run_metadata(cfg: TrainConfig, state: dict, split: Split, train_samples: li
             "select": cfg.select,
             "overlays": cfg.overlays,
             "backend": cfg.backend,
+            "init_from": _init_source(cfg.init_from),
             "epochs": cfg.epochs,
             "batch_size": cfg.batch_size,
             "learning_rate": cfg.learning_rate,
@@ -436,6 +472,17 @@ def _run_metadata(cfg: TrainConfig, state: dict, split: Split, train_samples: li
         },
         "data": str(cfg.data),
     }
+
+
+def _init_source(source: str | None) -> dict | None:
+    """Which model a fine-tuned run started from: its path, version and file digest."""
+    if not source:
+        return None
+    path = init_model_path(source)
+    meta_path = path.with_name(META_FILE)
+    version = json.loads(meta_path.read_text()).get("version") if meta_path.exists() else None
+    return {"path": str(path), "version": version,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def _write_history_csv(path: Path, history: list[dict]) -> None:

@@ -21,3 +21,8 @@ bash reports/recipe/gpu.sh g96e40reg-s42 g224e30-s42 & bash reports/recipe/gpu.s
 bash reports/recipe/gpu.sh g224e30-s43 & bash reports/recipe/gpu.sh g128e60-s42 & wait
 #   (g96e80-s43 and -s44 ran in that second call too and were stopped at epochs 72 and 71 by
 #   the device time; they are not in the table)
+# Stage 4 (a session without a GPU, 2 CPU cores): the speed goal, one member at 160 px
+# (~5 ms on one core) fine-tuned from the 224 px runs; one lane with both cores, ~2.7 min
+# per epoch (finetune.sh), then the best row exported as the other rows were:
+bash reports/recipe/finetune.sh ft160-s42 bn160-s42 bn160-s43 ft160e1-s43 ft160e1-s42
+pneumo export --model runs/recipe/ft160e1-s42 --calib-data ../shared/data/chest_xray --out runs/export-ft160 --external-val ../shared/data/external_val

@@ -21,7 +21,8 @@ pneumo recipes --runs "$RUNS" --out reports/recipe --commands reports/recipe/com
   --ensemble "gpu128 x2=g128e30-s42,g128e30-s43" \
   --ensemble "shipped x2=$(IFS=,; echo "${MEMBERS[*]}")" \
   --exported "shipped x2=$OUT/model.int8.onnx" \
-  --exported "gpu96 x2=runs/export-gpu96/model.int8.onnx"
+  --exported "gpu96 x2=runs/export-gpu96/model.int8.onnx" \
+  --exported "ft160e1-s42=runs/export-ft160/model.int8.onnx"
 mkdir -p reports/export && cp "$OUT"/parity.* "$OUT"/external_*.png reports/export/
 cp "$OUT/model.int8.onnx" edge_app/models/pneumo.int8.onnx
 cp "$OUT/MODEL_CARD.md" edge_app/models/MODEL_CARD.md

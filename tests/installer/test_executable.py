@@ -246,6 +246,23 @@ def test_no_training_stack_inside(exe):
     assert "edge_app/models/pneumo.int8.onnx" in listing["files"]
 
 
+def test_numpy_without_openblas_on_linux(exe):
+    """A Linux build with a C compiler bundles numpy built without OpenBLAS (28 MB less to
+    unpack at every start), unless the build said it had to keep PyPI's numpy."""
+    from installer.slim_numpy import resolve_choice
+
+    contents, packages = (exe.parent / f"pneumo-edge.{n}" for n in ("contents.json",
+                                                                    "packages.txt"))
+    if not contents.is_file() or resolve_choice("auto") != "none":
+        pytest.skip("not a Linux build made here with a C compiler")
+    files = json.loads(contents.read_text())["files"]
+    openblas = [f for f in files if "openblas" in f.lower() or "gfortran" in f.lower()]
+    slim = "numpy: built from source without BLAS" in packages.read_text()
+    assert slim == (not openblas), openblas
+    if not slim:
+        pytest.skip("the build kept PyPI's numpy (see its log): nothing more to check here")
+
+
 def test_version(exe, tmp_path):
     res = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=120,
                          cwd=tmp_path)

@@ -11,7 +11,7 @@ pytest.importorskip("sklearn")
 from edge_app.calibration import logit, sigmoid  # noqa: E402
 from pneumo.cli import main  # noqa: E402
 from train.data import EXTERNAL_LABEL  # noqa: E402
-from train.recipe_report import load_candidate  # noqa: E402
+from train.recipe_report import load_candidate, recipe_summary  # noqa: E402
 
 
 def _fake_run(folder, y, p, *, seed, intensity="none"):
@@ -64,6 +64,15 @@ def test_recipes_table(runs, tmp_path, capsys):
     assert EXTERNAL_LABEL in text and "eq-ens2" in text and "cross-fitted" in text
     assert (out / "recipes.png").stat().st_size > 0
     assert "eq-ens2" in capsys.readouterr().out
+
+
+def test_a_fine_tune_names_its_starting_run():
+    meta = {"input_size": 160, "recipe": {
+        "epochs": 1, "learning_rate": 1e-4,
+        "init_from": {"path": "runs/recipe/g224e30-s42/model.keras", "version": "v",
+                      "sha256": "0" * 64}}}
+    assert recipe_summary(meta) == ("160 px, 1 epoch, fine-tuned from g224e30-s42 at "
+                                    "learning rate 0.0001")
 
 
 def test_recipes_bad_ensemble_spec(runs, tmp_path):

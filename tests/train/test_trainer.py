@@ -46,6 +46,36 @@ def test_resume_continues_where_it_stopped(tiny_run, tmp_path):
     assert len(after) == 3 and after[:2] == before
 
 
+def test_init_from_starts_at_another_input_size(tiny_run, tiny_data, tmp_path):
+    import keras
+    import numpy as np
+
+    out = tmp_path / "ft"
+    assert main(["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1",
+                 "--img-size", "48", "--lr", "0", "--weight-decay", "0",
+                 "--init-from", str(tiny_run)]) == 0
+    src = keras.models.load_model(tiny_run / "model.keras")
+    ft = keras.models.load_model(out / "model.keras")
+    assert ft.input_shape[1] == 48 and src.input_shape[1] == 64
+    conv = [w for w in src.get_weights() if w.ndim == 4]
+    # learning rate 0: the convolutions are the source's (batch-norm statistics adapt)
+    for a, b in zip(conv, [w for w in ft.get_weights() if w.ndim == 4], strict=True):
+        np.testing.assert_array_equal(a, b)
+    recipe = json.loads((out / "model.json").read_text())["recipe"]
+    assert recipe["init_from"]["path"] == str(tiny_run / "model.keras")
+    assert len(recipe["init_from"]["sha256"]) == 64
+    assert recipe["init_from"]["version"].endswith("cnn64-s3")
+
+
+def test_init_from_refuses_another_architecture(tiny_run, tiny_data, tmp_path, capsys):
+    with pytest.raises(SystemExit, match="do not match"):
+        main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "w"), "--epochs", "1",
+              "--img-size", "48", "--width", "0.5", "--init-from", str(tiny_run)])
+    assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "m"), "--epochs",
+                 "1", "--img-size", "48", "--init-from", str(tmp_path / "nothing")]) == 2
+    assert "--init-from: no model at" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_same_seed_same_training(tiny_data, tmp_path):
     runs = []
