@@ -204,6 +204,25 @@ class LiveServer:
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
 
+    def interrupt(self, timeout: float = 30) -> int:
+        """Ctrl+C (SIGINT, run_server's clean stop); its exit code.
+
+        A server still running after ``timeout`` is made to dump every thread's stack
+        (faulthandler, on by PYTHONFAULTHANDLER in start_server) and the test fails with
+        its output: where a stop hangs is then in the log, not a bare timeout.
+        """
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.send_signal(signal.SIGCONT)  # in case it was stopped (SIGSTOP)
+            self.proc.wait(timeout=30)
+            time.sleep(0.5)  # the output pump reads the dump
+            raise AssertionError(f"no clean stop within {timeout:.0f} s of Ctrl+C; the "
+                                 f"server's output and thread stacks:\n" + "".join(self.lines)
+                                 ) from None
+
     def stop(self) -> None:
         """Terminate the server politely, then hard."""
         if self.proc.poll() is None:
@@ -228,7 +247,7 @@ def start_server(model_path: Path | None, data_dir: Path, *extra: str,
     ``model_path`` None: no --model (the data folder's installed model, else the bundled one);
     ``port`` None: no --port (the port remembered for the data folder, else 8765, else free).
     """
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     model = ["--model", str(model_path)] if model_path is not None else []
     ports = ["--port", port] if port is not None else []

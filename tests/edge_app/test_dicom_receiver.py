@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -254,8 +253,7 @@ def test_pneumo_serve_receives_and_stops_cleanly(test_model_path, tmp_path):
         assert item["source"] == "dicom" and item["patient_ref"] == "PID-7"
         assert item["label"] == "PNEUMONIA" and item["study_uid"] and item["sop_uid"]
     finally:
-        srv.proc.send_signal(signal.SIGINT)  # Ctrl+C: run_server's clean stop
-        code = srv.proc.wait(timeout=30)
+        code = srv.interrupt()  # Ctrl+C: run_server's clean stop
     out = "".join(srv.lines)
     assert code == 0, out
     assert "DICOM receiver stopped" in out
