@@ -240,6 +240,15 @@ LISTENING_URL = re.compile(r"(http://\S+/)\s*$")
 in English; the words follow the server's language, the URL stays last)."""
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl+C as from a terminal, even when the tests run as a background job.
+
+    A shell starts background jobs with SIGINT ignored, children inherit that, and Python
+    then installs no KeyboardInterrupt handler: the server would ignore the tests' Ctrl+C.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_server(model_path: Path | None, data_dir: Path, *extra: str,
                  timeout: float = 60, port: str | None = "0") -> LiveServer:
     """Start the app under Waitress on 127.0.0.1 and an OS-chosen port; wait until it answers.
@@ -254,7 +263,8 @@ def start_server(model_path: Path | None, data_dir: Path, *extra: str,
     cmd = [sys.executable, "-m", "edge_app", "serve", "--host", "127.0.0.1", *ports,
            *model, "--data-dir", str(data_dir), *extra]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+                            stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            preexec_fn=_default_sigint if os.name == "posix" else None)
     lines: list[str] = []
     q: queue.Queue = queue.Queue()
 
