@@ -25,4 +25,5 @@ bash reports/recipe/gpu.sh g224e30-s43 & bash reports/recipe/gpu.sh g128e60-s42 
 # (~5 ms on one core) fine-tuned from the 224 px runs; one lane with both cores, ~2.7 min
 # per epoch (finetune.sh), then the best row exported as the other rows were:
 bash reports/recipe/finetune.sh ft160-s42 bn160-s42 bn160-s43 ft160e1-s43 ft160e1-s42
+bash reports/recipe/finetune.sh ft112-s42 ft112-s43    # a 112 px pair, 5 epochs each (~1 min/epoch)
 pneumo export --model runs/recipe/ft160e1-s42 --calib-data ../shared/data/chest_xray --out runs/export-ft160 --external-val ../shared/data/external_val

@@ -19,6 +19,9 @@ declare -A RECIPE=(
   # was their first, then they drifted; so judged as its own recipe, with a second seed)
   [ft160e1-s42]="--img-size 160 --epochs 1 --seed 42 --init-from $RUNS/g224e30-s42"
   [ft160e1-s43]="--img-size 160 --epochs 1 --seed 43 --init-from $RUNS/g224e30-s43"
+  # a pair at 112 px (two members fit 5 ms): from 0.79 / 0.69 AUC as they are, so longer
+  [ft112-s42]="--img-size 112 --epochs 5 --lr 3e-4 --seed 42 --init-from $RUNS/g224e30-s42"
+  [ft112-s43]="--img-size 112 --epochs 5 --lr 3e-4 --seed 43 --init-from $RUNS/g224e30-s43"
   # batch-norm statistics only: one epoch at learning rate 0 (the filters stay the 224 px ones)
   [bn160-s42]="--img-size 160 --epochs 1 --lr 0 --weight-decay 0 --seed 42 --init-from $RUNS/g224e30-s42"
   [bn160-s43]="--img-size 160 --epochs 1 --lr 0 --weight-decay 0 --seed 43 --init-from $RUNS/g224e30-s43"

@@ -19,6 +19,7 @@ pneumo recipes --runs "$RUNS" --out reports/recipe --commands reports/recipe/com
   --ensemble "earlier shipped x2=noflip96,noflip96-s43" \
   --ensemble "gpu96 x2=g96e40-s42,g96e40-s43" \
   --ensemble "gpu128 x2=g128e30-s42,g128e30-s43" \
+  --ensemble "ft112 x2=ft112-s42,ft112-s43" \
   --ensemble "shipped x2=$(IFS=,; echo "${MEMBERS[*]}")" \
   --exported "shipped x2=$OUT/model.int8.onnx" \
   --exported "gpu96 x2=runs/export-gpu96/model.int8.onnx" \
