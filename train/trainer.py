@@ -376,6 +376,7 @@ def check_backend(requested: str) -> None:
 def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
     """Train (or resume) a run; returns the final metadata written to model.json."""
     refuse_external_val(cfg.data, "training data", external=cfg.external_val)
+    refuse_external_val(cfg.synthetic, "synthetic training images", external=cfg.external_val)
     import keras
 
     from train.augment import AugmentConfig

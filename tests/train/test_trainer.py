@@ -67,6 +67,15 @@ def test_init_from_starts_at_another_input_size(tiny_run, tiny_data, tmp_path):
     assert recipe["init_from"]["version"].endswith("cnn64-s3")
 
 
+def test_external_validation_is_never_extra_training_data(tiny_data, tmp_path):
+    ext = tmp_path / "external_val"
+    shutil.copytree(tiny_data / "train", ext)
+    with pytest.raises(ValueError, match="never be used as synthetic training images"):
+        train(TrainConfig(data=str(tiny_data), out=str(tmp_path / "run"), epochs=1,
+                          img_size=32, synthetic=str(ext)))
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
 def test_init_from_refuses_another_architecture(tiny_run, tiny_data, tmp_path, capsys):
     with pytest.raises(SystemExit, match="do not match"):
         main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "w"), "--epochs", "1",
