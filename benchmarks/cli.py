@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import shlex
 import sys
 from pathlib import Path
 
+from pneumo import extras
+
 SKIPPABLE = ("model_latency", "roofline", "preprocessing", "dicom_decode", "http", "executable")
 
 
+def keras_packages(export_dir: str | None) -> tuple[str, ...]:
+    """What `--keras` needs: Keras on TensorFlow, and the exporters unless --export-dir."""
+    return ("tensorflow", "keras") if export_dir else ("tensorflow", "keras", "tf2onnx", "onnx")
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
+    # before anything imports TensorFlow (quiets its C++ logs; all of them go to stderr)
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    if args.keras:
+        missing = [n for n in keras_packages(args.export_dir)
+                   if importlib.util.find_spec(n) is None]
+        if missing:  # the base install: say what to install, never a traceback
+            print(extras.hint("bench", missing), file=sys.stderr)
+            return 2
+    from benchmarks import results_report
     from benchmarks.suite import Options, exit_code, run
 
     opts = Options(
@@ -27,7 +45,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if opts.keras and not opts.keras.exists():
         print(f"error: --keras {opts.keras} not found", file=sys.stderr)
         return 2
-    return exit_code(run(opts))
+    res = run(opts)
+    print(results_report.summary(res), end="", flush=True)  # the one thing on stdout
+    return exit_code(res)
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -49,15 +69,18 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                                      "DICOM decode per transfer syntax, HTTP load, executable")
     p.add_argument("--out", default="bench-results",
                    help="output folder for results.json, results.md and plots "
-                        "(default bench-results/)")
+                        "(default: %(default)s)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: few repetitions, batch 1 and 8, 1 thread, 2 s HTTP levels")
     p.add_argument("--export-dir", default=None,
                    help="folder with model.fp32.onnx / model.int8.onnx from `pneumo export` "
-                        "(default: export the default architecture with fresh weights)")
-    p.add_argument("--keras", default=None, help="Keras model (.keras) for the Keras timings")
+                        "(default: export the default architecture with fresh weights; "
+                        "without the training packages, time only the shipped model)")
+    p.add_argument("--keras", default=None,
+                   help="Keras model (.keras) for the Keras timings (needs the training "
+                        "packages)")
     p.add_argument("--exe", default=None,
-                   help="packaged executable for the cold-start test (default dist/pneumo-edge)")
+                   help="packaged executable for the cold-start test (default: dist/pneumo-edge)")
     p.add_argument("--skip", action="append", choices=SKIPPABLE, metavar="SECTION",
                    help=f"skip a section (repeatable): {', '.join(SKIPPABLE)}")
     p.set_defaults(func=_cmd_bench)

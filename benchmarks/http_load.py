@@ -243,7 +243,8 @@ def run(model_path: Path | None, image: bytes, tmp: Path, *, clients: tuple[int,
         return {"status": "skipped", "note": "the clinic app (edge_app.app / edge_app.server / "
                                              "`pneumo serve`) is not installed"}
     if model_path is None:
-        return {"status": "skipped", "note": "no ONNX model with pneumo metadata to serve"}
+        return {"status": "skipped", "note": "no ONNX model with pneumo metadata to serve"
+                + (f" ({model_note})" if model_note else "")}
     body, ctype = multipart_body(image)
     srv = start_server(model_path, tmp)
     log.info(f"  server up on 127.0.0.1:{srv.port} in {srv.startup_s:.2f} s")

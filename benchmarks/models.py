@@ -25,10 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_app.model_store import REFERENCE_DIR
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FIXTURE_XRAYS = REPO_ROOT / "tests" / "fixtures" / "xray"
+FIXTURE_XRAYS = REFERENCE_DIR
 SEED_SIZE = 148
 FALLBACK_ARCH = ("cnn", 224)
 
@@ -88,12 +90,11 @@ def tensorflow_available() -> bool:
 
 
 def onnx_input_size(path: str | Path) -> int:
-    """Side S of the model's [N, S, S, 1] input, read from the graph."""
-    import onnx
+    """Side S of the model's [N, S, S, 1] input, read by ONNX Runtime (no `onnx` needed)."""
+    import onnxruntime as ort
 
-    m = onnx.load(str(path), load_external_data=False)
-    dims = m.graph.input[0].type.tensor_type.shape.dim
-    return int(dims[1].dim_value)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return int(sess.get_inputs()[0].shape[1])
 
 
 def onnx_arch(path: str | Path) -> tuple[str, int]:
@@ -287,6 +288,9 @@ def servable_model(ms: ModelSet, tmp: Path) -> tuple[Path | None, str]:
         except ValueError:
             continue
     e = ms.onnx_by_key("model-int8")
+    if e is not None and importlib.util.find_spec("onnx") is None:
+        return None, (f"{e.label} has no pneumo metadata, and adding it needs the training "
+                      "packages (onnx)")
     if e is not None:
         dst = with_minimal_metadata(e.path, Path(tmp) / "serve.int8.onnx", e.arch, e.input_size)
         return dst, (f"{e.label} ({e.source}) with minimal metadata added (no OOD statistics, "

@@ -1,12 +1,23 @@
-"""results.json -> results.md (one Markdown table per section) and PNG plots."""
+"""results.json -> results.md (one Markdown table per section), PNG plots, and the short
+summary `pneumo bench` prints on stdout."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 from pathlib import Path
 
 from benchmarks.machine import describe
 from benchmarks.model_latency import describe_row
+from pneumo.extras import INSTALL_HINT
+
+log = logging.getLogger(__name__)
+
+SECTION_TITLES = {"model_latency": "model latency", "roofline": "roofline",
+                  "preprocessing": "preprocessing", "dicom_decode": "DICOM decode",
+                  "http": "HTTP end to end", "executable": "executable"}
+"""results.json section keys, in run order, and their names in the stdout summary."""
 
 LOAD_WARNING = 0.5
 """Load average (per usable core) above which the report warns that timings are noisy."""
@@ -291,12 +302,150 @@ def _plot_roofline(plt: object, roof: dict, out: Path) -> str:
     return "roofline.png"
 
 
+def plots_missing_note() -> str | None:
+    """Why no plots can be drawn here (matplotlib is a training package), or None."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return f"Plots skipped: they need matplotlib, one of the training packages: {INSTALL_HINT}"
+    return None
+
+
 def write(res: dict, out: Path) -> dict[str, Path]:
-    """Write results.json, the plots and results.md into `out`."""
+    """Write results.json, the plots and results.md into `out` (their paths into res["files"])."""
     out.mkdir(parents=True, exist_ok=True)
-    plots = plot_all(res, out)
+    note = plots_missing_note()
+    if note:
+        log.info(note)
+        res.setdefault("notes", []).append(note)
+        plots = []
+    else:
+        plots = plot_all(res, out)
     res["plots"] = plots
     paths = {"json": out / "results.json", "md": out / "results.md"}
+    res["files"] = {k: str(v) for k, v in paths.items()}
     paths["json"].write_text(json.dumps(res, indent=1, default=str))
     paths["md"].write_text(markdown(res, plots))
     return paths
+
+
+# ------------------------------------------------------------------------------ summary
+
+
+def _aligned(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    """Rows of cells as text columns: the first one left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [(indent + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                for i, (c, w) in enumerate(zip(r, widths, strict=True)))).rstrip()
+            for r in rows]
+
+
+def _ms(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+
+
+def _size(pixels: list | tuple | None) -> str:
+    return "x".join(map(str, pixels)) if pixels else "2-MP"
+
+
+def _summary_latency(sec: dict) -> list[str]:
+    rows = [r for r in sec.get("rows", []) if r["batch"] == 1 and r["threads"] in (1, "tf")]
+    if not rows:
+        return []
+    table = [["model", "p50 ms", "p95 ms"]]
+    table += [[describe_row(r), _ms(r["stats"]["p50"]), _ms(r["stats"]["p95"])] for r in rows]
+    keras = "; Keras on TensorFlow's threads" if any(r["threads"] == "tf" for r in rows) else ""
+    return [f"Model latency, batch 1 (ONNX Runtime on 1 thread{keras}):", *_aligned(table)]
+
+
+def _summary_preprocessing(sec: dict) -> list[str]:
+    rows = {r["variant"]: r for r in sec.get("rows", []) if r["input"] == "jpeg_8bit"}
+    if not rows:
+        return []
+    parts = []
+    if "draft" in rows:
+        parts.append(f"{_ms(rows['draft']['total']['p50'])} ms as shipped (reduced-scale decode)")
+    if "no_draft" in rows:
+        parts.append(f"{_ms(rows['no_draft']['total']['p50'])} ms full-size decode")
+    size = _size(next(iter(rows.values())).get("pixels"))
+    return [f"Preprocessing, {size} JPEG, decode + resize p50: " + ", ".join(parts)]
+
+
+def _summary_dicom(sec: dict) -> list[str]:
+    rows = sec.get("rows") or []
+    if not rows:
+        return []
+    lo = min(rows, key=lambda r: r["decode"]["p50"])
+    hi = max(rows, key=lambda r: r["decode"]["p50"])
+    return [f"DICOM decode p50 over {len(rows)} transfer syntaxes: {_ms(lo['decode']['p50'])} ms "
+            f"({lo['syntax']}) to {_ms(hi['decode']['p50'])} ms ({hi['syntax']})"]
+
+
+def _summary_http(sec: dict) -> list[str]:
+    levels = sec.get("levels") or []
+    if not levels:
+        return []
+    table = [["clients", "p50 ms", "p95 ms", "req/s", "requests", "errors"]]
+    for lv in levels:
+        lat = lv.get("latency") or {}
+        table.append([str(lv["clients"]), _ms(lat.get("p50")), _ms(lat.get("p95")),
+                      _f(lv.get("throughput_rps"), 1), str(lv["requests"]), str(lv["errors"])])
+    kb = sec.get("upload_bytes")
+    upload = f", {kb / 1024:.0f} KB JPEG upload" if kb else ""
+    return [f"HTTP POST /api/v1/predict end to end{upload}, closed loop:", *_aligned(table)]
+
+
+def _summary_executable(sec: dict) -> list[str]:
+    if sec.get("cold_start_median_s") is None:
+        return []
+    return [f"Executable cold start to the first prediction: median "
+            f"{sec['cold_start_median_s']:.2f} s over {sec['runs']} launch(es) "
+            f"({_mb(sec.get('exe_bytes'))} MB executable)"]
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[0] + (" (details in results.md)" if len(lines) > 1 else "")
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+def summary(res: dict) -> str:
+    """The plain-text summary `pneumo bench` prints: report paths, headline figures, skips."""
+    kind = "--quick" if res.get("quick") else "full run"
+    lines = [f"pneumo bench ({kind}, {_f(res.get('elapsed_s'), 1)} s)"]
+    files = res.get("files") or {}
+    if files:
+        lines += [f"  report: {files.get('md')}", f"  data:   {files.get('json')}"]
+    warn = _load_warning(res)
+    if warn:
+        lines.append(warn.replace("**", ""))
+    secs = res.get("sections", {})
+    blocks = {"model_latency": _summary_latency, "preprocessing": _summary_preprocessing,
+              "dicom_decode": _summary_dicom, "http": _summary_http,
+              "executable": _summary_executable}
+    for key, block in blocks.items():
+        sec = secs.get(key) or {}
+        text = block(sec) if sec.get("status") == "ok" else []
+        if text:
+            lines += ["", *text]
+    status = []
+    for key in [*SECTION_TITLES, *(k for k in secs if k not in SECTION_TITLES)]:
+        sec = secs.get(key)
+        title = SECTION_TITLES.get(key, key)
+        if sec is None:
+            status.append(f"Not run: {title}")
+        elif sec.get("status") == "skipped":
+            status.append(f"Skipped: {title}: {sec.get('note') or 'no reason given'}")
+        elif sec.get("status") == "error":
+            status.append(f"FAILED: {title}: {_last_line(sec.get('error', ''))} "
+                          "(traceback in results.md)")
+    notes = [f"Note: {_first_line(n)}" for n in res.get("notes", []) if _first_line(n)]
+    if status or notes:
+        lines += [""] + status + notes
+    return "\n".join(lines) + "\n"

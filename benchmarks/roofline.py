@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from pathlib import Path
@@ -33,6 +34,15 @@ CONV_OPS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}  # op -> index of the
 MATMUL_OPS = {"MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0, 3),
               "Gemm": (0, 1)}
 _DTYPE_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 16: 2}
+
+
+def missing_onnx_note() -> str | None:
+    """Why the section cannot run here (it reads graphs with `onnx`), or None when it can."""
+    from pneumo.extras import INSTALL_HINT
+
+    if importlib.util.find_spec("onnx") is None:
+        return f"needs the training packages (onnx): {INSTALL_HINT}"
+    return None
 
 
 def _fix_batch(model: onnx.ModelProto, batch: int = 1) -> onnx.ModelProto:
@@ -311,7 +321,8 @@ def run(models: ModelSet, latency: dict, threads: tuple[int, ...], settings: Set
     t0 = time.perf_counter()
     rates = attainable_rates(threads, settings, small=small)
     bw = memory_bandwidth_gbs(64 if small else 256)
-    log.info(f"  memory copy bandwidth {bw:.1f} GB/s ({time.perf_counter() - t0:.1f} s of microbenchmarks)")
+    log.info(f"  memory copy bandwidth {bw:.1f} GB/s "
+             f"({time.perf_counter() - t0:.1f} s of microbenchmarks)")
     twins = {k.key: k.twin for k in models.keras}
     rows = []
     for r in latency.get("rows", []):
@@ -337,8 +348,8 @@ def run(models: ModelSet, latency: dict, threads: tuple[int, ...], settings: Set
             "notes": ["MACs counted from Conv/MatMul/Gemm nodes after ONNX shape inference "
                       "(batch 1); element-wise ops not counted.",
                       "Attainable = the faster of a chain of four large 3x3 Convs and a chain of "
-                      "four large MatMuls (QDQ for int8) in ORT at the same precision and thread count; Keras "
-                      "rows use the fp32 figure at all cores.",
+                      "four large MatMuls (QDQ for int8) in ORT at the same precision and "
+                      "thread count; Keras rows use the fp32 figure at all cores.",
                       "Efficiency above 100% means the model's layers suit the kernels better "
                       "than the microbenchmark shapes, or the microbenchmark was disturbed by "
                       "other load.",

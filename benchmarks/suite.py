@@ -98,6 +98,7 @@ def _section(name: str, opts: Options, fn: Callable[[], dict], *, title: str | N
     if name in opts.skip:
         return {"status": "skipped", "note": f"--skip {name}"}
     if missing:
+        log.info(f"{title or name} skipped: {missing}")
         return {"status": "skipped", "note": missing}
     return _guard(title or name, fn)
 
@@ -152,7 +153,8 @@ def _run_sections(opts: Options, p: Plan, models: ModelSet, tmp: Path) -> dict:
     secs["model_latency"] = _section("model_latency", opts, title="model latency",
                                      fn=lambda: model_latency.run(models, cfg))
     secs["roofline"] = _section("roofline", opts, _roofline,
-                                missing=None if models.onnx else "no ONNX model to count")
+                                missing=roofline.missing_onnx_note()
+                                or (None if models.onnx else "no ONNX model to count"))
     secs["preprocessing"] = _section("preprocessing", opts, _preprocessing)
     secs["dicom_decode"] = _section("dicom_decode", opts, lambda: dicom_decode.run(p.pre),
                                     title="DICOM decode per transfer syntax")
@@ -170,9 +172,11 @@ def _write(res: dict, out: Path) -> dict[str, Path]:
         res["notes"].append("report/plots failed:\n" + traceback.format_exc())
         res["plots"] = []
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(res, indent=1, default=str))
-        (out / "results.md").write_text(results_report.markdown(res, []))
-        return {"json": out / "results.json", "md": out / "results.md"}
+        paths = {"json": out / "results.json", "md": out / "results.md"}
+        res["files"] = {k: str(v) for k, v in paths.items()}
+        paths["json"].write_text(json.dumps(res, indent=1, default=str))
+        paths["md"].write_text(results_report.markdown(res, []))
+        return paths
 
 
 def run(opts: Options) -> dict:

@@ -144,13 +144,15 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--labels", metavar="CSV",
                      help="CSV of file,label (normal|pneumonia), files relative to the CSV")
     src.add_argument("--folder", metavar="DIR", help="a folder with NORMAL/ and PNEUMONIA/")
-    p.add_argument("--model", default=str(DEFAULT_MODEL), help="ONNX model file (the one served)")
+    p.add_argument("--model", default=str(DEFAULT_MODEL),
+                   help="ONNX model file, the one served (default: %(default)s)")
     p.add_argument("--data-dir", default=None,
-                   help=f"the server's data folder (default ${DATA_DIR_ENV} or the user's)")
-    p.add_argument("--out", default="site-calibration", help="report folder")
+                   help=f"the server's data folder (default: ${DATA_DIR_ENV} or the user's)")
+    p.add_argument("--out", default="site-calibration",
+                   help="report folder: proposal.json/.md, roc.png (default: %(default)s)")
     p.add_argument("--accept", action="store_true",
                    help="save the proposal as this clinic's thresholds (audited)")
     p.add_argument("--by", default=None, help="who accepts it (initials, for the audit)")
     p.add_argument("--min-cases", type=int, default=MIN_CASES_PER_CLASS,
-                   help=f"fewest cases per class (default {MIN_CASES_PER_CLASS})")
+                   help="fewest cases per class (default: %(default)s)")
     p.set_defaults(func=_cmd_calibrate)

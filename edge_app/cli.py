@@ -199,8 +199,8 @@ def add_serve_arguments(p: argparse.ArgumentParser, *, executable: bool = False)
     """
     port = DEFAULTS["port"]
     p.add_argument("--host", default=DEFAULTS["host"],
-                   help=f"address to bind (default {DEFAULTS['host']}; anything else needs a "
-                        "token)")
+                   help="address to bind; any other than the default needs a token "
+                        "(default: %(default)s)")
     p.add_argument("--port", type=int, default=None,
                    help=f"TCP port (default: the one used last time with this data folder, "
                         f"else {port}, else a free one; 0 = any free port)")
@@ -213,20 +213,20 @@ def add_serve_arguments(p: argparse.ArgumentParser, *, executable: bool = False)
                        help="ONNX model file (default: the one installed with `pneumo model "
                             "install` in the data folder, else the bundled model)")
     p.add_argument("--data-dir", default=None,
-                   help=f"history folder (default ${DATA_DIR_ENV} or the user's data folder)")
+                   help=f"history folder (default: ${DATA_DIR_ENV} or the user's data folder)")
     p.add_argument("--keep-images", action="store_true",
                    help="also store uploaded images in the history database")
     p.add_argument("--token", default=None,
                    help="access token (required off-loopback; generated and printed if absent)")
     p.add_argument("--threads", type=int, default=DEFAULTS["threads"],
-                   help=f"worker threads (default {DEFAULTS['threads']})")
+                   help="worker threads (default: %(default)s)")
     p.add_argument("--require-pin", action="store_true",
                    help="shared computer: every request needs an access PIN (set on first use "
                         "from $PNEUMO_PIN or the console; stored hashed in the data folder)")
     p.add_argument("--max-large-decodes", type=int, default=DEFAULTS["max_large_decodes"],
                    metavar="N",
-                   help="images over 8 MB of pixels decoded at once; others wait (memory; "
-                        f"default {DEFAULTS['max_large_decodes']})")
+                   help="images over 8 MB of pixels decoded at once; others wait (memory) "
+                        "(default: %(default)s)")
     add_clinic_name_option(p)
     p.add_argument("--lang", default=DEFAULTS["lang"], metavar="CODE",
                    help="the page's language for every browser (en, fr, es, pt, sw, ar; "
@@ -245,7 +245,7 @@ def add_serve_arguments(p: argparse.ArgumentParser, *, executable: bool = False)
                    help="address the DICOM receiver binds (default: the same as --host; "
                         "0.0.0.0 for a unit on the network)")
     d.add_argument("--ae-title", default=DEFAULTS["dicom_ae_title"], metavar="AET",
-                   help=f"this receiver's AE title (default {DEFAULTS['dicom_ae_title']})")
+                   help="this receiver's AE title (default: %(default)s)")
     d.add_argument("--allowed-aets", default=DEFAULTS["dicom_allowed_aets"], metavar="A,B",
                    help="only these calling AE titles may send (default: any)")
     d.add_argument("--dicom-send", default=DEFAULTS["dicom_send"], metavar="AET@HOST:PORT",
@@ -269,8 +269,11 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("predict", help="predict image files/folders without a server")
     q.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (recursive)")
     q.add_argument("--csv", default=None, metavar="FILE", help="also write the results as CSV")
-    q.add_argument("--mode", default="balanced", help="operating mode: balanced or screening")
-    q.add_argument("--model", default=_default_model(), help="ONNX model file")
+    q.add_argument("--mode", default="balanced",
+                   help="operating point, one of the model's thresholds: balanced or screening "
+                        "(more sensitive) (default: %(default)s)")
+    q.add_argument("--model", default=_default_model(),
+                   help="ONNX model file (default: the bundled model, %(default)s)")
     q.set_defaults(func=_cmd_predict)
 
     h = sub.add_parser("history", help="check, repair, back up or purge the history database")
@@ -287,7 +290,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
              "delete records, heatmaps and kept images made before --before DATE (audited)")):
         c = hsub.add_parser(name, help=text)
         c.add_argument("--data-dir", default=None,
-                       help=f"history folder (default ${DATA_DIR_ENV} or the user's data folder)")
+                       help=f"history folder (default: ${DATA_DIR_ENV} or the user's data folder)")
         if name == "backup":
             c.add_argument("--out", required=True, metavar="FILE", help="the backup file")
         if name == "purge":

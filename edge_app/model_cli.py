@@ -105,7 +105,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _data_dir_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None,
-                   help=f"data folder (default ${DATA_DIR_ENV} or the user's data folder)")
+                   help=f"data folder (default: ${DATA_DIR_ENV} or the user's data folder)")
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
@@ -119,11 +119,12 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("model", help="sign, install or roll back the clinic app's model")
     msub = m.add_subparsers(dest="model_command", metavar="ACTION", required=True)
     s = msub.add_parser("sign", help="write MODEL.onnx.sig beside the model")
-    s.add_argument("model", metavar="MODEL.onnx")
+    s.add_argument("model", metavar="MODEL.onnx", help="the ONNX model file to sign")
     s.add_argument("--key", required=True, metavar="PRIVATE", help="Ed25519 private key (PEM)")
     s.set_defaults(func=_cmd_sign)
     i = msub.add_parser("install", help="verify, check, self-test and activate a model")
-    i.add_argument("model", metavar="MODEL.onnx")
+    i.add_argument("model", metavar="MODEL.onnx",
+                   help="the ONNX model file to install (signature: MODEL.onnx.sig beside it)")
     i.add_argument("--trusted-key", default=None, metavar="PUBLIC",
                    help="public key the signature must match (default: the release key "
                         "inside the app)")

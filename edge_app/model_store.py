@@ -29,6 +29,8 @@ STATE_NAME = "installed.json"
 SOURCE_WORDS = {"bundled": N_("bundled with the app"), "installed": N_("installed on %(day)s"),
                 "file": N_("file given at start-up (%(name)s)")}
 """Where the served model came from, in words (English message ids; ``source_text``)."""
+REFERENCE_DIR = Path(__file__).parent / "reference_xrays"
+"""The six real X-rays shipped with the app (package data; credit in its README.md)."""
 REFERENCE_XRAYS = (("NORMAL", "IM-0115-0001.jpeg"), ("PNEUMONIA", "person1_bacteria_1.jpeg"))
 """The real X-rays (label, file) every model must label right: the executable's self-test set."""
 
@@ -51,8 +53,7 @@ def reference_xrays() -> list[tuple[Path, str]]:
     if getattr(sys, "frozen", False):
         base = Path(getattr(sys, "_MEIPASS", Path(sys.executable).parent)) / "selftest"
         return [(base / name, label) for label, name in REFERENCE_XRAYS]
-    root = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "xray"
-    return [(root / label / name, label) for label, name in REFERENCE_XRAYS]
+    return [(REFERENCE_DIR / label / name, label) for label, name in REFERENCE_XRAYS]
 
 
 def models_dir(data_dir: str | Path) -> Path:
@@ -212,9 +213,13 @@ def install_model(model: str | Path, data_dir: str | Path, *,
     model, data_dir = Path(model).resolve(), Path(data_dir).expanduser().resolve()
     by = by or getpass.getuser()
     lines = []
+    try:  # read once: the bytes checked are the bytes loaded, self-tested and installed
+        data = model.read_bytes()
+    except OSError as exc:
+        raise ModelStoreError(f"refused: {model} cannot be read: {exc}") from exc
     t0 = time.perf_counter()
     try:
-        verified = verify_model(model, trusted_key or RELEASE_PUBLIC_KEY)
+        verified = verify_model(model, trusted_key or RELEASE_PUBLIC_KEY, data=data)
         signed_by = verified.key_id
         lines.append(f"signature: ok (key {signed_by}, checked in "
                      f"{(time.perf_counter() - t0) * 1000:.0f} ms)")
@@ -226,7 +231,7 @@ def install_model(model: str | Path, data_dir: str | Path, *,
         signed_by = None
         lines.append(f"signature: NOT checked (--allow-unsigned): {exc}")
     try:
-        candidate = OnnxModel(model)
+        candidate = OnnxModel(model, data=data)
     except Exception as exc:  # noqa: BLE001 - any load failure refuses the install
         raise ModelStoreError(f"refused: {model.name} cannot be loaded as a pneumo model: "
                               f"{exc}") from exc
@@ -245,7 +250,9 @@ def install_model(model: str | Path, data_dir: str | Path, *,
     folder = models_dir(data_dir)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     name = f"{candidate.sha256[:16]}-{model.name}"
-    shutil.copyfile(model, folder / name)
+    tmp = folder / f".{name}.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, folder / name)
     from edge_app.signing import signature_path
 
     if signature_path(model).is_file():

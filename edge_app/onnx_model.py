@@ -59,11 +59,17 @@ def decode_array(d: dict) -> np.ndarray:
 
 
 def read_metadata(path: str | Path) -> tuple[dict, str]:
-    """(metadata dict, model card Markdown) stored inside an ONNX file."""
-    import onnx
+    """(metadata dict, model card Markdown) stored inside an ONNX file (ONNX Runtime only)."""
+    import onnxruntime as ort
 
-    m = onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in m.metadata_props}
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own types for unreadable files
+        raise ValueError(f"{path} cannot be read as an ONNX model: {exc}") from exc
+    props = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in props:
         raise ValueError(f"{path} carries no '{METADATA_KEY}' metadata: not a pneumo model")
     return json.loads(props[METADATA_KEY]), props.get(MODEL_CARD_KEY, "")
@@ -91,11 +97,11 @@ class OnnxModel:
     """
 
     def __init__(self, path: str | Path = DEFAULT_MODEL, *, intra_op_threads: int = 1,
-                 inter_op_threads: int = 1):
+                 inter_op_threads: int = 1, data: bytes | None = None):
         import onnxruntime as ort
 
         self.path = Path(path)
-        data = self.path.read_bytes()
+        data = self.path.read_bytes() if data is None else data  # `data`: the file, read once
         self.sha256 = hashlib.sha256(data).hexdigest()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_threads

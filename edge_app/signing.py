@@ -128,8 +128,12 @@ def sign_model(model: str | Path, private_key: str | Path) -> Path:
 
 
 def verify_model(model: str | Path, public_key: str | Path = RELEASE_PUBLIC_KEY,
-                 signature: str | Path | None = None) -> Verified:
-    """Check a model file against its signature and a trusted public key; SignatureError if not."""
+                 signature: str | Path | None = None, *, data: bytes | None = None) -> Verified:
+    """Check a model file (or its bytes, already read) against its signature and a trusted key.
+
+    Raises SignatureError if they do not match. Pass `data` to check exactly the bytes that
+    will be used, so that a file changed after the check cannot slip in.
+    """
     from nacl.exceptions import BadSignatureError
 
     model = Path(model)
@@ -146,7 +150,7 @@ def verify_model(model: str | Path, public_key: str | Path = RELEASE_PUBLIC_KEY,
     except (ValueError, KeyError, TypeError) as exc:
         raise SignatureError(f"the signature file {sig_file} cannot be read: {exc}") from exc
     key = load_public_key(public_key)
-    data = model.read_bytes()
+    data = model.read_bytes() if data is None else data
     digest = hashlib.sha256(data).hexdigest()
     if sig.get("key_id") != key_id(key):
         raise SignatureError(f"the signature {sig_file} was made with key {sig.get('key_id')}, "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from pneumo import extras
+
 log = logging.getLogger(__name__)
 
 
@@ -41,8 +43,9 @@ def add_subcommands(sub) -> None:
                    help="labelled folder (NORMAL/, PNEUMONIA/) the operating points were chosen "
                         "on, e.g. ../shared/data/external_val")
     d.add_argument("--source", default="external validation (half of the official test split)",
-                   help="how reports name those images")
+                   help="how reports name those images (default: %(default)s)")
     d.set_defaults(func=_cmd_drift_reference)
+    extras.needs_train_extra(d, ("onnx",))
 
     p = sub.add_parser("export", help="Keras run(s) -> fp32 + int8 ONNX with metadata and parity")
     p.add_argument("--model", required=True, action="append", metavar="RUN",
@@ -50,16 +53,26 @@ def add_subcommands(sub) -> None:
                         "to export one ensemble graph (mean of the members' logits)")
     p.add_argument("--calib-data", required=True, help="Kaggle folder with the training images")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--n-calib", type=int, default=300, help="calibration images (default 300)")
-    p.add_argument("--min-agreement", type=float, default=0.99)
-    p.add_argument("--max-auc-drop", type=float, default=0.005)
+    p.add_argument("--n-calib", type=int, default=300,
+                   help="training images (at most, stratified by class, no validation "
+                        "patient) for the int8 calibration (default: %(default)s)")
+    p.add_argument("--min-agreement", type=float, default=0.99,
+                   help="parity gate: smallest share of internal validation images on which "
+                        "int8 and fp32 give the same label; below it the export fails (exit 1) "
+                        "(default: %(default)s)")
+    p.add_argument("--max-auc-drop", type=float, default=0.005,
+                   help="parity gate: largest internal validation AUC drop from fp32 to int8; "
+                        "above it the export fails (exit 1) (default: %(default)s)")
     p.add_argument("--external-val", metavar="DIR",
                    help="labelled folder (NORMAL/, PNEUMONIA/), e.g. ../shared/data/external_val: "
                         "fit the probability calibration and choose the operating points there "
                         "(sensitivity >= 0.95 / 0.98), reported cross-fitted; without it the "
                         "thresholds come from the internal validation split")
     p.add_argument("--calibration", choices=["auto", "platt", "temperature"], default="auto",
-                   help="with --external-val: the calibration fit (auto: lower cross-fitted ECE)")
+                   help="with --external-val: the calibration fit (auto: lower cross-fitted "
+                        "ECE) (default: %(default)s)")
     p.add_argument("--cross-fit-seed", type=int, default=0,
-                   help="seed of the patient-grouped halves used for cross-fitting")
+                   help="seed of the patient-grouped halves used for cross-fitting "
+                        "(default: %(default)s)")
     p.set_defaults(func=_cmd_export)
+    extras.needs_train_extra(p, extras.EXPORT)

@@ -36,8 +36,8 @@ CONSOLE_NAME = NAME + "-console"
 """The console twin of the windowed Windows program (installer/pneumo-edge.spec)."""
 PYINSTALLER = "pyinstaller==6.22.3"
 MODEL_RELPATH = Path("edge_app") / "models" / "pneumo.int8.onnx"
-SELFTEST_RELPATH = Path("tests") / "fixtures" / "xray" / "NORMAL" / "IM-0115-0001.jpeg"
-REFERENCE_RELPATHS = (SELFTEST_RELPATH, Path("tests") / "fixtures" / "xray" / "PNEUMONIA"
+SELFTEST_RELPATH = Path("edge_app") / "reference_xrays" / "NORMAL" / "IM-0115-0001.jpeg"
+REFERENCE_RELPATHS = (SELFTEST_RELPATH, Path("edge_app") / "reference_xrays" / "PNEUMONIA"
                       / "person1_bacteria_1.jpeg")
 """The reference X-rays a model must label right (edge_app.model_store.REFERENCE_XRAYS)."""
 DEFAULT_MAX_MB = 60.0
@@ -51,7 +51,7 @@ FORBIDDEN = (
 Matched as a top-level name or dotted prefix: 'onnx' does not match 'onnxruntime'."""
 
 SOURCE_ITEMS = ("pyproject.toml", "README.md", "pneumo", "train", "export", "edge_app",
-                "installer", "benchmarks")
+                "benchmarks")
 """What `pip install .` needs from the project (pyproject's package list)."""
 
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.egg-info")

@@ -60,7 +60,7 @@ def selftest_image() -> Path:
     """The real X-ray used by --self-test (bundled as data)."""
     if is_frozen():
         return bundle_dir() / "selftest" / SELFTEST_NAME
-    return bundle_dir() / "tests" / "fixtures" / "xray" / SELFTEST_EXPECTED / SELFTEST_NAME
+    return bundle_dir() / "edge_app" / "reference_xrays" / SELFTEST_EXPECTED / SELFTEST_NAME
 
 
 def app_version() -> str:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from edge_app.logs import setup_logging
+from pneumo import extras
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -43,23 +44,35 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub) -> None:
-    from train.trainer import BACKENDS  # light: Keras is imported when a run starts
+    from train.choices import BACKENDS  # stdlib only: the parser imports no training package
 
     p = sub.add_parser("train", help="train the CNN on a Kaggle-layout folder")
     p.add_argument("--data", required=True, help="chest_xray folder (train/ [val/] [test/])")
     p.add_argument("--out", required=True, help="run folder (checkpoints, model, logs)")
-    p.add_argument("--epochs", type=int, default=25)
+    p.add_argument("--epochs", type=int, default=25,
+                   help="training epochs, at most (--patience may stop earlier) "
+                        "(default: %(default)s)")
     p.add_argument("--img-size", type=int, default=None,
-                   help="input side in pixels (default 224 for cnn, 148 for seed)")
-    p.add_argument("--arch", choices=["cnn", "seed"], default="cnn")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--val-fraction", type=float, default=0.2)
+                   help="input side in pixels (default: 224 for cnn, 148 for seed)")
+    p.add_argument("--arch", choices=["cnn", "seed"], default="cnn",
+                   help="cnn: the project's CAM-ready CNN; seed: the seed paper's small "
+                        "baseline (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=42,
+                   help="seed of the weights, shuffling and augmentation, and of the validation "
+                        "split unless --split-seed (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="images per training step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="peak AdamW learning rate: one-epoch warm-up from a tenth of it, then "
+                        "cosine decay (default: %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of train/ held out as internal validation, grouped by patient; "
+                        "an official val/ folder is added to it (default: %(default)s)")
     p.add_argument("--split-seed", type=int, default=None,
                    help="seed of the patient-grouped validation split (default: --seed)")
     p.add_argument("--augment", choices=["none", "seed", "full"], default="full",
-                   help="none; seed (rotation/zoom/shear/flip); full (seed + acquisition)")
+                   help="none; seed (rotation/zoom/shear/flip); full (seed + acquisition) "
+                        "(default: %(default)s)")
     p.add_argument("--no-aug", action="append", metavar="NAME",
                    help="switch one augmentation off (rotation, zoom, shear, shift, flip, "
                         "brightness, contrast, gamma, noise, lowres); repeatable")
@@ -72,30 +85,46 @@ def _add_train(sub) -> None:
                         "the end, e.g. ../shared/data/external_val; never trained on and never "
                         "used to pick the epoch")
     p.add_argument("--intensity", choices=["none", "equalize", "stretch"], default="none",
-                   help="per-image intensity normalisation, done by the app too")
-    p.add_argument("--label-smoothing", type=float, default=0.0)
+                   help="per-image intensity normalisation, done by the app too "
+                        "(default: %(default)s)")
+    p.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="label smoothing of the binary cross-entropy loss; 0 = off "
+                        "(default: %(default)s)")
     p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
-                   help="mixup within each batch, Beta(ALPHA, ALPHA); 0 = off")
+                   help="mixup within each batch, Beta(ALPHA, ALPHA); 0 = off "
+                        "(default: %(default)s)")
     p.add_argument("--balance", choices=["weights", "sampling"], default="weights",
-                   help="class imbalance: loss weights or balanced sampling")
-    p.add_argument("--width", type=float, default=1.0, help="CNN channel width multiplier")
+                   help="class imbalance: loss weights or balanced sampling "
+                        "(default: %(default)s)")
+    p.add_argument("--width", type=float, default=1.0,
+                   help="CNN channel width multiplier (default: %(default)s)")
     p.add_argument("--overlays", type=float, default=0.0, metavar="P",
                    help="burned-in unit text (kV, time, markers) in the corners of a training "
-                        "image, with probability P, on both classes (train/overlays.py)")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+                        "image, with probability P, on both classes (train/overlays.py) "
+                        "(default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=1e-4,
+                   help="AdamW weight decay (default: %(default)s)")
     p.add_argument("--select", choices=["val_auc", "last"], default="val_auc",
-                   help="the run's model: best internal validation AUC, or the last epoch")
-    p.add_argument("--patience", type=int, default=8, help="early stopping on val AUC")
-    p.add_argument("--strategy", choices=["auto", "mirrored", "multiworker"], default="auto")
+                   help="the run's model: best internal validation AUC, or the last epoch "
+                        "(default: %(default)s)")
+    p.add_argument("--patience", type=int, default=8, metavar="N",
+                   help="with --select val_auc: stop after N epochs without a better "
+                        "validation AUC (default: %(default)s)")
+    p.add_argument("--strategy", choices=["auto", "mirrored", "multiworker"], default="auto",
+                   help="tf.distribute strategy (--backend tensorflow only): auto (mirrored "
+                        "when there are several GPUs), mirrored (every GPU, else every CPU "
+                        "device), multiworker (workers from $TF_CONFIG) (default: %(default)s)")
     p.add_argument("--backend", choices=BACKENDS, default="tensorflow",
                    help="Keras backend: jax trains on a GPU machine without TensorFlow "
-                        "(same model and recipe; the model file exports as usual)")
+                        "(same model and recipe; the model file exports as usual) "
+                        "(default: %(default)s)")
     p.add_argument("--init-from", metavar="RUN",
                    help="start from the weights of another run (its folder or model.keras), "
                         "e.g. to fine-tune a 224 px run at a smaller --img-size")
-    p.add_argument("--cache-dir", help="where decoded arrays are cached (default OUT/cache)")
+    p.add_argument("--cache-dir", help="where decoded arrays are cached (default: OUT/cache)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a run")
     p.set_defaults(func=_cmd_train)
+    extras.needs_train_extra(p)
 
 
 def _add_evaluate(sub) -> None:
@@ -105,7 +134,7 @@ def _add_evaluate(sub) -> None:
                    help="folder with NORMAL/ and PNEUMONIA/, or a Kaggle root")
     p.add_argument("--split", default="auto",
                    help="for a Kaggle root: test, val, train, or 'auto' (test if present, "
-                        "else the model's own validation split)")
+                        "else the model's own validation split) (default: %(default)s)")
     p.add_argument("--json", help="write the metrics as JSON here")
     p.add_argument("--report", help="write a Markdown report with PNG plots into this folder")
     p.add_argument("--shifts", action="store_true",
@@ -114,6 +143,7 @@ def _add_evaluate(sub) -> None:
                    help="also judge the model on this labelled folder (NORMAL/, PNEUMONIA/), "
                         "reported beside --data as external validation")
     p.set_defaults(func=_cmd_evaluate)
+    extras.needs_train_extra(p)
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
@@ -152,6 +182,7 @@ def _add_recipes(sub) -> None:
     p.add_argument("--only", nargs="*", help="score only these run names (plus ensembles)")
     p.add_argument("--commands", help="a script whose text is quoted as the commands")
     p.set_defaults(func=_cmd_recipes)
+    extras.needs_train_extra(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,11 +221,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if getattr(args, "img_size", "absent") is None:
         args.img_size = 148 if getattr(args, "arch", "cnn") == "seed" else 224
+    name = " ".join([args.command] + [v for k, v in vars(args).items()
+                                      if k.endswith("_command") and v])
+    missing = extras.missing_packages(args)
+    if missing:  # the base install: say what to install, never a traceback
+        print(extras.hint(name, missing), file=sys.stderr)
+        return 2
     setup_logging()  # the one logging setup: progress and server logs to stderr
     try:
         return int(args.func(args) or 0)
     except FileNotFoundError as exc:  # a wrong path is the user's to fix: no traceback
         print(f"pneumo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if not extras.is_training_package(exc.name):
+            raise
+        print(extras.hint(name, [exc.name.split(".")[0]]), file=sys.stderr)
         return 2
 
 

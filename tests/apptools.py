@@ -22,11 +22,13 @@ import numpy as np
 from PIL import Image
 from tinydata import fixture_images
 
+from edge_app.model_store import REFERENCE_DIR
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Fixture X-rays that every model (the sample and the default) accepts.
-XRAY_NORMAL = REPO / "tests" / "fixtures" / "xray" / "NORMAL" / "IM-0115-0001.jpeg"
-XRAY_PNEUMONIA = REPO / "tests" / "fixtures" / "xray" / "PNEUMONIA" / "person1_bacteria_1.jpeg"
+XRAY_NORMAL = REFERENCE_DIR / "NORMAL" / "IM-0115-0001.jpeg"
+XRAY_PNEUMONIA = REFERENCE_DIR / "PNEUMONIA" / "person1_bacteria_1.jpeg"
 
 SKIMAGE_PICTURES = (
     "astronaut", "coffee", "chelsea", "rocket", "camera", "text", "page", "coins", "moon",
@@ -250,17 +252,20 @@ def _default_sigint() -> None:
 
 
 def start_server(model_path: Path | None, data_dir: Path, *extra: str,
-                 timeout: float = 60, port: str | None = "0") -> LiveServer:
+                 timeout: float = 60, port: str | None = "0",
+                 launcher: list[str] | None = None, env: dict | None = None) -> LiveServer:
     """Start the app under Waitress on 127.0.0.1 and an OS-chosen port; wait until it answers.
 
     ``model_path`` None: no --model (the data folder's installed model, else the bundled one);
-    ``port`` None: no --port (the port remembered for the data folder, else 8765, else free).
+    ``port`` None: no --port (the port remembered for the data folder, else 8765, else free);
+    ``launcher``: the command before ``serve`` (default ``python -m edge_app``).
     """
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
+    env = dict(env or os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     model = ["--model", str(model_path)] if model_path is not None else []
     ports = ["--port", port] if port is not None else []
-    cmd = [sys.executable, "-m", "edge_app", "serve", "--host", "127.0.0.1", *ports,
+    launcher = launcher or [sys.executable, "-m", "edge_app"]
+    cmd = [*launcher, "serve", "--host", "127.0.0.1", *ports,
            *model, "--data-dir", str(data_dir), *extra]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1,

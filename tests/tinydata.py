@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-FIXTURES = Path(__file__).parent / "fixtures" / "xray"
+from edge_app.model_store import REFERENCE_DIR
+
+FIXTURES = REFERENCE_DIR  # the six real X-rays shipped as package data
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest_xray"
 
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from train.choices import GAN_SIZES
 from train.data import refuse_external_val
 
 GAN_KINDS = ("dcgan", "sngan")
-GAN_SIZES = (32, 64, 96, 128, 160, 192, 224, 256)
 """Image sides the GANs build for (base x 2**k with base 3..7; 64 is the default)."""
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from train.choices import BACKENDS
 from train.data import (
     CLASS_NAMES,
     EXTERNAL_LABEL,
@@ -46,7 +47,6 @@ from train.metrics import (
 MODEL_FILE = "model.keras"
 META_FILE = "model.json"
 EXTERNAL_PREDICTIONS_FILE = "external_predictions.csv"
-BACKENDS = ("tensorflow", "jax")
 
 log = logging.getLogger(__name__)
 

@@ -146,6 +146,29 @@ def test_install_use_and_rollback(tmp_path, keys, signed, capsys):
     assert "nothing to roll back" in capsys.readouterr().err
 
 
+def test_install_reads_the_model_file_once(tmp_path, keys, signed, monkeypatch):
+    """The bytes verified are the bytes loaded, self-tested and copied: the file is opened
+    once, so a file swapped after the signature check cannot be installed."""
+    import builtins
+    import io
+
+    opened = []
+    real_open = io.open
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and Path(file).resolve() == signed.resolve():
+            opened.append(args[0] if args else kwargs.get("mode", "r"))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(io, "open", counting_open)
+    data = tmp_path / "data"
+    install_model(signed, data, trusted_key=keys[1])
+    assert opened == ["rb"]
+    installed = data / "models" / active_entry(data)["file"]
+    assert installed.read_bytes() == signed.read_bytes()
+
+
 def test_install_keeps_the_previous_installed_model(tmp_path, keys, signed):
     data = tmp_path / "data"
     first = install_model(signed, data, trusted_key=keys[1]).entry

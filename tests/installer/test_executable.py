@@ -31,10 +31,12 @@ from pathlib import Path
 
 import pytest
 
+from edge_app.model_store import REFERENCE_DIR
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures" / "xray"
+FIXTURES = REFERENCE_DIR
 DEFAULT_MODEL = ROOT / "edge_app" / "models" / "pneumo.int8.onnx"
 MAX_BYTES = 60 * 1000 * 1000
 WINDOWS = sys.platform == "win32"
