@@ -25,8 +25,8 @@ from edge_app.config import clean_text, is_loopback
 from edge_app.errors import ApiError
 from edge_app.history import FIELDS, parse_bound
 from edge_app.i18n import N_, _
-from edge_app.predictor import INTENDED_USE, headline, next_steps, probability_text
 from edge_app.state import SHUTDOWN_HOOK, get_state
+from edge_app.wording import INTENDED_USE, answer
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ MAX_PATIENT_REF = 64
 MAX_FILE_NAME = 255
 MAX_PER_PAGE = 500
 
-CSV_COLUMNS = (*FIELDS, "warning_messages", "headline", "probability_text", "next_steps")
+CSV_COLUMNS = (*FIELDS, "warning_messages", "headline", "probability_text", "next_steps",
+               "notes")
 """History CSV columns: every stored field (``warnings`` as codes), the warnings' sentences,
 and the plain words of the answer (as the predict answer gives them)."""
 
@@ -153,8 +154,12 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
 
 
 def public_record(rec: dict) -> dict:
-    """A history record as the API shows it (heatmap and image URLs while they are kept)."""
+    """A history record as the API shows it: its words (edge_app.wording), and heatmap and
+    image URLs while they are kept."""
     has = rec.pop("has_heatmap", False)
+    words = answer(rec, get_state().model.class_names[1])
+    rec.update(outcome=words["outcome"], headline=words["headline"], short=words["short"],
+               icon=words["icon"])
     rec["heatmap_url"] = (url_for("api.history_heatmap", record_id=rec["id"]) if has else None)
     rec["image_url"] = (url_for("api.history_image", record_id=rec["id"]) if has else None)
     return rec
@@ -191,14 +196,14 @@ def _csv_cell(value) -> str:
 def _csv_row(rec: dict, positive: str) -> list[str]:
     """One history record as CSV cells, in CSV_COLUMNS order."""
     warnings = rec.get("warnings") or []
+    words = answer(rec, positive)
     extra = {
+        "outcome": words["outcome"],
         "warning_messages": " | ".join(w.get("message", "") for w in warnings),
-        "headline": headline(rec["label"], positive, rec.get("confidence")),
-        "probability_text": probability_text(
-            rec["probability"], rec["threshold"],
-            rec.get("calibrated_on") if rec.get("calibrated") else None),
-        "next_steps": " | ".join(next_steps(rec["label"], rec.get("confidence"),
-                                            [w.get("code", "") for w in warnings], positive)),
+        "headline": words["headline"],
+        "probability_text": words["probability_text"],
+        "next_steps": " | ".join(words["next_steps"]),
+        "notes": " | ".join(words["notes"]),
     }
     return [_csv_cell(extra[k] if k in extra else rec[k]) for k in CSV_COLUMNS]
 

@@ -17,8 +17,8 @@ from edge_app.predictor import Predictor
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".dic"}
 """Files taken from folders: these suffixes, or no suffix at all (DICOM exports)."""
 
-CSV_FIELDS = ("file", "status", "label", "probability", "threshold", "mode", "confidence",
-              "message", "model_version", "sha256", "width", "height", "format", "ood_distance",
+CSV_FIELDS = ("file", "status", "outcome", "headline", "label", "probability", "threshold",
+              "mode", "confidence", "message", "model_version", "sha256", "width", "height", "format", "ood_distance",
               "warnings", "error_code", "error_message")
 
 
@@ -95,7 +95,8 @@ def run_batch(paths: list[str], *, model_path: str, mode: str = "balanced",
             print(json.dumps(rec, ensure_ascii=False), file=out, flush=True)
             if writer:
                 writer.writerow(_csv_row(rec))
-            status = (f"{rec['label']} ({rec['confidence']})" if rec["status"] == "ok"
+            status = (f"{rec['headline']} ({rec['outcome']}; {rec['mode']} label "
+                      f"{rec['label']})" if rec["status"] == "ok"
                       else "FAILED " + rec["error"]["code"])
             print(f"[{i}/{len(files)}] {path}: {status}", file=err, flush=True)
             if rec["status"] != "ok":

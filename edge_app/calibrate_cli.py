@@ -5,6 +5,12 @@ of file,label): every image goes through the app's own pipeline and model, the p
 made with the same rule and report as ``POST /api/v1/calibration/proposal``, and written as
 JSON, Markdown and an ROC PNG. ``--accept`` saves it as the site profile in the data folder
 (a running server picks it up on its next answer) and records it in the audit table.
+
+The guard rail applies here as on the page: a proposal that raises a threshold without enough
+confirmed pneumonias (see `edge_app.site_calibration`) is accepted only with
+``--override-reason TEXT --by INITIALS``, which the audit table keeps; otherwise ``--accept``
+saves nothing and exits with status 3. ``--prevalence`` sets the clinic's pneumonia share for
+the figures per 100 children (default: the share among the labelled cases).
 """
 
 from __future__ import annotations
@@ -20,7 +26,16 @@ from PIL import Image, ImageDraw
 
 from edge_app.config import DATA_DIR_ENV, resolve
 from edge_app.onnx_model import DEFAULT_MODEL, OnnxModel
-from edge_app.site_calibration import MIN_CASES_PER_CLASS, TooFewCases, propose
+from edge_app.site_calibration import (
+    MIN_CASES_PER_CLASS,
+    GuardRailBlocked,
+    TooFewCases,
+    check_prevalence,
+    propose,
+)
+
+EXIT_GUARD_RAIL = 3
+"""Exit status of ``--accept`` when the guard rail blocks the proposal (nothing saved)."""
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +90,41 @@ def markdown(proposal: dict, source: str) -> str:
     lines += ["", "Cross-fitted (chosen on one half, measured on the other): "
               + "; ".join(f"{mode} sensitivity {_pct(v['sensitivity'])}, specificity "
                           f"{_pct(v['specificity'])}" for mode, v in cf.items()) + ".",
-              "", m["note"], "", "![ROC](roc.png)", ""]
+              "", m["note"], ""]
+    lines += guard_markdown(proposal) + ["![ROC](roc.png)", ""]
     return "\n".join(lines)
+
+
+def _range(v: float, ci: list[float]) -> str:
+    return f"{v:.1f} ({ci[0]:.1f}-{ci[1]:.1f})"
+
+
+def guard_markdown(proposal: dict) -> list[str]:
+    """The guard rail's verdicts and the figures per 100 children, as Markdown lines."""
+    g, per, prev = proposal["guard"], proposal["per_100"], proposal["prevalence"]
+    lines = ["## Guard rail", "",
+             "| setting | now | proposed | confirmed pneumonias (needed) | cross-fitted hits | "
+             "lower bound | verdict |", "|---|---|---|---|---|---|---|"]
+    for mode, v in g["modes"].items():
+        now = "-" if v["current_threshold"] is None else f"{v['current_threshold']:.3f}"
+        lines.append(f"| {mode} | {now} | {v['proposed_threshold']:.3f} | {v['pneumonias']} "
+                     f"({v['needed']}) | {v['hits']} | {v['lower_bound']:.3f} (rule "
+                     f"{v['rule']:.2f}) | {v['message']} |")
+    lines += ["", ("Blocked: accept only with --override-reason TEXT --by INITIALS (recorded "
+                   "in the audit table)." if g["blocked"] else "Allowed: no override needed."),
+              "", g["method"], "",
+              f"## Per 100 children (pneumonia share {prev['used']:.2f}, "
+              + ("as entered" if prev["entered"] is not None else "the labelled cases' share")
+              + ")", "", prev["note"], "",
+              "| setting | expected referrals (95% CI) | expected missed pneumonias (95% CI) |",
+              "|---|---|---|"]
+    for mode, rows in per["modes"].items():
+        for key in ("current", "proposed"):
+            if key in rows:
+                r = rows[key]
+                lines.append(f"| {mode} {key} | {_range(r['referrals'], r['referrals_ci'])} | "
+                             f"{_range(r['missed'], r['missed_ci'])} |")
+    return lines + ["", per["method"], ""]
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -89,7 +137,18 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="[calibrate %(asctime)s] %(message)s", datefmt="%H:%M:%S")
+    override = None
+    if args.override_reason is not None:
+        from edge_app.site_profile import check_override
+
+        try:
+            override = check_override(args.override_reason, args.by)
+        except ValueError:
+            print("error: an override needs --override-reason TEXT (at most 500 characters) "
+                  "and --by INITIALS (at most 64)", file=sys.stderr)
+            return 2
     try:
+        prevalence = check_prevalence(args.prevalence)
         items = labelled_csv(args.labels) if args.labels else labelled_folder(args.folder)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -109,7 +168,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     y = np.array(labels, dtype=int)
     p = np.array([r["probability"] for r in answered], dtype=np.float64)
     try:
-        proposal = propose(y, p, current, minimum=args.min_cases)
+        proposal = propose(y, p, current, minimum=args.min_cases, prevalence=prevalence)
     except TooFewCases as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -125,15 +184,23 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     (out / "proposal.md").write_text(markdown(proposal, source), encoding="utf-8")
     print(f"proposal written to {out / 'proposal.md'}: thresholds "
           + ", ".join(f"{k} {v:.3f}" for k, v in proposal["thresholds"].items()))
+    for mode, g in proposal["guard"]["modes"].items():
+        print(f"guard rail, {mode}: {g['message']}")
     if args.accept:
         history = HistoryStore(data_dir / DB_NAME)
         try:
             accept(site, history, proposal, model_sha256=model.sha256,
                    model_version=model.version, by=args.by,
-                   old={"source": "site" if site_now else "model", "thresholds": current})
+                   old={"source": "site" if site_now else "model", "thresholds": current},
+                   override=override)
+        except GuardRailBlocked as exc:
+            print(f"error: not accepted. {exc} Use --override-reason TEXT --by INITIALS to "
+                  "accept it anyway (recorded in the audit table).", file=sys.stderr)
+            return EXIT_GUARD_RAIL
         finally:
             history.close()
-        print(f"accepted: this clinic's thresholds are saved in {site.path}")
+        print(f"accepted: this clinic's thresholds are saved in {site.path}"
+              + (" (with an override, recorded in the audit table)" if override else ""))
     return 0
 
 
@@ -153,6 +220,12 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--accept", action="store_true",
                    help="save the proposal as this clinic's thresholds (audited)")
     p.add_argument("--by", default=None, help="who accepts it (initials, for the audit)")
+    p.add_argument("--override-reason", metavar="TEXT", default=None,
+                   help="accept a proposal the guard rail blocks (it raises a threshold without "
+                        "enough confirmed pneumonias): why; needs --by; kept in the audit table")
+    p.add_argument("--prevalence", type=float, default=None, metavar="SHARE",
+                   help="the clinic's pneumonia share (0-1) for the figures per 100 children "
+                        "(default: the share among the labelled cases)")
     p.add_argument("--min-cases", type=int, default=MIN_CASES_PER_CLASS,
                    help="fewest cases per class (default: %(default)s)")
     p.set_defaults(func=_cmd_calibrate)

@@ -1,4 +1,4 @@
-"""Calibrated probabilities and the borderline band, as the model file describes them.
+"""Calibrated probabilities, as the model file describes them (the review band: edge_app.outcome).
 
 The model's metadata may carry ``calibration``: ``{"method": "platt", "a": A, "b": B, ...}``.
 The calibrated probability is ``sigmoid(A * logit(p_raw) + B)`` with ``A > 0``, so it is a
@@ -13,8 +13,6 @@ from __future__ import annotations
 import numpy as np
 
 EPS = 1e-7
-CONFIDENCE_CLEAR = "clear"
-CONFIDENCE_BORDERLINE = "borderline"
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -52,16 +50,3 @@ def apply_calibration(p_raw: np.ndarray, calibration: dict | None) -> np.ndarray
     if (a, b) == (1.0, 0.0):
         return np.asarray(p_raw, dtype=np.float64)
     return sigmoid(a * logit(p_raw) + b)
-
-
-def confidence(p: float, thresholds: dict[str, float]) -> str:
-    """'borderline' when p lies between the screening and balanced thresholds, else 'clear'.
-
-    Between the two operating points the two modes disagree: the screening mode calls the
-    image PNEUMONIA and the balanced mode NORMAL. That is where a clinician's review is
-    recommended whatever mode is in use.
-    """
-    lo = float(thresholds.get("screening", thresholds.get("balanced", 0.5)))
-    hi = float(thresholds.get("balanced", lo))
-    lo, hi = min(lo, hi), max(lo, hi)
-    return CONFIDENCE_BORDERLINE if lo <= float(p) < hi else CONFIDENCE_CLEAR

@@ -18,7 +18,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from edge_app.config import dicom_destination
 from edge_app.heatmap import render
+from edge_app.i18n import _, english
 from edge_app.state import AppState
+from edge_app.wording import HEATMAP_NOTE, answer
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -44,19 +46,18 @@ class SendError(RuntimeError):
 
 
 def result_lines(record: dict) -> list[str]:
-    """The text burned into the image: the disclaimer, the result, what the heatmap is."""
-    p, t = float(record["probability"]), float(record["threshold"])
-    what = "estimated chance" if record.get("calibrated") else "model score"
-    label = str(record["label"])
-    if record.get("confidence") == "borderline":
-        label += " (borderline)"
-    return [DISCLAIMER,
-            f"Result: {label} - {what} {p * 100:.0f}% (threshold {t * 100:.0f}%, "
-            f"{record.get('mode') or 'balanced'} setting)",
-            "Heatmap: where the model looked; on a NORMAL result it does not mark disease."
-            if str(record["label"]).upper() == "NORMAL"
-            else "Heatmap: where the model looked, not a lesion outline.",
-            f"Model {record.get('model_name')} {record.get('model_version')}"]
+    """The text burned into the image (English, from edge_app.wording): the disclaimer, the
+    outcome and its number, the notes shown with it, the next step, what the heatmap is."""
+    with english():
+        words = answer(record)
+        heat = HEATMAP_NOTE["positive" if words["heatmap_shown"] else "negative"]
+        setting = record.get("mode") or "balanced"
+        lines = [DISCLAIMER, f"Result: {words['headline']} - {words['probability_text']}",
+                 f"Label for systems: {record['label']} ({setting} setting, threshold "
+                 f"{float(record['threshold']) * 100:.0f}%)",
+                 *words["notes"], f"Next: {words['next_steps'][0]}", f"Heatmap: {_(heat)}",
+                 f"Model {record.get('model_name')} {record.get('model_version')}"]
+    return [line.replace("\u2014", "-").replace("\u2019", "'") for line in lines]
 
 
 def _font(size: int) -> ImageFont.ImageFont:

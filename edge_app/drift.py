@@ -28,6 +28,7 @@ import math
 import numpy as np
 
 from edge_app.i18n import N_, _
+from edge_app.outcome import in_review_band
 
 WINDOW = 100
 """How many recent answers are compared (the newest)."""
@@ -111,7 +112,7 @@ def _appearance(answers: list[dict], reference: dict, cut: float) -> dict | None
         return None
     p = min(1.0, min(s["p_value"] for s in strata) * len(strata))
     return {"name": "image_appearance", "p_value": p, "drift": p < ALPHA, "by_class": strata,
-            "what": N_("the images look different from those the model was checked on")}
+            "what": N_("their appearance has changed (exposure, contrast or image processing)")}
 
 
 def check(answers: list[dict], refusal_times: list[str], reference: dict | None,
@@ -143,12 +144,10 @@ def check(answers: list[dict], refusal_times: list[str], reference: dict | None,
         checks.insert(0, appearance)
     info = {}
     if len(window) >= MIN_PER_CLASS:
-        lo = min(thresholds.get("screening", 0.5), thresholds.get("balanced", 0.5))
-        hi = max(thresholds.get("screening", 0.5), thresholds.get("balanced", 0.5))
-        borderline = sum(1 for r in window if lo <= float(r["probability"]) < hi)
+        borderline = sum(1 for r in window if in_review_band(r["probability"], thresholds))
         checks.append(_rate_check("borderline", borderline, len(window),
                                   reference.get("borderline_rate", 0.0), BORDERLINE_FLOOR,
-                                  N_("more answers than usual are borderline")))
+                                  N_("more answers than usual are unclear (review advised)")))
         if reference.get("score_quantiles"):
             scores = np.array([float(r["probability"]) for r in window])
             d = ks_against_quantiles(scores, reference["score_quantiles"])

@@ -11,7 +11,10 @@ Schema 2 added ``confidence`` ("clear" | "borderline"); schema 3 the uploaded fi
 ``study_uid``/``sop_uid`` for DICOM, unique per SOPInstanceUID), which thresholds the answer used
 (``threshold_source``: "model" | "site") and the clinician's confirmed finding (``finding``,
 ``finding_note``, ``finding_by``, ``finding_at``), with every change kept in the append-only
-``audit`` table; refused images leave only a time and the reason codes in ``refusals`` (for
+``audit`` table; schema 5 what the answer showed (``outcome``: "pneumonia" | "review" |
+"no_signs", edge_app.outcome), whether the drift check warned then (``drift``) and when this
+clinic's thresholds in use were set (``site_thresholds_at``): old records get their outcome
+from their ``confidence`` and ``label`` on open, by the same rule; refused images leave only a time and the reason codes in ``refusals`` (for
 the drift check: no image, hash or patient data). A database made by an older version gets the missing columns on open (NULL
 for its old records: those facts were never recorded).
 """
@@ -30,7 +33,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 DB_NAME = "history.sqlite3"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,10 @@ CREATE TABLE IF NOT EXISTS predictions (
     finding TEXT DEFAULT NULL,
     finding_note TEXT DEFAULT NULL,
     finding_by TEXT DEFAULT NULL,
-    finding_at TEXT DEFAULT NULL
+    finding_at TEXT DEFAULT NULL,
+    outcome TEXT DEFAULT NULL,
+    drift INTEGER DEFAULT NULL,
+    site_thresholds_at TEXT DEFAULT NULL
 );
 CREATE INDEX IF NOT EXISTS predictions_created ON predictions(created_at);
 CREATE TABLE IF NOT EXISTS heatmaps (
@@ -101,11 +107,13 @@ CREATE UNIQUE INDEX IF NOT EXISTS predictions_sop ON predictions(sop_uid)
 """
 """Indexes on columns added after schema 1 (made after the migration adds the columns)."""
 
-FIELDS = ("id", "created_at", "file_name", "sha256", "patient_ref", "label", "probability",
+FIELDS = ("id", "created_at", "file_name", "sha256", "patient_ref", "outcome", "label",
+          "probability",
           "calibrated", "calibrated_on", "threshold", "mode", "confidence", "model_name",
           "model_version", "model_sha256", "width", "height", "format", "bit_depth",
           "ood_distance", "warnings", "message", "threshold_source", "source", "study_uid",
-          "sop_uid", "finding", "finding_note", "finding_by", "finding_at")
+          "sop_uid", "finding", "finding_note", "finding_by", "finding_at", "drift",
+          "site_thresholds_at")
 """Columns of a history record, in CSV order."""
 
 _ADDED_COLUMNS = {
@@ -122,6 +130,9 @@ _ADDED_COLUMNS = {
     "finding_note": "TEXT DEFAULT NULL",
     "finding_by": "TEXT DEFAULT NULL",
     "finding_at": "TEXT DEFAULT NULL",
+    "outcome": "TEXT DEFAULT NULL",  # schema 5
+    "drift": "INTEGER DEFAULT NULL",
+    "site_thresholds_at": "TEXT DEFAULT NULL",
 }
 """Columns added after schema 1: name -> SQL type and default, added to old databases."""
 
@@ -304,6 +315,12 @@ class HistoryStore:
                     conn.execute(f"ALTER TABLE predictions ADD COLUMN {name} {decl}")
                     log.info("history %s: added column %s (schema %d)", self.path, name,
                              SCHEMA_VERSION)
+            # Schema 5: what older records showed, by the rule of edge_app.outcome
+            # (stored_outcome): the borderline band was the review band.
+            conn.execute("UPDATE predictions SET outcome = CASE "
+                         "WHEN confidence = 'borderline' THEN 'review' "
+                         "WHEN label = 'PNEUMONIA' THEN 'pneumonia' ELSE 'no_signs' END "
+                         "WHERE outcome IS NULL")
             for statement in _INDEXES.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -368,6 +385,8 @@ class HistoryStore:
         rec = {k: row[k] for k in FIELDS}
         if rec["calibrated"] is not None:
             rec["calibrated"] = bool(rec["calibrated"])
+        if rec["drift"] is not None:
+            rec["drift"] = bool(rec["drift"])
         try:
             rec["warnings"] = json.loads(rec["warnings"] or "[]")
         except ValueError:

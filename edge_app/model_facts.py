@@ -5,7 +5,7 @@
     python -m edge_app.model_facts --check README.md    exit 1 (naming the file) when stale
 
 Every figure (name, version, thresholds, the external validation's cross-fitted metrics, the
-borderline band, calibration, the internal validation's n) is read from the model file's
+review band, calibration, the internal validation's n) is read from the model file's
 metadata (`edge_app.onnx_model.read_metadata`), size and sha256 from the file itself: nothing
 is typed by hand, so a README that embeds the block between ``BEGIN`` and ``END`` cannot
 silently disagree with the shipped model (tests/edge_app/test_model_facts.py checks it).
@@ -78,8 +78,8 @@ def _external_lines(ext: dict) -> list[str]:
         lines.append(f"- `screening`: sensitivity {format_metric(scr['sensitivity'])}, "
                      f"specificity {format_metric(scr['specificity'])}")
     if "borderline_share" in mean:
-        band = (f"- borderline band (screening <= p < balanced: the two modes disagree, review "
-                f"advised): {format_share(mean['borderline_share'])} of images")
+        band = ("- review band (screening <= p < balanced: \"Unclear: a clinician should "
+                f"review this X-ray\"): {format_share(mean['borderline_share'])} of images")
         if "accuracy_outside_borderline" in mean:
             band += (f"; accuracy outside the band "
                      f"{format_metric(mean['accuracy_outside_borderline'])}")

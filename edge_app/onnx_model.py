@@ -32,8 +32,8 @@ import numpy as np
 from PIL import Image
 
 from edge_app.calibration import apply_calibration, calibration_params
-from edge_app.calibration import confidence as confidence_band
 from edge_app.imaging import INTENSITY_METHODS, to_model_input
+from edge_app.outcome import CONFIDENCE, decide
 
 # Offline clinic app: ONNX Runtime's telemetry stays off (it must be set before the import).
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
@@ -185,9 +185,14 @@ class OnnxModel:
         """8-bit grayscale image -> this model's input (S, S, 1), with its intensity step."""
         return to_model_input(gray, self.input_size, intensity=self.intensity)
 
+    def outcome(self, probability: float) -> str:
+        """The outcome at the model's thresholds (edge_app.outcome.decide)."""
+        return decide(probability, self.thresholds, next(iter(self.thresholds)),
+                      self.class_names).outcome
+
     def confidence(self, probability: float) -> str:
-        """'borderline' between the screening and balanced thresholds, else 'clear'."""
-        return confidence_band(probability, self.thresholds)
+        """'borderline' in the review band, else 'clear' (the API's older field)."""
+        return CONFIDENCE[self.outcome(probability)]
 
     def ood_distance(self, embedding: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distance of embeddings (N, C) to the training distribution."""
@@ -197,8 +202,6 @@ class OnnxModel:
         return np.einsum("nc,cd,nd->n", d, self._ood_precision, d)
 
     def label_for(self, probability: float, mode: str = "balanced") -> tuple[str, float]:
-        """(class name, threshold) for a probability at an operating mode."""
-        if mode not in self.thresholds:
-            raise KeyError(mode)
-        t = self.thresholds[mode]
-        return self.class_names[1 if probability >= t else 0], t
+        """(class name, threshold) for a probability at an operating mode (outcome.decide)."""
+        d = decide(probability, self.thresholds, mode, self.class_names)
+        return d.label, d.threshold

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 
 from babel.dates import format_datetime
 from flask import Blueprint, render_template
@@ -11,27 +11,26 @@ from flask import Blueprint, render_template
 from edge_app.errors import ApiError
 from edge_app.i18n import N_, _, current, number, percent, translate
 from edge_app.model_store import source_text
-from edge_app.predictor import (
-    BORDERLINE_NOTE,
+from edge_app.outcome import OUTCOMES
+from edge_app.security import csrf_token
+from edge_app.site_api import SITE_JS_STRINGS
+from edge_app.state import get_state
+from edge_app.wording import (
+    CALIBRATION_NOTE,
+    CLASS_WORDS,
     GUIDANCE_LABEL,
     HEATMAP_NOTE,
     INTENDED_USE,
-    headline,
-    next_steps,
-    probability_text,
+    SHORT,
+    answer,
+    calibration_share,
 )
-from edge_app.security import csrf_token
-from edge_app.state import get_state
 
 bp = Blueprint("pages", __name__)
 
 FINDING_LABELS = (("normal", N_("Normal")), ("pneumonia", N_("Pneumonia")),
                   ("other", N_("Other finding")), ("unknown", N_("Not known yet")))
 """The clinician's findings (history.FINDINGS) as the page words them (English ids)."""
-
-MODE_LABELS = {"balanced": N_("Balanced (default)"),
-               "screening": N_("Screening (misses fewer pneumonias)")}
-"""The result settings as the page words them."""
 
 MODE_NAMES = {"balanced": N_("balanced"), "screening": N_("screening")}
 """The settings' short names, in running text."""
@@ -47,8 +46,6 @@ JS_STRINGS = {
     "mode_line": N_("%(mode)s: threshold %(threshold)s, model output %(output)s"),
     "mode_line_calibrated": N_("%(mode)s: threshold %(threshold)s, model output %(output)s "
                                "(calibrated)"),
-    "borderline_long": N_("Borderline (the screening and balanced settings disagree)"),
-    "clear": N_("Clear"),
     "bits": N_("%(bits)s-bit"),
     "saved": N_("Saved: %(finding)s."),
     "saved_by": N_("Saved: %(finding)s, by %(by)s."),
@@ -85,11 +82,10 @@ JS_STRINGS = {
     "not_recorded": N_("— not recorded"),
     "no_results": N_("No results yet."),
     "by_dicom": N_("%(name)s (received by DICOM)"),
-    "borderline_short": N_("%(label)s (borderline)"),
     "report": N_("Report"),
     "page_of": N_("Page %(page)s of %(pages)s (%(total)s results)"),
-    "label_PNEUMONIA": N_("PNEUMONIA"),
-    "label_NORMAL": N_("NORMAL"),
+    **{f"label_{name}": words for name, words in CLASS_WORDS.items()},
+    **{f"outcome_{name}": SHORT[name] for name in OUTCOMES},
 }
 """Texts app.js shows, rendered into the page as JSON (``%(name)s`` placeholders)."""
 
@@ -106,7 +102,7 @@ def _context() -> dict:
         "model_card": m.model_card,
         "calibrated_on": _(st.predictor.calibrated_on) if st.predictor.calibrated_on else None,
         "intended_use": _(INTENDED_USE),
-        "borderline_note": _(BORDERLINE_NOTE),
+        "calibration_note": _calibration_note(m),
         "guidance_label": _(GUIDANCE_LABEL),
         "heatmap_note": {k: _(v) for k, v in HEATMAP_NOTE.items()},
         "clinic_name": st.config["clinic_name"],
@@ -114,30 +110,36 @@ def _context() -> dict:
         "allow_shutdown": bool(st.config.get("allow_shutdown")),
         "max_upload_mb": number(round(st.config["max_upload_bytes"] / 2**20)),
         "findings": [(k, _(v)) for k, v in FINDING_LABELS],
-        "mode_labels": {k: _(v) for k, v in MODE_LABELS.items()},
         "threshold_list": thresholds + ".",
         "js_strings": js_strings(),
     }
 
 
-def js_strings() -> dict[str, str]:
-    """The texts of app.js in the request's language (and the language for Intl formats)."""
-    out = {key: _(text) for key, text in JS_STRINGS.items()}
-    out.update({f"mode_{k}": _(v) for k, v in MODE_NAMES.items()})
-    out["locale"] = current()
-    return out
+def _calibration_note(model) -> str | None:
+    """What the estimated chance is relative to (the calibration set's share of pneumonia)."""
+    share = calibration_share(model.metadata) if model.calibration else None
+    return None if share is None else _(CALIBRATION_NOTE, share=percent(share, 1))
 
 
-def utc_text(iso: str | None) -> str:
-    """An ISO 8601 UTC time in the request's language, zone named (the page shows it local)."""
+def local_text(iso: str | None) -> str:
+    """An ISO 8601 UTC time as this computer's local time, in the request's language, with
+    its zone (the page's script shows it in the reader's own zone)."""
     if not iso:
         return ""
     try:
-        when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+        when = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone()
     except ValueError:
         return iso
-    return format_datetime(when.astimezone(UTC), "medium", tzinfo=UTC,
-                           locale=current()) + " UTC"
+    return format_datetime(when, "medium", tzinfo=when.tzinfo, locale=current()) + " " + \
+        (when.tzname() or "")
+
+
+def js_strings() -> dict[str, str]:
+    """The texts of app.js in the request's language (and the language for Intl formats)."""
+    out = {key: _(text) for key, text in {**JS_STRINGS, **SITE_JS_STRINGS}.items()}
+    out.update({f"mode_{k}": _(v) for k, v in MODE_NAMES.items()})
+    out["locale"] = current()
+    return out
 
 
 @bp.get("/")
@@ -153,23 +155,14 @@ def report(record_id: str) -> str:
     rec = st.history.get(record_id) if _ID_RE.match(record_id) else None
     if rec is None:
         raise ApiError(404, "not_found", N_("No such history record."))
-    positive = st.model.class_names[1]
-    codes = [w.get("code", "") for w in rec["warnings"]]
-    # Records made before `calibrated` was stored are shown as a score (never a chance).
-    score = probability_text(rec["probability"], rec["threshold"],
-                              rec["calibrated_on"] if rec["calibrated"] else None)
-    words = {
-        "positive": rec["label"] == positive,
-        "headline": headline(rec["label"], positive, rec["confidence"]),
-        "probability": score[:1].upper() + score[1:],
-        "next_steps": next_steps(rec["label"], rec["confidence"], codes, positive),
-        "warnings": [translate(w.get("message", "")) for w in rec["warnings"]],
-        "created_at": utc_text(rec["created_at"]),
-        "finding_at": utc_text(rec.get("finding_at")),
-        "setting": _(JS_STRINGS["mode_line_calibrated" if rec["calibrated"] else "mode_line"],
-                     mode=_(MODE_NAMES.get(rec["mode"], rec["mode"])),
-                     threshold=number(rec["threshold"], 3), output=number(rec["probability"], 3)),
-    }
+    words = answer(rec, st.model.class_names[1])
+    words.update(
+        warnings=[translate(w.get("message", "")) for w in rec["warnings"]],
+        created_at=local_text(rec["created_at"]),
+        finding_at=local_text(rec.get("finding_at")),
+        setting=_(JS_STRINGS["mode_line_calibrated" if rec["calibrated"] else "mode_line"],
+                  mode=_(MODE_NAMES.get(rec["mode"], rec["mode"])),
+                  threshold=number(rec["threshold"], 3), output=number(rec["probability"], 3)))
     finding = dict(FINDING_LABELS).get(rec["finding"] or "", "")
     return render_template("report.html", rec=rec, words=words,
                            finding_label=_(finding) if finding else "", **_context())

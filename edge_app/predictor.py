@@ -1,12 +1,12 @@
-"""One prediction, start to end: bytes -> checks -> model -> OOD -> label -> heatmap.
+"""One prediction, start to end: bytes -> checks -> model -> OOD -> outcome -> heatmap.
 
 Shared by the HTTP API and the batch command so both give the same answer for a file.
 Everything happens in memory; nothing about the model is hard-coded (it all comes from
 the `OnnxModel`'s metadata: input size, intensity normalisation, calibration, thresholds).
-The probability in an answer is the calibrated one; ``confidence`` is "borderline" when it
-lies between the screening and balanced thresholds (the two modes disagree), else "clear".
-The plain words say what the number is: an "estimated chance" only when the model file
-carries a calibration, else a "model score" (never read as a chance of disease).
+The probability in an answer is the calibrated one; the outcome (pneumonia / review /
+no signs) is decided once by `edge_app.outcome.decide`, and its words come from
+`edge_app.wording`: an "estimated chance" only when the model file carries a calibration,
+else a "model score" (never read as a chance of disease).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from edge_app import heatmap as hm
-from edge_app.calibration import confidence as confidence_band
+from edge_app import wording
 from edge_app.checks import (
     Finding,
     NotAChestXray,
@@ -26,44 +26,10 @@ from edge_app.checks import (
     ood_findings,
 )
 from edge_app.config import DEFAULTS
-from edge_app.i18n import N_, _, english, number, percent, translate
+from edge_app.i18n import N_, _, english, translate
 from edge_app.imaging import DEFAULT_MAX_PIXELS, DecodeGate, decode_image
 from edge_app.onnx_model import OnnxModel
-
-INTENDED_USE = N_(
-    "Decision support for pediatric frontal chest X-rays. Not a diagnosis: a clinician must "
-    "read the image and decide."
-)
-
-BORDERLINE_NOTE = N_(
-    "Borderline result: the screening and balanced settings disagree on this image, so the "
-    "answer is uncertain."
-)
-"""Shown in plain words (page, printed report) when ``confidence`` is "borderline"."""
-
-GUIDANCE_LABEL = N_("What to do next (guidance, not a protocol)")
-"""Heading of the next-steps lines: they support local clinical protocols, never replace them."""
-
-NEXT_STEP_POSITIVE = N_("Assess the child clinically and consider referral using the criteria of "
-                      "your local protocol.")
-NEXT_STEP_NEGATIVE = N_("Clinical judgement still applies: an X-ray without signs of pneumonia "
-                      "does not rule it out.")
-NEXT_STEP_BORDERLINE = N_("A clinician should review the X-ray and the child before deciding.")
-NEXT_STEP_RETAKE = N_("Consider retaking the X-ray: the image quality warnings make the result "
-                    "less reliable.")
-
-RETAKE_WARNINGS = frozenset({
-    "low_resolution", "unusual_aspect_ratio", "low_contrast", "noisy", "underexposed",
-    "overexposed", "unusual_layout", "unusual_image",
-})
-"""Image quality warnings that a new X-ray may cure (others only note how it was read)."""
-
-HEATMAP_NOTE = {
-    "positive": N_("Shows where the model looked; red marks the areas that weighed most towards "
-                   "pneumonia. Not an outline of a lesion."),
-    "negative": N_("Shows where the model looked. On a NORMAL result it does not mark disease."),
-}
-"""Caption of the heatmap, by outcome."""
+from edge_app.outcome import decide
 
 
 class BadMode(ValueError):
@@ -87,7 +53,8 @@ class Prediction:
     probability: float  # calibrated
     threshold: float
     mode: str
-    confidence: str  # "clear" | "borderline"
+    outcome: str  # "pneumonia" | "review" | "no_signs" (edge_app.outcome)
+    confidence: str  # "clear" | "borderline" (the review band; kept for API compatibility)
     model_name: str
     model_version: str
     model_sha256: str
@@ -106,6 +73,10 @@ class Prediction:
     calibrated_on: str | None = None  # where the probability was calibrated; None: a score
     positive: str = "PNEUMONIA"  # the model's positive class name
     threshold_source: str = "model"  # "model": the model file's thresholds; "site": this clinic's
+    site_thresholds_at: str | None = None  # when this clinic's thresholds were set
+    drift: bool = False  # the drift check warned when this answer was given
+    calibration_share: float | None = None  # pneumonia share of the calibration images
+    clinic_share: float | None = None  # this clinic's pneumonia share, as its lead entered it
 
     @property
     def calibrated(self) -> bool:
@@ -117,24 +88,32 @@ class Prediction:
         """The heatmap overlay as PNG (rendered now from the packed source), if made."""
         return None if self.heatmap_source is None else hm.render(self.heatmap_source)
 
+    def words(self) -> dict:
+        """What a person reads about this answer (edge_app.wording), in the current language."""
+        return wording.answer(self._record(), self.positive)
+
     def to_json(self) -> dict:
         """The public fields (same for the API and the batch command, minus URLs/ids)."""
+        words = self.words()
         return {
             "label": self.label,
+            "outcome": self.outcome,
             "probability": round(self.probability, 6),
             "threshold": round(self.threshold, 6),
             "mode": self.mode,
             "threshold_source": self.threshold_source,
+            "site_thresholds_at": self.site_thresholds_at,
+            "drift": self.drift,
             "confidence": self.confidence,
-            "message": plain_message(self.label, self.probability, self.threshold, self.positive,
-                                     self.calibrated_on, self.confidence),
-            "headline": headline(self.label, self.positive, self.confidence),
-            "probability_text": probability_text(self.probability, self.threshold,
-                                                 self.calibrated_on),
+            "message": words["message"],
+            "headline": words["headline"],
+            "icon": words["icon"],
+            "probability_text": words["probability_text"],
+            "notes": words["notes"],
+            "heatmap_shown": words["heatmap_shown"],
             "calibrated": self.calibrated,
             "calibrated_on": self.calibrated_on,
-            "next_steps": next_steps(self.label, self.confidence,
-                                     [w.code for w in self.quality], self.positive),
+            "next_steps": words["next_steps"],
             "model_name": self.model_name,
             "model_version": self.model_version,
             "model_sha256": self.model_sha256,
@@ -144,19 +123,33 @@ class Prediction:
             "quality": [w.to_json() for w in self.quality],  # messages in the request's language
             "ood_distance": None if self.ood_distance is None else round(self.ood_distance, 3),
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
-            "intended_use": _(INTENDED_USE),
+            "intended_use": _(wording.INTENDED_USE),
+            **self._clinic_chance(),
         }
+
+    def _clinic_chance(self) -> dict:
+        """The same image's chance at this clinic's pneumonia share, when its lead entered
+        one (technical details: the main number stays the calibrated one)."""
+        if not (self.calibrated and self.calibration_share and self.clinic_share):
+            return {}
+        chance = wording.chance_at_share(self.probability, self.clinic_share,
+                                         self.calibration_share)
+        return {"clinic_chance": round(chance, 6),
+                "clinic_chance_text": wording.clinic_chance_text(chance, self.clinic_share)}
 
     def history_record(self) -> dict:
         """The fields stored in the history database (texts in English)."""
         with english():
-            return self._history_record()
+            record = self._record()
+            record["message"] = wording.answer(record, self.positive)["message"]
+            return record
 
-    def _history_record(self) -> dict:
+    def _record(self) -> dict:
         return {
-            "sha256": self.sha256, "label": self.label, "probability": self.probability,
-            "threshold": self.threshold, "mode": self.mode, "confidence": self.confidence,
-            "threshold_source": self.threshold_source,
+            "sha256": self.sha256, "label": self.label, "outcome": self.outcome,
+            "probability": self.probability, "threshold": self.threshold, "mode": self.mode,
+            "confidence": self.confidence, "threshold_source": self.threshold_source,
+            "site_thresholds_at": self.site_thresholds_at, "drift": self.drift,
             "model_name": self.model_name,
             "model_version": self.model_version, "model_sha256": self.model_sha256,
             "width": self.width, "height": self.height, "format": self.format,
@@ -173,16 +166,6 @@ class Prediction:
         return "data:image/png;base64," + base64.b64encode(self.preview_png).decode()
 
 
-def _value(p: float, digits: int, as_percent: bool) -> str:
-    """A probability as a number of 100 that never claims certainty ("over 99", "under 1")."""
-    fmt = percent if as_percent else (lambda f, d=0: number(100 * f, d))
-    if 100 * p >= 99.5:
-        return _("over %(value)s", value=fmt(0.99))
-    if 100 * p < 0.5:
-        return _("under %(value)s", value=fmt(0.01))
-    return fmt(p, digits)
-
-
 CALIBRATION_SOURCES = (N_("external validation images"), N_("validation images"))
 """Where a model's probabilities were calibrated, in words (translated where shown)."""
 
@@ -196,47 +179,6 @@ def calibration_source(model: OnnxModel) -> str | None:
     return CALIBRATION_SOURCES[0] if "external" in source.lower() else CALIBRATION_SOURCES[1]
 
 
-def headline(label: str, positive: str, confidence: str | None = None) -> str:
-    """The outcome in a few words ("Signs of pneumonia likely")."""
-    if label == positive:
-        words = _("Signs of pneumonia likely")
-    else:
-        words = _("No signs of pneumonia detected")
-    return _("%(headline)s (borderline)", headline=words) if confidence == "borderline" else words
-
-
-def probability_text(probability: float, threshold: float, calibrated_on: str | None) -> str:
-    """What the number is: a calibrated chance (and where calibrated) or a model score."""
-    # One decimal when whole numbers would blur probability and threshold ("64 vs 64").
-    digits = 0 if round(100 * probability) != round(100 * threshold) else 1
-    if calibrated_on:
-        return _("estimated chance of pneumonia signs: %(value)s (calibrated on %(source)s)",
-                 value=_value(probability, digits, True), source=_(calibrated_on))
-    return _("model score %(value)s out of 100 (a score, not a chance of disease)",
-             value=_value(probability, digits, False))
-
-
-def plain_message(label: str, probability: float, threshold: float, positive: str,
-                  calibrated_on: str | None = None, confidence: str | None = None) -> str:
-    """The result in plain words: outcome, what the number is, and what it does not mean."""
-    tail = (_("A clinician must confirm.") if label == positive
-            else _("This does not rule out disease."))
-    return _("%(headline)s — %(number)s. %(tail)s",
-             headline=headline(label, positive, confidence),
-             number=probability_text(probability, threshold, calibrated_on), tail=tail)
-
-
-def next_steps(label: str, confidence: str | None, warning_codes: list[str],
-               positive: str = "PNEUMONIA") -> list[str]:
-    """Short guidance lines for this outcome (guidance, not a protocol)."""
-    steps = [NEXT_STEP_POSITIVE if label == positive else NEXT_STEP_NEGATIVE]
-    if confidence == "borderline":
-        steps.insert(0, NEXT_STEP_BORDERLINE)
-    if any(code in RETAKE_WARNINGS for code in warning_codes):
-        steps.append(NEXT_STEP_RETAKE)
-    return [_(step) for step in steps]
-
-
 class Predictor:
     """Runs the whole pipeline for one image with a shared, thread-safe model."""
 
@@ -246,16 +188,13 @@ class Predictor:
         self.max_pixels = int(max_pixels)
         self.gate = DecodeGate(int(large_decodes))  # bounds the memory of concurrent decodes
         self.calibrated_on = calibration_source(model)
+        self.calibration_share = wording.calibration_share(model.metadata) \
+            if self.calibrated_on else None
 
     @property
     def modes(self) -> list[str]:
         """Operating modes the model defines (e.g. balanced, screening)."""
         return list(self.model.thresholds)
-
-    def _english_message(self, label: str, prob: float, threshold: float, confidence: str) -> str:
-        with english():
-            return plain_message(label, prob, threshold, self.model.class_names[1],
-                                 self.calibrated_on, confidence)
 
     def check_mode(self, mode: str) -> str:
         """Validate an operating mode name; raises BadMode."""
@@ -265,12 +204,13 @@ class Predictor:
         return mode
 
     def predict(self, data: bytes, mode: str = "balanced", *, heatmap: bool = True,
-                preview: bool = False, site_thresholds: dict[str, float] | None = None
+                preview: bool = False, site_thresholds: dict[str, float] | None = None,
+                site_thresholds_at: str | None = None, clinic_share: float | None = None
                 ) -> Prediction:
         """Analyse image bytes; raises ImageError (415/413), NotAChestXray (422) or BadMode.
 
         ``site_thresholds`` (this clinic's operating points, same modes and scale as the
-        model's) replace the model's thresholds for the label and the borderline band.
+        model's, set at ``site_thresholds_at``) replace the model's for the outcome and label.
         """
         self.check_mode(mode)
         t0 = time.perf_counter()
@@ -304,13 +244,8 @@ class Predictor:
             if warn:
                 quality.append(warn)
         prob = float(out.probability[0])  # calibrated: the thresholds' scale
-        if site_thresholds:
-            threshold = float(site_thresholds[mode])
-            label = self.model.class_names[1 if prob >= threshold else 0]
-            confidence = confidence_band(prob, site_thresholds)
-        else:
-            label, threshold = self.model.label_for(prob, mode)
-            confidence = self.model.confidence(prob)
+        decision = decide(prob, site_thresholds or self.model.thresholds, mode,
+                          self.model.class_names)
         t = lap("ood_and_label", t)
         heat_src = preview_png = None
         if heatmap:  # packed now, drawn when the heatmap URL is fetched
@@ -321,16 +256,20 @@ class Predictor:
             t = lap("preview", t)
         timings["total"] = (time.perf_counter() - t0) * 1000.0
         w, h = decoded.original_size
-        return Prediction(
-            label=label, probability=prob, threshold=float(threshold), mode=mode,
-            confidence=confidence,
+        prediction = Prediction(
+            label=decision.label, probability=prob, threshold=decision.threshold, mode=mode,
+            outcome=decision.outcome, confidence=decision.confidence,
             model_name=self.model.name, model_version=self.model.version,
             model_sha256=self.model.sha256, sha256=sha, width=int(w), height=int(h),
             format=decoded.format, bit_depth=int(decoded.bit_depth), ood_distance=ood_distance,
             quality=quality,
-            message=self._english_message(label, prob, float(threshold), confidence),
+            message="",  # worded by history_record (edge_app.wording)
             timings_ms=timings, heatmap_source=heat_src, preview_png=preview_png,
             raw_probability=float(out.raw_probability[0]), calibrated_on=self.calibrated_on,
             positive=self.model.class_names[1],
             threshold_source="site" if site_thresholds else "model",
+            site_thresholds_at=site_thresholds_at if site_thresholds else None,
+            calibration_share=self.calibration_share, clinic_share=clinic_share,
         )
+        prediction.message = prediction.history_record()["message"]
+        return prediction

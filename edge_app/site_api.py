@@ -12,15 +12,20 @@ from __future__ import annotations
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
-from edge_app import drift
-from edge_app.analysis import site_thresholds
+from edge_app.analysis import drift_state, model_thresholds, site_thresholds
 from edge_app.api import API_VERSION, public_record, record_or_404
 from edge_app.config import clean_text
 from edge_app.errors import ApiError
 from edge_app.history import FINDINGS, utc_now_iso
 from edge_app.i18n import N_, _
-from edge_app.site_calibration import TooFewCases, propose
-from edge_app.site_profile import accept
+from edge_app.site_calibration import (
+    NEEDED_PNEUMONIAS,
+    GuardRailBlocked,
+    TooFewCases,
+    check_prevalence,
+    propose,
+)
+from edge_app.site_profile import MAX_OVERRIDE_BY, MAX_OVERRIDE_REASON, accept, check_override
 from edge_app.state import AppState, get_state
 
 MAX_NOTE = 500
@@ -28,6 +33,36 @@ MAX_BY = 64
 
 bp = Blueprint("site", __name__, url_prefix=f"/api/{API_VERSION}")
 """Confirmations, audit, site calibration and status; under /api/v1 like the rest."""
+
+SITE_JS_STRINGS = {
+    "guard_lowers": N_("%(mode)s: the threshold goes down (%(current)s to %(proposed)s), so "
+                       "more children are called pneumonia. Allowed."),
+    "guard_unchanged": N_("%(mode)s: the threshold stays at %(proposed)s. Allowed."),
+    "guard_passes": N_("%(mode)s: the threshold goes up (%(current)s to %(proposed)s). Checked on "
+                       "%(has)s confirmed pneumonias (%(missed)s missed with thresholds chosen "
+                       "on the other half of the cases): sensitivity is at least %(bound)s "
+                       "(%(level)s confidence), which meets the rule of %(rule)s. Allowed."),
+    "guard_too_few": N_("%(mode)s: the threshold goes up (%(current)s to %(proposed)s). Blocked: "
+                        "to show that sensitivity stays at %(rule)s or more, the app needs at "
+                        "least %(needed)s confirmed pneumonias, even with none missed. This "
+                        "clinic has %(has)s."),
+    "guard_below": N_("%(mode)s: the threshold goes up (%(current)s to %(proposed)s). Blocked: of "
+                      "%(has)s confirmed pneumonias, %(missed)s were missed with thresholds "
+                      "chosen on the other half of the cases, so sensitivity could be as low "
+                      "as %(bound)s (%(level)s confidence), below the rule of %(rule)s."),
+    "per100_caption": N_("Expected per 100 children X-rayed, if %(share)s of them have pneumonia "
+                         "(%(source)s)"),
+    "share_confirmed": N_("the share among the confirmed cases"),
+    "share_entered": N_("the share you entered"),
+    "share_bad": N_("Enter a number above 0 and below 100."),
+    "override_missing": N_("Write a reason and your initials first."),
+    "needs_line": N_("A threshold can go up with one click only when enough pneumonias are "
+                     "confirmed: at least %(balanced)s for the balanced setting and "
+                     "%(screening)s for screening, even with none missed."),
+    "site_override": N_("Accepted with an override by %(by)s: \u201c%(reason)s\u201d."),
+}
+"""Texts of the clinic lead's section of app.js (``%(name)s`` placeholders), rendered into
+the page with the page's own (edge_app.pages.js_strings)."""
 
 
 def _json_body() -> dict:
@@ -84,18 +119,13 @@ def _latest_per_image(cases: list[dict]) -> list[dict]:
     return list(by_image.values())
 
 
-def _model_thresholds(st: AppState) -> dict[str, float]:
-    """The thresholds in the model file."""
-    return {k: float(v) for k, v in st.model.thresholds.items()}
-
-
 def calibration_state(st: AppState) -> dict:
     """Which thresholds answers use now, and why (also shown on the page)."""
     site = site_thresholds(st)
     profile = st.site.profile
     out = {"source": "site" if site else "model",
-           "thresholds": site or _model_thresholds(st),
-           "model_thresholds": _model_thresholds(st),
+           "thresholds": site or model_thresholds(st),
+           "model_thresholds": model_thresholds(st),
            "profile": profile if site else None,
            "warning": None}
     if profile is not None and site is None:
@@ -109,6 +139,10 @@ def calibration_state(st: AppState) -> dict:
         counts[rec["finding"]] += 1
     out["confirmed_cases"] = counts
     out["min_cases_per_class"] = st.config["site_min_cases"]
+    # a raise by one click needs this many confirmed pneumonias at least (none missed)
+    out["needed_pneumonias"] = dict(NEEDED_PNEUMONIAS)
+    out["created_at"] = profile.get("created_at") if site and profile else None  # accepted on
+    out["prevalence"] = st.site.prevalence_for(st.model.sha256) if site else None
     return out
 
 
@@ -120,15 +154,25 @@ def calibration_get() -> Response:
 
 @bp.post("/calibration/proposal")
 def calibration_proposal() -> Response:
-    """Propose thresholds from the confirmed normal/pneumonia cases of the loaded model."""
-    _json_body()  # may be {}: no options yet
+    """Propose thresholds from the confirmed normal/pneumonia cases of the loaded model.
+
+    Optional ``prevalence`` (0 < share < 1): the clinic's pneumonia share for the figures per
+    100 children (default: the share among the confirmed cases).
+    """
+    body = _json_body()  # may be {}
+    try:
+        prevalence = check_prevalence(body.get("prevalence"))
+    except ValueError as exc:
+        raise ApiError(400, "bad_prevalence", N_(
+            "The pneumonia share must be a number above 0 and below 1 (for example 0.3 for 30 "
+            "children in 100).")) from exc
     st = get_state()
     cases = _latest_per_image(st.history.confirmed(st.model.sha256))
     y = np.array([1 if r["finding"] == "pneumonia" else 0 for r in cases], dtype=int)
     p = np.array([float(r["probability"]) for r in cases])
     try:
-        proposal = propose(y, p, site_thresholds(st) or _model_thresholds(st),
-                           minimum=st.config["site_min_cases"])
+        proposal = propose(y, p, site_thresholds(st) or model_thresholds(st),
+                           minimum=st.config["site_min_cases"], prevalence=prevalence)
     except TooFewCases as exc:
         raise ApiError(422, "too_few_cases", _(
             "A proposal needs at least %(minimum)s confirmed NORMAL and %(minimum)s confirmed "
@@ -144,10 +188,32 @@ def calibration_proposal() -> Response:
     return jsonify(st.site_proposals.add(proposal))
 
 
+def _override(body: dict) -> dict | None:
+    """The optional ``override`` {reason, by} of an accept (400 when given but incomplete)."""
+    value = body.get("override")
+    if value is None:
+        return None
+    reason = value.get("reason") if isinstance(value, dict) else None
+    by = value.get("by") if isinstance(value, dict) else None
+    try:
+        return check_override(reason, by)
+    except ValueError as exc:
+        raise ApiError(400, "bad_override", _(
+            "An override needs a reason (at most %(reason)s characters) and the initials of the "
+            "person who decides (at most %(by)s characters).",
+            reason=MAX_OVERRIDE_REASON, by=MAX_OVERRIDE_BY), field=str(exc)) from exc
+
+
 @bp.post("/calibration")
 def calibration_accept() -> Response:
-    """Accept a proposal: its thresholds become this clinic's (saved, audited)."""
+    """Accept a proposal: its thresholds become this clinic's (saved, audited).
+
+    A proposal the guard rail blocks (it raises a threshold without enough confirmed
+    pneumonias) is refused (409 ``guard_rail``) unless the body carries
+    ``override: {"reason": ..., "by": initials}``, which the audit trail keeps.
+    """
     body = _json_body()
+    override = _override(body)
     st = get_state()
     proposal_id = body.get("proposal_id")
     proposal = st.site_proposals.get(proposal_id) if isinstance(proposal_id, str) else None
@@ -158,9 +224,18 @@ def calibration_accept() -> Response:
         raise ApiError(409, "model_changed", N_("This proposal was made for another model. Make "
                                                 "a new one."))
     old = calibration_state(st)
-    accept(st.site, st.history, proposal, model_sha256=st.model.sha256,
-           model_version=st.model.version, by=_text(body, "by", MAX_BY),
-           old={"source": old["source"], "thresholds": old["thresholds"]})
+    try:
+        accept(st.site, st.history, proposal, model_sha256=st.model.sha256,
+               model_version=st.model.version, by=_text(body, "by", MAX_BY),
+               old={"source": old["source"], "thresholds": old["thresholds"]},
+               override=override)
+    except GuardRailBlocked as exc:
+        raise ApiError(409, "guard_rail", N_(
+            "These thresholds were not saved: the proposal raises a threshold, and this "
+            "clinic's confirmed pneumonias do not yet show that the setting would still find "
+            "enough pneumonias. Confirm more pneumonia cases, or use it anyway with an "
+            "override: a reason and your initials, kept in the audit trail."),
+                       blocked=exc.blocked) from exc
     return jsonify(calibration_state(st))
 
 
@@ -175,18 +250,8 @@ def calibration_revert() -> Response:
         st.history.add_audit("calibration_reverted",
                              {"source": "site", "thresholds": old.get("thresholds"),
                               "model_sha256": old.get("model_sha256")},
-                             {"source": "model", "thresholds": _model_thresholds(st)}, by=by)
+                             {"source": "model", "thresholds": model_thresholds(st)}, by=by)
     return jsonify(calibration_state(st))
-
-
-def drift_state(st: AppState) -> dict:
-    """The drift check of the newest images analysed with the loaded model."""
-    answers = [r for r in st.history.recent(drift.WINDOW)
-               if r["model_sha256"] == st.model.sha256]
-    thresholds = site_thresholds(st) or _model_thresholds(st)
-    return drift.check(answers, st.history.recent_refusals(drift.WINDOW),
-                       st.model.metadata.get("drift_reference"), thresholds,
-                       cut=_model_thresholds(st).get("balanced", 0.5))
 
 
 @bp.get("/status")

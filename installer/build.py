@@ -51,8 +51,9 @@ FORBIDDEN = (
 Matched as a top-level name or dotted prefix: 'onnx' does not match 'onnxruntime'."""
 
 SOURCE_ITEMS = ("pyproject.toml", "README.md", "pneumo", "train", "export", "edge_app",
-                "benchmarks")
-"""What `pip install .` needs from the project (pyproject's package list)."""
+                "installer", "benchmarks")
+"""What the build needs from the project: what `pip install .` installs (pyproject's packages)
+and installer/ (the spec and the launcher PyInstaller reads; not installed)."""
 
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.egg-info")
 

@@ -24,7 +24,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from edge_app.calibration import CONFIDENCE_BORDERLINE, apply_calibration, confidence, logit
+from edge_app.calibration import apply_calibration, logit
+from edge_app.outcome import in_review_band
 from train.data import EXTERNAL_LABEL, patient_id
 from train.metrics import external_operating_points
 
@@ -176,10 +177,10 @@ def _label_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 
 def borderline_stats(y: np.ndarray, p: np.ndarray, thresholds: dict[str, float]) -> dict:
-    """Share of images in the borderline band (edge_app.calibration.confidence) and the
+    """Share of images in the review band (edge_app.outcome.in_review_band) and the
     accuracy outside it (where both modes give the same label)."""
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=np.float64)
-    border = np.array([confidence(float(v), thresholds) == CONFIDENCE_BORDERLINE for v in p],
+    border = np.array([in_review_band(float(v), thresholds) for v in p],
                       dtype=bool)
     outside = ~border
     pred = (p >= float(thresholds["balanced"])).astype(int)
@@ -266,7 +267,7 @@ def cross_fit(y: np.ndarray, p_raw: np.ndarray, names: Sequence[str], *, fit: st
         p_cf[eval_idx] = pe
         for m in MODES:
             preds[m][eval_idx] = pr[m]
-        border[eval_idx] = [confidence(float(v), res["thresholds"]) == CONFIDENCE_BORDERLINE
+        border[eval_idx] = [in_review_band(float(v), res["thresholds"])
                             for v in pe]
     mean = {m: {k: float(np.mean([h[m][k] for h in halves])) for k in
                 ("threshold", *_LABEL_KEYS)} for m in MODES}

@@ -98,10 +98,11 @@
     $("result").hidden = true;
     $("result-empty").hidden = false;
     ["result-text", "r-prob", "r-patient", "r-file", "r-time", "r-label", "r-mode",
-     "r-confidence", "r-input", "r-model", "r-id", "r-heat-note"].forEach(function (id) {
+     "r-input", "r-model", "r-id", "r-heat-note"].forEach(function (id) {
       text($(id), "");
     });
     $("r-next").textContent = "";
+    $("r-notes").textContent = "";
     $("r-warnings").textContent = "";
     ["r-image", "r-heatmap"].forEach(function (id) { $(id).removeAttribute("src"); });
     $("r-report").setAttribute("href", "#");
@@ -219,18 +220,24 @@
   function showResult(r) {
     clearResult();
     $("result-empty").hidden = true;
-    var positive = r.label === "PNEUMONIA";
+    // Every word and the outcome's sign come from the server (edge_app.wording): the page,
+    // the history list and the report read the same stored answer.
+    var shown = r.heatmap_shown === true;
     var verdict = $("result-text");
     text(verdict, r.headline || r.message);
-    verdict.className = "verdict " + (positive ? "positive" : "negative");
+    verdict.className = "verdict outcome-" + (r.outcome || "review");
     var icon = document.createElement("span");
     icon.className = "verdict-icon";
     icon.setAttribute("aria-hidden", "true");
+    icon.textContent = r.icon || "?";
     verdict.insertBefore(icon, verdict.firstChild);
     text($("r-prob"), capital(r.probability_text) + ".");
-    var borderline = r.confidence === "borderline";
-    $("r-borderline").hidden = !borderline;
     listInto($("r-next"), r.next_steps);
+    (r.notes || []).forEach(function (line) {
+      var p = document.createElement("p");
+      p.className = "answer-note"; p.setAttribute("role", "note"); p.textContent = line;
+      $("r-notes").appendChild(p);
+    });
     listInto($("r-warnings"), (r.quality || []).map(function (w) { return w.message; }));
     text($("r-patient"), r.patient_ref || "\u2014");
     text($("r-file"), r.file_name || "\u2014");
@@ -239,23 +246,29 @@
     text($("r-mode"), t(r.calibrated ? "mode_line_calibrated" : "mode_line",
                         { mode: modeWords(r.mode), threshold: num(r.threshold, 3),
                           output: num(r.probability, 3) }));
-    text($("r-confidence"), borderline ? t("borderline_long") : t("clear"));
     text($("r-input"), r.input.format + " " + r.input.width + " \u00d7 " + r.input.height + " px, " +
          t("bits", { bits: r.input.bit_depth }) + ", sha256 " + r.sha256.slice(0, 16) + "\u2026");
     text($("r-model"), r.model_name + " " + r.model_version + ", sha256 " +
          (r.model_sha256 || "").slice(0, 16) + "\u2026");
     text($("r-id"), r.id);
     text($("r-threshold-note"), thresholdWords(r.threshold_source));
+    var chanceNote = $("r-chance-note");
+    if (chanceNote) {
+      if (!chanceNote.getAttribute("data-base")) { chanceNote.setAttribute("data-base", chanceNote.textContent); }
+      text(chanceNote, chanceNote.getAttribute("data-base") +
+           (r.clinic_chance_text ? " " + r.clinic_chance_text : ""));
+    }
     resetConfirm(r);
     var img = $("r-image");
     if (r.preview) { img.src = r.preview; } else if (r.image_url) { img.src = r.image_url; }
-    // A NORMAL heatmap is easily misread as disease: shown only on request, and explained.
+    // A heatmap without signs of pneumonia is easily misread as disease: shown only on
+    // request, and explained.
     var heat = $("r-heatmap");
     var note = $("r-heat-note");
-    text(note, note.getAttribute(positive ? "data-positive" : "data-negative"));
+    text(note, note.getAttribute(shown ? "data-positive" : "data-negative"));
     heat.src = r.heatmap_url;
-    heat.hidden = !positive;
-    $("r-heat-show").hidden = positive;
+    heat.hidden = !shown;
+    $("r-heat-show").hidden = shown;
     $("r-report").href = "/report/" + encodeURIComponent(r.id);
     $("result").hidden = false;
     reveal(verdict);
@@ -271,7 +284,6 @@
     if (!chosen) { return; }
     var data = new FormData();
     data.append("image", chosen, chosen.name);
-    data.append("mode", $("mode").value);
     data.append("patient_ref", refInput.value);
     data.append("preview", "1");
     var mine = generation;
@@ -385,8 +397,12 @@
           words = t("model_in_use", { balanced: pct(cal.thresholds && cal.thresholds.balanced),
                                       screening: pct(cal.thresholds && cal.thresholds.screening) });
         }
+        var override = cal.source === "site" && cal.profile && cal.profile.override;
+        if (override) { words += " " + t("site_override", { by: override.by, reason: override.reason }); }
+        var need = cal.needed_pneumonias || {};
         text($("site-state"), words + " " + t("confirmed_so_far", { normal: num(n.normal),
-                                                                    pneumonia: num(n.pneumonia) }));
+                                                                    pneumonia: num(n.pneumonia) }) +
+             (need.balanced ? " " + t("needs_line", { balanced: num(need.balanced), screening: num(need.screening) }) : ""));
         text($("site-min"), cal.min_cases_per_class);
         $("site-revert").hidden = cal.source !== "site";
       })
@@ -404,6 +420,61 @@
   }
 
   var proposal = null;
+  var pct1Format = null;
+  try { pct1Format = new Intl.NumberFormat(lang, { style: "percent", maximumFractionDigits: 1 }); } catch (e) { pct1Format = null; }
+  function pct1(v) {
+    if (v == null || isNaN(v)) { return "—"; }
+    return pct1Format ? pct1Format.format(Math.round(1000 * v) / 1000) : (Math.round(1000 * v) / 10) + "%";
+  }
+  function guardLine(mode, g, level) {
+    var key = { lowers: "guard_lowers", unchanged: "guard_unchanged", raises_passes: "guard_passes",
+                raises_too_few: "guard_too_few", raises_below_rule: "guard_below" }[g.verdict];
+    if (!key) { return capital(modeWords(mode)) + ": " + g.message; }
+    return t(key, { mode: capital(modeWords(mode)), current: pct(g.current_threshold),
+                    proposed: pct(g.proposed_threshold), has: num(g.pneumonias), missed: num(g.missed),
+                    needed: num(g.needed), bound: pct1(g.lower_bound), rule: pct(g.rule), level: pct(level) });
+  }
+  function showGuard(p) {
+    var g = p.guard || { modes: {}, blocked: true };
+    var ul = $("site-guard-list");
+    ul.textContent = "";
+    Object.keys(g.modes).forEach(function (mode) {
+      var li = document.createElement("li");
+      li.textContent = guardLine(mode, g.modes[mode], g.level);
+      li.className = g.modes[mode].allowed ? "guard-allowed" : "guard-blocked";
+      li.setAttribute("data-verdict", g.modes[mode].verdict);
+      ul.appendChild(li);
+    });
+    $("site-accept").disabled = !!g.blocked;
+    $("site-blocked").hidden = !g.blocked;
+    $("site-override").hidden = !g.blocked;
+    text($("site-override-status"), "");
+  }
+  function range(v, ci) {
+    return num(v, 1) + (ci && ci.length === 2 ? " (" + num(ci[0], 1) + "–" + num(ci[1], 1) + ")" : "");
+  }
+  function showPer100(p) {
+    var per = p.per_100 || { modes: {} };
+    var prev = p.prevalence || {};
+    text($("site-per100-caption"), t("per100_caption", {
+      share: pct1(per.prevalence), source: t(prev.entered != null ? "share_entered" : "share_confirmed") }));
+    var rows = $("site-per100");
+    rows.textContent = "";
+    Object.keys(per.modes).forEach(function (mode) {
+      [["current", t("now")], ["proposed", t("proposed")]].forEach(function (x) {
+        var r = per.modes[mode][x[0]];
+        if (!r) { return; }
+        var tr = document.createElement("tr");
+        cell(tr, t("row_name", { mode: capital(modeWords(mode)), which: x[1] }));
+        cell(tr, range(r.referrals, r.referrals_ci));
+        cell(tr, range(r.missed, r.missed_ci));
+        rows.appendChild(tr);
+      });
+    });
+    var share = prev.entered != null ? prev.entered : prev.used;
+    $("site-share").value = share == null ? "" : String(Math.round(1000 * share) / 10);
+    text($("site-share-status"), "");
+  }
   function siteError(err) {
     var box = $("site-error");
     box.textContent = err ? err.message : "";
@@ -464,27 +535,60 @@
          bs: pct(cf.balanced && cf.balanced.sensitivity), bsp: pct(cf.balanced && cf.balanced.specificity),
          ss: pct(cf.screening && cf.screening.sensitivity), ssp: pct(cf.screening && cf.screening.specificity) }));
     drawRoc($("site-roc"), m.roc, points);
+    showGuard(p);
+    showPer100(p);
     $("site-proposal").hidden = false;
-    $("site-proposal-title").focus();
   }
 
-  $("site-propose").addEventListener("click", function () {
+  // A proposal; with the clinic's pneumonia share (0-1) when the lead entered one.
+  function askProposal(prevalence, focusEl) {
     siteError(null);
-    $("site-proposal").hidden = true;
-    sendJSON("POST", "/api/v1/calibration/proposal", {}).then(function (body) {
-      if (body.error) { siteError(body.error); } else { showProposal(body); }
+    var body = prevalence == null ? {} : { prevalence: prevalence };
+    return sendJSON("POST", "/api/v1/calibration/proposal", body).then(function (reply) {
+      if (reply.error) { $("site-proposal").hidden = true; siteError(reply.error); return; }
+      showProposal(reply);
+      (focusEl || $("site-proposal-title")).focus();
     }).catch(function () { siteError({ message: t("unreachable") }); });
+  }
+  $("site-propose").addEventListener("click", function () {
+    $("site-proposal").hidden = true;
+    $("site-override-reason").value = "";
+    $("site-override-by").value = "";
+    askProposal(null);
   });
-  $("site-accept").addEventListener("click", function () {
+  $("site-share-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var v = parseFloat(String($("site-share").value).replace(",", "."));
+    if (!(v > 0 && v < 100)) { text($("site-share-status"), t("share_bad")); $("site-share").focus(); return; }
+    askProposal(v / 100, $("site-share"));
+  });
+  function acceptProposal(extra) {
     if (!proposal) { return; }
-    sendJSON("POST", "/api/v1/calibration", { proposal_id: proposal.id, by: $("site-by").value || null })
-      .then(function (body) {
-        if (body.error) { siteError(body.error); return; }
+    var body = { proposal_id: proposal.id, by: $("site-by").value || null };
+    Object.keys(extra || {}).forEach(function (k) { body[k] = extra[k]; });
+    sendJSON("POST", "/api/v1/calibration", body)
+      .then(function (reply) {
+        if (reply.error) { siteError(reply.error); return; }
         $("site-proposal").hidden = true;
         proposal = null;
         loadStatus();
         $("site-state").focus();
       }).catch(function () { siteError({ message: t("unreachable") }); });
+  }
+  $("site-accept").addEventListener("click", function () {
+    if (!proposal || (proposal.guard && proposal.guard.blocked)) { return; }
+    acceptProposal(null);
+  });
+  $("site-override").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var reason = $("site-override-reason").value.trim();
+    var by = $("site-override-by").value.trim();
+    if (!reason || !by) {
+      text($("site-override-status"), t("override_missing"));
+      $(reason ? "site-override-by" : "site-override-reason").focus();
+      return;
+    }
+    acceptProposal({ override: { reason: reason, by: by }, by: $("site-by").value || by });
   });
   $("site-revert").addEventListener("click", function () {
     var by = $("site-by").value;
@@ -568,12 +672,12 @@
           cell(tr, r.patient_ref || "\u2014");
           cell(tr, r.source === "dicom" ? t("by_dicom", { name: r.file_name || "\u2014" }) : (r.file_name || "\u2014"),
                "file");
-          var lab = cell(tr, "", "label-" + r.label);
+          var lab = cell(tr, "", "outcome-" + (r.outcome || "review"));
           var ic = document.createElement("span");
           ic.className = "verdict-icon"; ic.setAttribute("aria-hidden", "true");
+          ic.textContent = r.icon || "?";
           lab.appendChild(ic);
-          lab.appendChild(document.createTextNode(r.confidence === "borderline"
-            ? t("borderline_short", { label: labelWords(r.label) }) : labelWords(r.label)));
+          lab.appendChild(document.createTextNode(r.short || t("outcome_" + r.outcome)));
           cell(tr, estimate(r));
           cell(tr, modeWords(r.mode));
           cell(tr, (r.warnings || []).map(function (w) { return w.code; }).join(", "));

@@ -55,12 +55,15 @@ def through_api(model: OnnxModel, files: list[Path], labels: list[int], pick: np
             c.put(f"/api/v1/history/{rid}/confirmation",
                   json={"finding": "pneumonia" if labels[i] else "normal", "by": "sim"})
         prop = c.post("/api/v1/calibration/proposal", json={}).get_json()
-        c.post("/api/v1/calibration", json={"proposal_id": prop["id"], "by": "sim"})
+        # measured whether or not the guard rail would let one click accept it
+        c.post("/api/v1/calibration", json={"proposal_id": prop["id"], "by": "sim",
+                                            "override": {"reason": "simulation", "by": "sim"}})
         answers = [post(i) for i in rest]
         ok = [(labels[i], a) for i, a in zip(rest, answers, strict=True) if "label" in a]
         y = np.array([t for t, _ in ok])
         pred = np.array([a["label"] == "PNEUMONIA" for _, a in ok])
         return {"thresholds": prop["thresholds"], "n": prop["n"],
+                "guard_blocked": prop["guard"]["blocked"],
                 "threshold_source": sorted({a["threshold_source"] for _, a in ok}),
                 "sensitivity": float(pred[y == 1].mean()),
                 "specificity": float((~pred[y == 0]).mean()),
@@ -94,7 +97,7 @@ def main() -> int:
     model_t = dict(model.thresholds)
     rng = np.random.default_rng(args.seed)
     rows = {m: {"model": [], "site": [], "site_threshold": []} for m in model_t}
-    too_few = 0
+    too_few = blocked = 0
     first = None
     for _ in range(args.repeats):
         pick = rng.choice(len(y), size=args.n, replace=False)
@@ -105,13 +108,15 @@ def main() -> int:
             too_few += 1
             continue
         first = first if first is not None else (pick, rest, prop)
+        blocked += bool(prop["guard"]["blocked"])
         for m, t in model_t.items():
             rows[m]["model"].append(rates(y[rest], p[rest], t))
             rows[m]["site"].append(rates(y[rest], p[rest], prop["thresholds"][m]))
             rows[m]["site_threshold"].append(prop["thresholds"][m])
     result = {"data": args.data, "data_name": name, "model": model.version, "model_sha256": model.sha256,
               "images_answered": len(y), "n_cases": args.n, "repeats": args.repeats,
-              "seed": args.seed, "repeats_with_too_few_cases": too_few, "modes": {}}
+              "seed": args.seed, "repeats_with_too_few_cases": too_few,
+              "repeats_blocked_by_the_guard_rail": blocked, "modes": {}}
     for m in model_t:
         result["modes"][m] = {
             "model_threshold": model_t[m],
@@ -144,7 +149,10 @@ def main() -> int:
                      f"{r[f'{who}_{k}']['p95']:.3f})" for k in ("sensitivity", "specificity",
                                                              "accuracy")]
             lines.append(f"| {m}, {who} | {t} | " + " | ".join(cells) + " |")
-    lines += ["", f"API check (draw 1 through the HTTP API): {json.dumps(api)}; offline math on "
+    lines += ["", f"Guard rail: {blocked} of {args.repeats - too_few} site proposals raise a "
+              "threshold without the confirmed pneumonias to back it and could be accepted only "
+              "with an override (the 'site' rows measure them all).",
+              "", f"API check (draw 1 through the HTTP API): {json.dumps(api)}; offline math on "
               f"the same draw: balanced {json.dumps(offline['balanced'])}.", ""]
     (out / "results.md").write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))

@@ -51,10 +51,11 @@ def test_upload_shows_result_and_heatmap(page, server):
     page.goto(server.url)
     assert "Intended use" in page.inner_text("body")
     assert "Kibera Health Centre" in page.inner_text("header")
-    page.select_option("#mode", "screening")
+    assert page.locator("#mode").count() == 0  # no setting on the nurse's form
     _analyse(page, XRAY_NORMAL, "BROWSER-1")
     verdict = page.inner_text("#result-text")
-    assert "No signs of pneumonia detected" in verdict or "Signs of pneumonia likely" in verdict
+    assert any(words in verdict for words in ("No signs of pneumonia detected",
+                                              "Signs of pneumonia likely", "Unclear:"))
     prob = page.inner_text("#r-prob")
     assert ("out of 100 (a score, not a chance of disease)" in prob
             or "estimated chance of pneumonia signs" in prob.lower())
@@ -62,7 +63,7 @@ def test_upload_shows_result_and_heatmap(page, server):
     assert "guidance, not a protocol" in page.inner_text("#result")
     assert page.inner_text("#r-next").strip()
     page.click("#result summary")
-    assert "screening" in page.inner_text("#r-mode")
+    assert "balanced" in page.inner_text("#r-mode")
     page.wait_for_function("document.getElementById('r-heatmap').complete && "
                            "document.getElementById('r-heatmap').naturalWidth > 0")
     page.wait_for_function("document.getElementById('r-image').naturalWidth > 0")
@@ -198,7 +199,7 @@ def test_answer_for_a_previous_file_is_not_shown(page, server):
 def test_times_are_local_with_the_zone(new_page, server):
     page = new_page(viewport=SMALL_LAPTOP, timezone_id="Africa/Nairobi", locale="en-GB")
     page.goto(server.url)
-    _analyse(page, XRAY_NORMAL, "PATIENT-E")
+    _analyse(page, XRAY_PNEUMONIA, "PATIENT-E")  # signs: the report prints the heatmap too
     rid = _result_id(page)
     created = datetime.fromisoformat(_record(server, rid)["created_at"].replace("Z", "+00:00"))
     local = (created.astimezone(UTC) + timedelta(hours=3)).strftime("%H:%M")

@@ -86,7 +86,8 @@ def test_page_and_report_in_the_language(open_page, server, lang):
     assert ZONE in page.locator("#r-time").get_attribute("title")
     assert page.locator("#h-zone").inner_text() == f"({ZONE})"
     expect(page.locator("#history-body tr").first).to_contain_text(
-        {"en": "PNEUMONIA", "fr": "PNEUMONIE", "ar": "التهاب رئوي"}[lang])
+        {"en": "Signs of pneumonia likely", "fr": "Signes de pneumonie probables",
+         "ar": "علامات التهاب رئوي مرجّحة"}[lang])
     if lang == "ar":  # mirrored: the upload card is on the right of the result card
         up = page.locator("section.upload").bounding_box()
         res = page.locator("#result-card").bounding_box()

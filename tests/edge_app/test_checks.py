@@ -14,9 +14,20 @@ from apptools import (
     skimage_png,
 )
 from PIL import Image, ImageFilter
+from tinydata import SHARED_DATA
 
-from edge_app.checks import Finding, cheap_checks, measure, ood_findings
+from edge_app.checks import (
+    MIN_LAYOUT,
+    ROTATED_LAYOUT,
+    Finding,
+    _layout_rejection,
+    cheap_checks,
+    measure,
+    ood_findings,
+)
 from edge_app.imaging import decode_image
+
+SHARED = SHARED_DATA.parent  # shared/data: chest_xray/train and external_val
 
 
 def _check(data: bytes):
@@ -81,6 +92,47 @@ def test_inverted_xray_rejected():
     inv = 255 - gray_array()
     res = _check(encode(Image.fromarray(inv), "PNG"))
     assert _codes(res.rejections) & {"inverted_image", "not_chest_layout"}
+
+
+@pytest.mark.parametrize("turn", [Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270],
+                         ids=["rot90", "rot270"])
+@pytest.mark.parametrize("path", all_fixture_xrays(), ids=lambda p: p.name)
+def test_xray_on_its_side_refused_as_rotated(path, turn):
+    res = _check(encode(Image.open(path).convert("L").transpose(turn), "PNG"))
+    assert _codes(res.rejections) == {"rotated_image"}, res.features
+    assert "on its side" in res.rejections[0].message
+
+
+@pytest.mark.parametrize("layout,sideways,code", [
+    (0.87, -0.15, None),  # a typical frontal chest
+    (0.24, 0.19, None),  # the lowest real X-ray (tightly cropped): warned, not refused
+    (MIN_LAYOUT - 0.01, -0.2, "not_chest_layout"),  # nothing of a chest layout
+    (0.30, 0.35, "not_chest_layout"),  # fits sideways better, but weakly: no clear rotation
+    (0.45, 0.56, "not_chest_layout"),  # round picture: sideways only slightly better
+    (-0.10, 0.89, "rotated_image"),  # a chest on its side
+    (0.20, ROTATED_LAYOUT, "rotated_image"),
+    (-0.60, 0.10, "inverted_image"),
+])
+def test_layout_rules(layout, sideways, code):
+    found = _layout_rejection({"layout": layout, "layout_sideways": sideways})
+    assert (found.code if found else None) == code
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rel", [
+    "external_val/NORMAL/IM-0021-0001.jpeg",
+    "chest_xray/train/PNEUMONIA/person26_bacteria_132.jpeg",
+    "chest_xray/train/PNEUMONIA/person276_bacteria_1296.jpeg",
+])
+def test_tightly_cropped_real_xrays_warned_not_refused(rel):
+    """The three real X-rays the old layout rule (< 0.3) refused (reports/refusals)."""
+    path = SHARED / rel
+    if not path.is_file():
+        pytest.skip(f"no shared data at {path}")
+    res = _check(path.read_bytes())
+    assert res.ok, res.rejections
+    assert "unusual_layout" in _codes(res.warnings)
+    assert MIN_LAYOUT < res.features["layout"] < 0.3
 
 
 def _degraded(kind: str) -> bytes:

@@ -1,15 +1,17 @@
 """Calibration of the "is it a chest X-ray?" checks on the real training X-rays (slow).
 
 Measures on a seeded sample of shared/data/chest_xray/train (1000 images; set
-PNEUMO_CALIBRATION_N=all for all 5216) how many real X-rays pass the cheap checks (must be
->= 99 %) and the whole gate with the model's OOD distance, and that every scikit-image sample
-picture is refused. Run as a script for the full report:
+PNEUMO_CALIBRATION_N=all for all 5216) how many real X-rays the cheap checks and the whole gate
+with the model's OOD distance refuse (the refusal budget of reports/refusals: at most 0.1 %,
+at least one allowed in a sample), that the same X-rays turned by 90 degrees are all refused,
+and that every scikit-image sample picture is refused. Run as a script for the full report:
 
     PNEUMO_TEST_MODEL=... python tests/edge_app/test_checks_calibration.py [N|all]
 """
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import sys
@@ -29,6 +31,13 @@ from edge_app.checks import CHEST_TEMPLATE, cheap_checks, ood_findings  # noqa: 
 from edge_app.imaging import decode_image, to_model_input  # noqa: E402
 
 TRAIN = SHARED_DATA / "train"
+MAX_REFUSED_FRACTION = 0.001
+"""The refusal budget for real training X-rays (all checks together)."""
+
+
+def refusal_budget(n: int) -> int:
+    """How many of n real X-rays may be refused (0.1 %, at least 1)."""
+    return max(1, int(MAX_REFUSED_FRACTION * n))
 
 
 def training_images(n: int | None, seed: int = 0) -> list[Path]:
@@ -51,10 +60,12 @@ def build_template(n: int = 2000, seed: int = 0) -> np.ndarray:
 def calibrate(paths: list[Path], model=None) -> dict:
     """Pass rates of the cheap checks (and of the OOD gate when a model is given)."""
     cheap_fail: Counter = Counter()
-    ood_fail = warn_ood = n_cheap_ok = 0
+    ood_fail = warn_ood = n_cheap_ok = rotated_passed = 0
     for p in paths:
         decoded = decode_image(p.read_bytes())
         res = cheap_checks(decoded)
+        sideways = decoded.gray.transpose(Image.Transpose.ROTATE_90)
+        rotated_passed += cheap_checks(decode_image(_png(sideways))).ok
         if not res.ok:
             cheap_fail[res.rejections[0].code] += 1
             continue
@@ -67,7 +78,13 @@ def calibrate(paths: list[Path], model=None) -> dict:
     n = len(paths)
     return {"n": n, "cheap_pass_rate": n_cheap_ok / n, "cheap_failures": dict(cheap_fail),
             "full_pass_rate": (n_cheap_ok - ood_fail) / n, "ood_rejected": ood_fail,
-            "ood_warned": warn_ood}
+            "ood_warned": warn_ood, "rotated_passed": rotated_passed}
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def pictures_report(model=None) -> list[dict]:
@@ -103,7 +120,8 @@ needs_data = pytest.mark.skipif(not TRAIN.is_dir(), reason=f"no training data at
 def test_real_xrays_pass_cheap_checks():
     stats = calibrate(training_images(_n()))
     print(stats)
-    assert stats["cheap_pass_rate"] >= 0.99, stats
+    assert sum(stats["cheap_failures"].values()) <= refusal_budget(stats["n"]), stats
+    assert stats["rotated_passed"] == 0, stats  # every one of them turned by 90 degrees refused
 
 
 @pytest.mark.slow
@@ -111,7 +129,8 @@ def test_real_xrays_pass_cheap_checks():
 def test_real_xrays_pass_whole_gate(model):
     stats = calibrate(training_images(min(_n() or 10**9, 1000)), model)
     print(stats)
-    assert stats["full_pass_rate"] >= 0.97, stats
+    refused = stats["n"] - round(stats["full_pass_rate"] * stats["n"])
+    assert refused <= refusal_budget(stats["n"]), stats
 
 
 @pytest.mark.slow

@@ -146,9 +146,10 @@ def test_report_translated_with_local_formats(client):
 
 
 def test_english_outside_requests():
-    from edge_app.predictor import headline
+    from edge_app.wording import answer
 
-    assert headline("PNEUMONIA", "PNEUMONIA", "borderline") == "Signs of pneumonia likely (borderline)"
+    words = answer({"outcome": "review", "probability": 0.5, "calibrated": True})
+    assert words["headline"] == "Unclear: a clinician should review this X-ray"
     with i18n.english():
         assert i18n.current() == "en"
 

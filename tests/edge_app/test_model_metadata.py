@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 
 import numpy as np
 import pytest
@@ -11,8 +12,9 @@ from edge_app.app import create_app
 from edge_app.calibration import apply_calibration
 from edge_app.imaging import decode_image, preprocess_path, to_model_input
 from edge_app.onnx_model import OnnxModel
-from edge_app.predictor import BORDERLINE_NOTE, NEXT_STEP_BORDERLINE, Predictor
+from edge_app.predictor import Predictor
 from edge_app.state import get_state
+from edge_app.wording import HEADLINE, NEXT_STEP
 
 pytest.importorskip("onnx")
 
@@ -105,35 +107,71 @@ def _post(client, data: bytes, **fields):
 
 
 @pytest.mark.parametrize("mode,label", [("balanced", "NORMAL"), ("screening", "PNEUMONIA")])
-def test_borderline_answer_page_report_and_history(borderline_client, mode, label):
+def test_band_answer_is_review_in_both_settings(borderline_client, mode, label):
     r = _post(borderline_client, XRAY_NORMAL.read_bytes(), mode=mode)
     assert r.status_code == 200, r.get_data(as_text=True)
     b = r.get_json()
-    assert b["confidence"] == "borderline" and b["label"] == label  # the two modes disagree
+    # the setting decides only the binary label; what a person reads is the same
+    assert b["outcome"] == "review" and b["label"] == label and b["confidence"] == "borderline"
+    assert b["headline"] == HEADLINE["review"] and b["icon"] == "?"
+    assert b["next_steps"][0] == NEXT_STEP["review"]
+    assert "No signs" not in b["message"] and "\u2713" not in b["message"]
     rec = borderline_client.get(f"/api/v1/history/{b['id']}").get_json()
-    assert rec["confidence"] == "borderline"
+    assert rec["outcome"] == "review" and rec["headline"] == HEADLINE["review"]
     rows = list(csv.DictReader(io.StringIO(
         borderline_client.get("/api/v1/history.csv").get_data(as_text=True))))
-    assert rows[-1]["confidence"] == "borderline"
-    report = borderline_client.get(f"/report/{b['id']}").get_data(as_text=True)
-    assert "Borderline result" in report and "A clinician should review" in report
-    assert "Borderline (the screening and balanced settings disagree)" in report
-    assert "(borderline)" in b["headline"] and b["next_steps"][0] == NEXT_STEP_BORDERLINE
+    assert rows[-1]["outcome"] == "review" and rows[-1]["headline"] == HEADLINE["review"]
+    html = borderline_client.get(f"/report/{b['id']}").get_data(as_text=True)
+    report = html[html.index('<section class="card report"'):html.index("</section>")]
+    assert HEADLINE["review"] in report and 'class="verdict outcome-review"' in report
+    assert "No signs" not in report and "\u2713" not in report
+    assert "heatmap.png" not in report  # the heatmap follows the page's rule: shown on signs
 
 
-def test_clear_report_has_no_borderline_note(client):
+def test_every_surface_of_one_band_record_says_review(borderline_client, borderline_model,
+                                                      tmp_path):
+    """Page data, CSV row, report, Secondary Capture text and `pneumo predict`'s output, all
+    from one record in the review band (edge_app.wording words every one of them)."""
+    from edge_app.batch import run_batch
+    from edge_app.dicom_send import result_lines
+
+    b = _post(borderline_client, XRAY_NORMAL.read_bytes(), mode="screening").get_json()
+    rec = borderline_client.get(f"/api/v1/history/{b['id']}").get_json()
+    surfaces = {"page data": b["headline"], "history list": rec["short"]}
+    rows = list(csv.DictReader(io.StringIO(
+        borderline_client.get("/api/v1/history.csv").data.decode("utf-8-sig"))))
+    row = next(r for r in rows if r["id"] == b["id"])
+    surfaces["CSV row"] = row["outcome"] + " " + row["headline"]
+    html = borderline_client.get(f"/report/{b['id']}").get_data(as_text=True)
+    surfaces["report"] = html[html.index('<section class="card report"'):html.index("</section>")]
+    surfaces["Secondary Capture"] = " / ".join(result_lines(rec))
+    out, err = io.StringIO(), io.StringIO()
+    path = tmp_path / XRAY_NORMAL.name
+    path.write_bytes(XRAY_NORMAL.read_bytes())
+    assert run_batch([str(path)], model_path=str(borderline_model.path), out=out, err=err) == 0
+    printed = json.loads(out.getvalue().splitlines()[0])
+    assert printed["outcome"] == "review"
+    surfaces["pneumo predict"] = printed["headline"] + " " + err.getvalue()
+    for name, shown in surfaces.items():
+        assert ("Unclear" in shown or "review" in shown.lower()), name
+        assert "No signs" not in shown and "\u2713" not in shown, name
+    assert "Label for systems: PNEUMONIA (screening setting" in surfaces["Secondary Capture"]
+
+
+def test_clear_report_is_no_signs(client):
     b = _post(client, XRAY_NORMAL.read_bytes()).get_json()
-    assert b["confidence"] == "clear"  # the bundled model is sure about this fixture
+    assert b["outcome"] == "no_signs"  # the bundled model is sure about this fixture
     report = client.get(f"/report/{b['id']}").get_data(as_text=True)
-    assert "Borderline result" not in report and "<dt>Confidence</dt><dd>Clear</dd>" in report
+    assert HEADLINE["no_signs"] in report and 'outcome-no_signs' in report
+    assert HEADLINE["review"] not in report
 
 
-def test_page_carries_the_borderline_note_in_words(client):
+def test_page_draws_the_outcome_from_the_answer(client):
     html = client.get("/").get_data(as_text=True)
-    assert 'id="r-borderline"' in html and "settings disagree on this image" in html
-    assert "Borderline result: the screening and balanced settings disagree" in BORDERLINE_NOTE
+    assert 'id="r-notes"' in html and 'id="mode"' not in html  # no setting on the nurse's form
     js = client.get("/static/app.js").get_data(as_text=True)
-    assert 'r.confidence === "borderline"' in js and "r-borderline" in js
+    assert '"verdict outcome-" + (r.outcome' in js and "r.icon" in js
+    assert 'r.label === "PNEUMONIA"' not in js  # the page never decides from the label
 
 
 def test_equalize_model_feeds_equalized_pixels(test_model_path, tmp_path, monkeypatch):

@@ -12,9 +12,9 @@ def test_page_renders_offline(client, model):
     html = r.get_data(as_text=True)
     assert "Intended use" in html and "Not a diagnosis" in html
     assert model.version in html
-    for mode, t in model.thresholds.items():
-        assert f'value="{mode}"' in html
+    for t in model.thresholds.values():
         assert f"{100 * t:.0f}%" in html
+    assert 'id="mode"' not in html  # the nurse's form has no setting: the words are the same
     assert '<label for="image-input"' in html and 'id="image-input"' in html and 'type="file"' in html
     assert 'id="patient-ref"' in html and "/api/v1/history.csv" in html
     for src in re.findall(r'(?:src|href)="([^"#]+)"', html):
@@ -40,7 +40,8 @@ def test_report_page(client):
     assert r.status_code == 200
     html = r.get_data(as_text=True)
     assert "&lt;b&gt;P-9&lt;/b&gt;" in html and "<b>P-9</b>" not in html  # escaped
-    assert f"/api/v1/history/{rid}/heatmap.png" in html
+    assert f"/api/v1/history/{rid}/image.png" in html
+    assert f"/api/v1/history/{rid}/heatmap.png" not in html  # no heatmap without signs
     assert "Not a diagnosis" in html
 
 

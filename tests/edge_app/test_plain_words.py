@@ -9,15 +9,15 @@ import io
 import re
 
 import pytest
-from apptools import XRAY_NORMAL, rewrite_model, skimage_png
+from apptools import XRAY_NORMAL, XRAY_PNEUMONIA, rewrite_model, skimage_png
 from PIL import Image
 
 from edge_app.api import CSV_COLUMNS
 from edge_app.app import create_app
 from edge_app.config import DEFAULTS, resolve
 from edge_app.onnx_model import OnnxModel
-from edge_app.predictor import GUIDANCE_LABEL, HEATMAP_NOTE
 from edge_app.state import get_state
+from edge_app.wording import GUIDANCE_LABEL, HEATMAP_NOTE
 
 EXTERNAL = "external validation (half of the official test split)"
 CALIBRATION = {"method": "platt", "a": 1.5, "b": -0.5}
@@ -54,12 +54,16 @@ def test_calibrated_number_is_called_an_estimated_chance(calibrated_model, tmp_p
     c = app.test_client()
     b = _post(c, XRAY_NORMAL.read_bytes()).get_json()
     assert b["calibrated"] is True and b["calibrated_on"] == "external validation images"
-    assert re.search(r"estimated chance of pneumonia signs: (over |under )?\d+(\.\d)?% "
-                     r"\(calibrated on external validation images\)", b["message"])
-    assert "threshold" not in b["message"]
+    assert re.search(r"Estimated chance of pneumonia signs: (over |under )?\d+(\.\d)?%",
+                     b["message"])
+    # plain words for a nurse: no "calibrated", no "external validation" in the answer
+    for words in ("threshold", "calibrated", "external validation"):
+        assert words not in b["message"] and words not in b["probability_text"]
     report = c.get(f"/report/{b['id']}").get_data(as_text=True)
     assert "Estimated chance of pneumonia signs" in report
-    assert "calibrated on external validation images" in c.get("/").get_data(as_text=True)
+    page = c.get("/").get_data(as_text=True)
+    tech = page[page.index('<details class="tech">'):page.index("</details>")]
+    assert "show pneumonia" in tech  # what the chance is relative to, in the details
     get_state(app).history.close()
 
 
@@ -102,10 +106,10 @@ def test_printed_report(model, tmp_path):
     html = c.get(f"/report/{b['id']}").get_data(as_text=True)
     assert "Centre de santé – Kibera" in html  # the clinic name, cleaned of the newline
     assert "Radiografía niño.jpeg" in html and "P-7" in html
-    figures = html[html.index('class="figures report-figures"'):]
-    xray = figures.index(f"/api/v1/history/{b['id']}/image.png")
-    heat = figures.index(f"/api/v1/history/{b['id']}/heatmap.png")
-    assert xray < heat  # X-ray, then heatmap: side by side in one grid
+    figures = html[html.index('class="figures report-figures'):]
+    assert f"/api/v1/history/{b['id']}/image.png" in figures
+    assert "heatmap.png" not in figures  # no signs: no heatmap on paper (the page's rule)
+    assert html.count("Centre de santé – Kibera") == 1  # the clinic's name once
     for words in ("Clinician", "Signature", GUIDANCE_LABEL):
         assert words in html
     assert f'<time class="local-time" datetime="{b["created_at"]}">' in html
@@ -132,7 +136,7 @@ def test_csv_has_every_field_the_file_name_and_a_bom(client):
     assert tuple(rows[0]) == CSV_COLUMNS
     row = rows[0]
     assert row["file_name"] == "Émile – radiographie.jpeg" and row["patient_ref"] == "Zoë"
-    links = {"heatmap_url", "image_url"}
+    links = {"heatmap_url", "image_url", "short", "icon", "heatmap_shown"}  # links, display only
     item = client.get(f"/api/v1/history/{b['id']}").get_json()
     assert set(item) - links <= set(CSV_COLUMNS)
     flattened = {"quality": ("warnings", "warning_messages"),
@@ -184,3 +188,25 @@ def test_clinic_name_setting_and_flag():
 
     assert launcher().parse_args([]).clinic_name == DEFAULTS["clinic_name"]
     assert launcher().parse_args(["--clinic-name", "C"]).clinic_name == "C"
+
+
+def test_chance_at_the_clinic_share_when_its_lead_entered_one(model, tmp_path):
+    from edge_app.site_profile import SiteProfile
+    from edge_app.wording import calibration_share, chance_at_share
+
+    share = calibration_share(model.metadata)
+    assert share is not None and 0.5 < share < 0.7  # 195 of 312 external validation images
+    b0 = _post(_app(model, tmp_path / "a").test_client(), XRAY_PNEUMONIA.read_bytes()).get_json()
+    assert "clinic_chance" not in b0  # no share entered: nothing claimed
+    data = tmp_path / "b" / "data"
+    data.mkdir(parents=True)
+    SiteProfile(data).save({"thresholds": dict(model.thresholds), "rule": "test",
+                            "n": {"normal": 60, "pneumonia": 60}, "prevalence": 0.2,
+                            "created_at": "2026-11-30T09:00:00Z", "model_sha256": model.sha256})
+    app = _app(model, tmp_path / "b")
+    b = _post(app.test_client(), XRAY_PNEUMONIA.read_bytes()).get_json()
+    expected = chance_at_share(b["probability"], 0.2, share)
+    assert b["clinic_chance"] == pytest.approx(expected, abs=1e-6)
+    assert b["clinic_chance"] < b["probability"]  # fewer children with pneumonia: lower
+    assert "At this clinic's share of pneumonia (20%)" in b["clinic_chance_text"]
+    get_state(app).history.close()

@@ -122,7 +122,15 @@ def test_propose_accept_use_revert_and_audit(site_app):
     assert 0.0 <= m["auc"] <= 1.0 and "cross" in m["note"]
 
     assert client.post("/api/v1/calibration", json={"proposal_id": "x"}).status_code == 404
-    accepted = client.post("/api/v1/calibration", json={"proposal_id": prop["id"], "by": "Lead"})
+    # six confirmed pneumonias can never support a raise: a raise needs an override
+    raises = [m for m, g in prop["guard"]["modes"].items() if g["direction"] == "raises"]
+    assert prop["guard"]["blocked"] is bool(raises)
+    body = {"proposal_id": prop["id"], "by": "Lead"}
+    if raises:
+        refused = client.post("/api/v1/calibration", json=body)
+        assert (refused.status_code, refused.get_json()["error"]["code"]) == (409, "guard_rail")
+        body["override"] = {"reason": "test images", "by": "Lead"}
+    accepted = client.post("/api/v1/calibration", json=body)
     assert accepted.status_code == 200
     state = accepted.get_json()
     assert state["source"] == "site" and state["thresholds"] == prop["thresholds"]
@@ -157,7 +165,8 @@ def test_profile_of_another_model_is_not_used_and_says_so(site_app, app_config, 
     for data, label in xray_variants(6):
         _confirm(client, _predict(client, data)["id"], finding=label)
     prop = client.post("/api/v1/calibration/proposal", json={}).get_json()
-    assert client.post("/api/v1/calibration", json={"proposal_id": prop["id"]}).status_code == 200
+    assert client.post("/api/v1/calibration", json={
+        "proposal_id": prop["id"], "override": {"reason": "test", "by": "AB"}}).status_code == 200
     get_state(site_app).history.close()
 
     other = tmp_path / "other.onnx"  # the same network with other metadata: another sha256
