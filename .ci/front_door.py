@@ -12,6 +12,7 @@ train` without the [train] extra exits 2 with the install hint. Exit 0 only if a
 from __future__ import annotations
 
 import csv
+import importlib
 import importlib.util
 import json
 import os
@@ -102,17 +103,19 @@ def main() -> int:
     shown = subprocess.run([str(BIN / "pip"), "show", "-f", "pneumo"], capture_output=True,
                            text=True, check=True).stdout
     files = [line.strip() for line in shown.splitlines()]
-    if any(f.startswith("installer/") for f in files):
-        fail("the wheel installs a top-level `installer` package")
-    import edge_app  # the installed package, not the checkout (cwd is a temp folder)
-
-    pkg = Path(edge_app.__file__).parent
+    tops = {f.split("/")[0] for f in files[files.index("Files:") + 1:]
+            if f and not f.startswith("..") and ".dist-info" not in f}
+    if tops != {"pneumo"}:
+        fail(f"the wheel installs the top-level names {sorted(tops)}, not one package `pneumo`")
+    # the installed package, not the checkout (cwd is a temp folder)
+    pkg = Path(importlib.import_module("pneumo.app").__file__).parent
     if "site-packages" not in str(pkg):
-        fail(f"edge_app imported from {pkg}, not from the installed wheel")
+        fail(f"pneumo.app imported from {pkg}, not from the installed wheel")
     xrays = sorted((pkg / "reference_xrays").glob("*/*.jpeg"))
     if len(xrays) != 6:
         fail(f"the reference X-rays are not packaged ({len(xrays)} found under {pkg})")
-    step("base install: no training package, no `installer/`, reference X-rays packaged", t0)
+    step("base install: no training package, one top-level package, reference X-rays packaged",
+         t0)
 
     tmp = Path(tempfile.mkdtemp(prefix="pneumo-front-door-"))
     data, port = tmp / "data", free_port()

@@ -35,23 +35,22 @@ NAME = "pneumo-edge"
 CONSOLE_NAME = NAME + "-console"
 """The console twin of the windowed Windows program (installer/pneumo-edge.spec)."""
 PYINSTALLER = "pyinstaller==6.22.3"
-MODEL_RELPATH = Path("edge_app") / "models" / "pneumo.int8.onnx"
-SELFTEST_RELPATH = Path("edge_app") / "reference_xrays" / "NORMAL" / "IM-0115-0001.jpeg"
-REFERENCE_RELPATHS = (SELFTEST_RELPATH, Path("edge_app") / "reference_xrays" / "PNEUMONIA"
+MODEL_RELPATH = Path("pneumo") / "app" / "models" / "pneumo.int8.onnx"
+SELFTEST_RELPATH = Path("pneumo") / "app" / "reference_xrays" / "NORMAL" / "IM-0115-0001.jpeg"
+REFERENCE_RELPATHS = (SELFTEST_RELPATH, Path("pneumo") / "app" / "reference_xrays" / "PNEUMONIA"
                       / "person1_bacteria_1.jpeg")
-"""The reference X-rays a model must label right (edge_app.model_store.REFERENCE_XRAYS)."""
+"""The reference X-rays a model must label right (pneumo.app.updates.model_store.REFERENCE_XRAYS)."""
 DEFAULT_MAX_MB = 60.0
 
 FORBIDDEN = (
     "tensorflow", "tensorboard", "keras", "tf_keras", "tf2onnx", "torch", "torchvision", "jax",
     "onnx", "onnxruntime.transformers", "onnxruntime.quantization", "onnxruntime.tools",
-    "matplotlib", "scipy", "sklearn", "pandas", "sympy", "train", "export", "benchmarks",
+    "matplotlib", "scipy", "sklearn", "pandas", "sympy", "pneumo.train", "pneumo.export", "pneumo.bench",
 )
 """Packages that must never be inside the executable (the training stack and its helpers).
 Matched as a top-level name or dotted prefix: 'onnx' does not match 'onnxruntime'."""
 
-SOURCE_ITEMS = ("pyproject.toml", "README.md", "pneumo", "train", "export", "edge_app",
-                "installer", "benchmarks")
+SOURCE_ITEMS = ("pyproject.toml", "README.md", "pneumo", "installer")
 """What the build needs from the project: what `pip install .` installs (pyproject's packages)
 and installer/ (the spec and the launcher PyInstaller reads; not installed)."""
 

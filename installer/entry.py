@@ -1,8 +1,8 @@
 """Launcher of the `pneumo-edge` executable: the clinic app, served by Waitress.
 
-Same serving flags as `pneumo serve` (declared once, edge_app.cli.add_serve_arguments)
+Same serving flags as `pneumo serve` (declared once, pneumo.app.runtime.cli.add_serve_arguments)
 plus --no-browser, --version, --self-test, --stop and --log-file. The serving itself is
-`edge_app.server.run_server`; this file only adds what a double-clicked program needs: a
+`pneumo.app.runtime.server.run_server`; this file only adds what a double-clicked program needs: a
 free port when the default one is taken, the browser opened at the page, a clean stop
 on Ctrl+C, SIGTERM/SIGHUP, Ctrl+Break and (Windows) closing the console window, and a log
 file when there is no console to print to (the windowed Windows program, whose
@@ -60,7 +60,7 @@ def selftest_image() -> Path:
     """The real X-ray used by --self-test (bundled as data)."""
     if is_frozen():
         return bundle_dir() / "selftest" / SELFTEST_NAME
-    return bundle_dir() / "edge_app" / "reference_xrays" / SELFTEST_EXPECTED / SELFTEST_NAME
+    return bundle_dir() / "pneumo" / "app" / "reference_xrays" / SELFTEST_EXPECTED / SELFTEST_NAME
 
 
 def app_version() -> str:
@@ -74,7 +74,7 @@ def app_version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The executable's command line."""
-    from edge_app.cli import add_serve_arguments
+    from pneumo.app.runtime.cli import add_serve_arguments
 
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "key inside the app)")
     p.add_argument("--allow-unsigned", action="store_true",
                    help="with --install-model: install without a valid signature (audited)")
-    from edge_app.autostart import add_autostart_options
+    from pneumo.app.runtime.autostart import add_autostart_options
 
     add_autostart_options(p)
     p.add_argument("--backup", metavar="FILE", default=None,
@@ -115,21 +115,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def model_path(arg: str | None, data_dir: str | None = None) -> Path:
     """The model file to use: --model, else the one installed in the data folder, else bundled."""
-    from edge_app.model_store import serving_model
+    from pneumo.app.updates.model_store import serving_model
 
     return serving_model(arg, data_dir)
 
 
 def port_is_free(host: str, port: int) -> bool:
-    """Whether (host, port) can be bound now (edge_app.instance.port_is_free)."""
-    from edge_app.instance import port_is_free as free
+    """Whether (host, port) can be bound now (pneumo.app.runtime.instance.port_is_free)."""
+    from pneumo.app.runtime.instance import port_is_free as free
 
     return free(host, port)
 
 
 def choose_port(host: str, requested: int | None, out: TextIO | None = None) -> int:
-    """The port to listen on when nothing is remembered (edge_app.instance.choose_port)."""
-    from edge_app.instance import choose_port as choose
+    """The port to listen on when nothing is remembered (pneumo.app.runtime.instance.choose_port)."""
+    from pneumo.app.runtime.instance import choose_port as choose
 
     return choose(host, requested, out)
 
@@ -140,7 +140,7 @@ def print_version(path: Path) -> int:
     try:
         import onnxruntime
 
-        from edge_app.onnx_model import OnnxModel
+        from pneumo.app.pipeline.onnx_model import OnnxModel
 
         m = OnnxModel(path)
     except Exception as exc:  # noqa: BLE001 - reported, not raised
@@ -159,8 +159,8 @@ def self_test(path: Path) -> int:
     """
     t0 = time.perf_counter()
     try:
-        from edge_app.onnx_model import OnnxModel
-        from edge_app.predictor import Predictor
+        from pneumo.app.pipeline.onnx_model import OnnxModel
+        from pneumo.app.pipeline.predictor import Predictor
 
         model = OnnxModel(path)
         t_load = time.perf_counter()
@@ -200,8 +200,8 @@ def _dicom_check(image: bytes) -> str:
     """Wrap the sample's pixels in a 16-bit DICOM file and decode it as uploads are."""
     import numpy as np
 
-    from edge_app.dicom import decoder_status, encode_dicom
-    from edge_app.imaging import decode_image
+    from pneumo.app.dicom.samples import decoder_status, encode_dicom
+    from pneumo.app.pipeline.imaging import decode_image
 
     gray = np.asarray(decode_image(image).gray, dtype=np.uint16) * 16  # 12-bit range
     plain = encode_dicom(gray, bits_stored=12)
@@ -283,7 +283,7 @@ def _install_console_close_handler() -> None:  # pragma: no cover - Windows only
 
 def serve(args: argparse.Namespace, path: Path) -> int:
     """Run the clinic app until stopped; returns the exit code."""
-    from edge_app.cli import serve_and_report, serve_config
+    from pneumo.app.runtime.cli import serve_and_report, serve_config
 
     config = serve_config(
         args, model_path=str(path),
@@ -291,8 +291,8 @@ def serve(args: argparse.Namespace, path: Path) -> int:
     open_browser = not args.no_browser
     if open_browser:
         _restore_child_env()
-    from edge_app.config import resolve
-    from edge_app.instance import InstanceLock, report_running, stopped_line
+    from pneumo.app.config import resolve
+    from pneumo.app.runtime.instance import InstanceLock, report_running, stopped_line
 
     probe = InstanceLock(resolve({"data_dir": config["data_dir"]})["data_dir"])
     if not probe.acquire():  # already running for this data folder: show that one
@@ -315,9 +315,9 @@ def backup(data_dir: str | None, out: str) -> int:
     """Copy the data folder's history database to ``out``; 0 done, 2 failed."""
     import sqlite3
 
-    from edge_app.backup import backup_history
-    from edge_app.config import resolve
-    from edge_app.history import DB_NAME
+    from pneumo.app.config import resolve
+    from pneumo.app.history.backup import backup_history
+    from pneumo.app.history.store import DB_NAME
 
     path = resolve({"data_dir": data_dir})["data_dir"] / DB_NAME
     try:
@@ -358,7 +358,7 @@ def has_console() -> bool:
 
 def default_log_file(data_dir: str | None) -> Path:
     """``<data folder>/logs/pneumo-edge.log`` for --data-dir (or the default data folder)."""
-    from edge_app.config import resolve
+    from pneumo.app.config import resolve
 
     return resolve({"data_dir": data_dir})["data_dir"] / "logs" / LOG_NAME
 
@@ -380,7 +380,7 @@ def start_file_log(path: Path, early: io.StringIO | None = None, *, console: boo
     Returns the log file, or None when it cannot be written: then the log goes to the
     console if there is one, else nowhere (the app still runs).
     """
-    from edge_app.logs import setup_file_logging, setup_logging
+    from pneumo.app.runtime.logs import setup_file_logging, setup_logging
 
     if console:
         print(f"{PROG}: log in {path}", flush=True)
@@ -420,7 +420,7 @@ def _post(url: str, token: str | None, timeout: float = 10.0) -> int:
 
 def _still_running(folder: Path, pid: object) -> bool:
     """Whether the app that had ``pid`` still holds the data folder."""
-    from edge_app.instance import InstanceLock
+    from pneumo.app.runtime.instance import InstanceLock
 
     lock = InstanceLock(folder)
     info = lock.info()
@@ -441,8 +441,8 @@ def stop_running(data_dir: str | None, token: str | None = None,
     stop on every OS. An app that does not know that request (404/405) gets SIGTERM on
     Linux and macOS; on Windows it must be stopped from its page or its window.
     """
-    from edge_app.config import resolve
-    from edge_app.instance import LOCK_NAME, InstanceLock
+    from pneumo.app.config import resolve
+    from pneumo.app.runtime.instance import LOCK_NAME, InstanceLock
 
     folder = resolve({"data_dir": data_dir})["data_dir"]
     lock = InstanceLock(folder)
@@ -499,25 +499,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if log_path is not None:  # the one logging setup of the executable: a file ...
         start_file_log(log_path, early, console=console)
     else:  # ... or the console: server logs to stderr
-        from edge_app.logs import setup_logging
+        from pneumo.app.runtime.logs import setup_logging
 
         setup_logging()
     if args.stop:
         return stop_running(args.data_dir, args.token)
     if args.install_model:
-        from edge_app.model_cli import install_and_report
+        from pneumo.app.updates.cli import install_and_report
 
         return install_and_report(args.install_model, data_dir=args.data_dir,
                                   trusted_key=args.trusted_key,
                                   allow_unsigned=args.allow_unsigned)
     if args.backup:
         return backup(args.data_dir, args.backup)
-    from edge_app.autostart import handle_autostart
+    from pneumo.app.runtime.autostart import handle_autostart
 
     done = handle_autostart(args)
     if done is not None:
         return done
-    from edge_app.model_store import ModelStoreError
+    from pneumo.app.updates.model_store import ModelStoreError
 
     try:
         path = model_path(args.model, args.data_dir)

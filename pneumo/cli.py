@@ -11,14 +11,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from edge_app.logs import setup_logging
 from pneumo import extras
+from pneumo.app.runtime.logs import setup_logging
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     if args.backend != "tensorflow":  # read by Keras when it is first imported
         os.environ["KERAS_BACKEND"] = args.backend
-    from train.trainer import TrainConfig, train
+    from pneumo.train.trainer import TrainConfig, train
 
     cfg = TrainConfig(
         data=args.data, out=args.out, epochs=args.epochs, img_size=args.img_size,
@@ -37,14 +37,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from train.evaluate import evaluate_cli
+    from pneumo.train.evaluate import evaluate_cli
 
     return evaluate_cli(args.model, args.data, json_path=args.json, report_dir=args.report,
                         split=args.split, shifts=args.shifts, external_val=args.external_val)
 
 
 def _add_train(sub) -> None:
-    from train.choices import BACKENDS  # stdlib only: the parser imports no training package
+    from pneumo.train.choices import BACKENDS  # stdlib only: the parser imports no training package
 
     p = sub.add_parser("train", help="train the CNN on a Kaggle-layout folder")
     p.add_argument("--data", required=True, help="chest_xray folder (train/ [val/] [test/])")
@@ -100,7 +100,7 @@ def _add_train(sub) -> None:
                    help="CNN channel width multiplier (default: %(default)s)")
     p.add_argument("--overlays", type=float, default=0.0, metavar="P",
                    help="burned-in unit text (kV, time, markers) in the corners of a training "
-                        "image, with probability P, on both classes (train/overlays.py) "
+                        "image, with probability P, on both classes (pneumo/train/overlays.py) "
                         "(default: %(default)s)")
     p.add_argument("--weight-decay", type=float, default=1e-4,
                    help="AdamW weight decay (default: %(default)s)")
@@ -149,7 +149,7 @@ def _add_evaluate(sub) -> None:
 def _cmd_recipes(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from train.recipe_report import write_recipe_report
+    from pneumo.train.recipe_report import write_recipe_report
 
     def pairs(items: list[str] | None, what: str) -> dict[str, str]:
         out = {}
@@ -187,12 +187,12 @@ def _add_recipes(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand (each stage's cli module is light to import)."""
-    from benchmarks.cli import add_subcommands as add_bench
-    from edge_app.calibrate_cli import add_subcommand as add_calibrate
-    from edge_app.cli import add_subcommands as add_app
-    from edge_app.model_cli import add_subcommands as add_model
-    from export.cli import add_subcommands as add_export
-    from train.gan_cli import add_subcommands as add_gan
+    from pneumo.app.clinic.cli import add_subcommand as add_calibrate
+    from pneumo.app.runtime.cli import add_subcommands as add_app
+    from pneumo.app.updates.cli import add_subcommands as add_model
+    from pneumo.bench.cli import add_subcommands as add_bench
+    from pneumo.export.cli import add_subcommands as add_export
+    from pneumo.train.gan_cli import add_subcommands as add_gan
 
     parser = argparse.ArgumentParser(
         prog="pneumo", description="Pediatric chest X-ray pneumonia screening toolkit."

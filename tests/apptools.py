@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from tinydata import fixture_images
 
-from edge_app.model_store import REFERENCE_DIR
+from pneumo.app.updates.model_store import REFERENCE_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,7 +107,7 @@ def dicom_bytes(path: Path = XRAY_NORMAL, *, photometric: str = "MONOCHROME2",
                 window: tuple[float, float] | None = None,
                 transfer_syntax: str | None = None, encapsulated: bytes | None = None) -> bytes:
     """A DICOM file made from a fixture X-ray (16-bit stored values, rescale, window)."""
-    from edge_app.dicom import encode_dicom
+    from pneumo.app.dicom.samples import encode_dicom
 
     g = gray_array(path).astype(np.float64)
     shown = g if photometric == "MONOCHROME2" else 255.0 - g
@@ -122,7 +122,7 @@ def rewrite_model(src: Path, dst: Path, **changes) -> Path:
     """Copy an ONNX model to `dst` with its "pneumo" metadata updated (a None value deletes)."""
     import onnx
 
-    from edge_app.onnx_model import METADATA_KEY
+    from pneumo.app.pipeline.onnx_model import METADATA_KEY
 
     m = onnx.load(str(src))
     prop = next(p for p in m.metadata_props if p.key == METADATA_KEY)
@@ -193,7 +193,7 @@ def post_image(base_url: str, data: bytes, *, filename: str = "xray.jpeg",
 
 @dataclass
 class LiveServer:
-    """A `python -m edge_app serve` process on a free loopback port."""
+    """A `python -m pneumo.app serve` process on a free loopback port."""
 
     proc: subprocess.Popen
     url: str
@@ -258,13 +258,13 @@ def start_server(model_path: Path | None, data_dir: Path, *extra: str,
 
     ``model_path`` None: no --model (the data folder's installed model, else the bundled one);
     ``port`` None: no --port (the port remembered for the data folder, else 8765, else free);
-    ``launcher``: the command before ``serve`` (default ``python -m edge_app``).
+    ``launcher``: the command before ``serve`` (default ``python -m pneumo.app``).
     """
     env = dict(env or os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     model = ["--model", str(model_path)] if model_path is not None else []
     ports = ["--port", port] if port is not None else []
-    launcher = launcher or [sys.executable, "-m", "edge_app"]
+    launcher = launcher or [sys.executable, "-m", "pneumo.app"]
     cmd = [*launcher, "serve", "--host", "127.0.0.1", *ports,
            *model, "--data-dir", str(data_dir), *extra]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,

@@ -1,7 +1,7 @@
 """The real browser of the page tests: Debian's chromium, headless, driven by Playwright.
 
 One place for its path, flags and skip rule; the ``browser`` fixture (one chromium per test
-module) is in tests/edge_app/conftest.py.
+module) is in tests/app/conftest.py.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 and one tiny training run shared by the training and export tests.
 
 The model comes from $PNEUMO_TEST_MODEL, else the bundled default model
-(edge_app/models/pneumo.int8.onnx).
+(pneumo/app/models/pneumo.int8.onnx).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ MODEL_ENV = "PNEUMO_TEST_MODEL"
 @pytest.fixture(scope="session")
 def test_model_path() -> Path:
     """Path of the ONNX model the app tests run against."""
-    from edge_app.onnx_model import DEFAULT_MODEL
+    from pneumo.app.pipeline.onnx_model import DEFAULT_MODEL
 
     env = os.environ.get(MODEL_ENV)
     path = Path(env) if env else DEFAULT_MODEL
@@ -32,7 +32,7 @@ def test_model_path() -> Path:
 @pytest.fixture(scope="session")
 def model(test_model_path):
     """One loaded OnnxModel shared by the tests."""
-    from edge_app.onnx_model import OnnxModel
+    from pneumo.app.pipeline.onnx_model import OnnxModel
 
     return OnnxModel(test_model_path)
 
@@ -46,8 +46,8 @@ def app_config(model, tmp_path) -> dict:
 @pytest.fixture
 def app(app_config):
     """A fresh Flask app (loopback mode, no token)."""
-    from edge_app.app import create_app
-    from edge_app.state import get_state
+    from pneumo.app.web.app import create_app
+    from pneumo.app.web.state import get_state
 
     app = create_app(app_config)
     yield app

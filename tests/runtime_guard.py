@@ -63,7 +63,7 @@ def install() -> None:
         raise SystemExit(f"already imported before the guard: {preloaded}")
     sys.meta_path[:] = [AbsentTrainingPackages(list(sys.meta_path))]
     here = str(__import__("pathlib").Path(__file__).resolve().parent)
-    sys.path[:] = [p for p in sys.path if p != here]  # tests/edge_app must not shadow edge_app
+    sys.path[:] = [p for p in sys.path if p != here]  # tests/ folders must not shadow the package
 
 
 def _run(argv: list[str]) -> int:

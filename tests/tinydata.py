@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from edge_app.model_store import REFERENCE_DIR
+from pneumo.app.updates.model_store import REFERENCE_DIR
 
 FIXTURES = REFERENCE_DIR  # the six real X-rays shipped as package data
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest_xray"

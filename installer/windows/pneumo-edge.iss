@@ -17,7 +17,7 @@
 ;     whether to delete the data folder too (the history database: patient records). The
 ;     answer defaults to No: the history is kept; a silent uninstall always keeps it.
 ; The data folder is the app's own default: %PNEUMO_DATA_DIR% if set, else %LOCALAPPDATA%\pneumo
-; (edge_app/config.py default_data_dir).
+; (pneumo/app/config.py default_data_dir).
 ; Sign pneumo-edge.exe, pneumo-edge-console.exe (before this step) and the setup program with
 ; your organisation's code-signing certificate (signtool) to avoid SmartScreen/antivirus warnings.
 ; Built and installed/uninstalled silently only by the hosted workflow (.github/workflows/exe.yml).
@@ -83,11 +83,11 @@ Filename: "{app}\{#AppExe}"; Description: "Start the app now"; Flags: nowait pos
 Filename: "{app}\{#ConsoleExe}"; Parameters: "--stop"; WorkingDir: "{app}"; Flags: runhidden waituntilterminated; RunOnceId: "StopPneumoEdge"
 
 [UninstallDelete]
-; the start-at-login entry that `pneumo-edge --install-autostart` may have made (edge_app/autostart.py)
+; the start-at-login entry that `pneumo-edge --install-autostart` may have made (pneumo/app/runtime/autostart.py)
 Type: files; Name: "{userstartup}\pneumo-edge.cmd"
 
 [Code]
-{ The app's data folder: %PNEUMO_DATA_DIR%, else %LOCALAPPDATA%\pneumo (as edge_app/config.py). }
+{ The app's data folder: %PNEUMO_DATA_DIR%, else %LOCALAPPDATA%\pneumo (as pneumo/app/config.py). }
 function DataDir(Param: String): String;
 begin
   Result := GetEnv('PNEUMO_DATA_DIR');

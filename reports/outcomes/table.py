@@ -2,8 +2,8 @@
 
     python reports/outcomes/table.py --data ../shared/data/external_val --out reports/outcomes
 
-Every image goes through the app's own pipeline (edge_app.predictor.Predictor: decode, checks,
-model, calibration, edge_app.outcome.decide at the model's thresholds). Writes outcomes.md
+Every image goes through the app's own pipeline (pneumo.app.pipeline.predictor.Predictor: decode, checks,
+model, calibration, pneumo.app.pipeline.outcome.decide at the model's thresholds). Writes outcomes.md
 and outcomes.json. External validation is half of the official test split: never trained on;
 its images also chose the model's thresholds and calibration, so these counts are in-sample
 for the thresholds (optimistic), as the model card says.
@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from edge_app.checks import NotAChestXray  # noqa: E402
-from edge_app.onnx_model import DEFAULT_MODEL, OnnxModel  # noqa: E402
-from edge_app.outcome import OUTCOMES  # noqa: E402
-from edge_app.predictor import Predictor  # noqa: E402
+from pneumo.app.pipeline.checks import NotAChestXray  # noqa: E402
+from pneumo.app.pipeline.onnx_model import DEFAULT_MODEL, OnnxModel  # noqa: E402
+from pneumo.app.pipeline.outcome import OUTCOMES  # noqa: E402
+from pneumo.app.pipeline.predictor import Predictor  # noqa: E402
 
 log = logging.getLogger("outcomes")
 

@@ -25,5 +25,5 @@ pneumo recipes --runs "$RUNS" --out reports/recipe --commands reports/recipe/com
   --exported "gpu96 x2=runs/export-gpu96/model.int8.onnx" \
   --exported "ft160e1-s42=runs/export-ft160/model.int8.onnx"
 mkdir -p reports/export && cp "$OUT"/parity.* "$OUT"/external_*.png reports/export/
-cp "$OUT/model.int8.onnx" edge_app/models/pneumo.int8.onnx
-cp "$OUT/MODEL_CARD.md" edge_app/models/MODEL_CARD.md
+cp "$OUT/model.int8.onnx" pneumo/app/models/pneumo.int8.onnx
+cp "$OUT/MODEL_CARD.md" pneumo/app/models/MODEL_CARD.md

@@ -39,10 +39,10 @@ sys.path.insert(0, str(REPO))
 
 from PIL import Image  # noqa: E402
 
-from edge_app.checks import NotAChestXray, measure  # noqa: E402
-from edge_app.imaging import ImageError, decode_image  # noqa: E402
-from edge_app.onnx_model import DEFAULT_MODEL, OnnxModel  # noqa: E402
-from edge_app.predictor import Predictor  # noqa: E402
+from pneumo.app.pipeline.checks import NotAChestXray, measure  # noqa: E402
+from pneumo.app.pipeline.imaging import ImageError, decode_image  # noqa: E402
+from pneumo.app.pipeline.onnx_model import DEFAULT_MODEL, OnnxModel  # noqa: E402
+from pneumo.app.pipeline.predictor import Predictor  # noqa: E402
 
 log = logging.getLogger("refusals")
 

@@ -3,7 +3,7 @@
     python reports/site/simulate.py --data ../shared/data/external_val --n 100 --repeats 200
 
 Every image is scored once by the app's own pipeline (bundled model, all checks). For each
-repeat, N answered cases are drawn (seeded), `edge_app.site_calibration.propose` chooses
+repeat, N answered cases are drawn (seeded), `pneumo.app.clinic.site_thresholds.propose` chooses
 thresholds exactly as ``POST /api/v1/calibration/proposal`` does, and sensitivity,
 specificity and accuracy on the remaining images are compared with the model's own
 thresholds. One repeat is also run end to end through the HTTP API (post, confirm,
@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_app.app import create_app
-from edge_app.labelled import labelled_folder, score
-from edge_app.onnx_model import DEFAULT_MODEL, OnnxModel
-from edge_app.predictor import Predictor
-from edge_app.site_calibration import propose, rates
-from edge_app.state import get_state
+from pneumo.app.clinic.labelled import labelled_folder, score
+from pneumo.app.clinic.site_thresholds import propose, rates
+from pneumo.app.pipeline.onnx_model import DEFAULT_MODEL, OnnxModel
+from pneumo.app.pipeline.predictor import Predictor
+from pneumo.app.web.app import create_app
+from pneumo.app.web.state import get_state
 
 log = logging.getLogger("simulate")
 

@@ -6,9 +6,9 @@ import shutil
 
 from tinydata import fixture_images
 
-from edge_app.onnx_model import OnnxModel, read_metadata
-from export.drift_reference import N_QUANTILES
+from pneumo.app.pipeline.onnx_model import OnnxModel, read_metadata
 from pneumo.cli import main
+from pneumo.export.drift_reference import N_QUANTILES
 
 
 def test_drift_reference_command_updates_the_model(tmp_path, test_model_path, capsys):
@@ -47,7 +47,7 @@ def test_bundled_model_carries_a_reference(model):
 def test_export_refuses_external_validation_as_int8_calibration_data(tmp_path):
     import pytest
 
-    from export.run import export_model
+    from pneumo.export.run import export_model
 
     ext = tmp_path / "external_val"
     (ext / "NORMAL").mkdir(parents=True)

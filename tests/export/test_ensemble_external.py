@@ -8,10 +8,10 @@ from tinydata import fixture_images, make_tiny_kaggle
 
 pytest.importorskip("tf2onnx")
 
-from edge_app.calibration import apply_calibration, logit, sigmoid  # noqa: E402
-from edge_app.imaging import decode_image, to_model_input  # noqa: E402
-from edge_app.onnx_model import OnnxModel, read_metadata  # noqa: E402
-from train.data import Sample, load_arrays, make_split  # noqa: E402
+from pneumo.app.pipeline.calibration import apply_calibration, logit, sigmoid  # noqa: E402
+from pneumo.app.pipeline.imaging import decode_image, to_model_input  # noqa: E402
+from pneumo.app.pipeline.onnx_model import OnnxModel, read_metadata  # noqa: E402
+from pneumo.train.data import Sample, load_arrays, make_split  # noqa: E402
 
 EXTERNAL = "external validation (half of the official test split)"
 SIZE = 32
@@ -23,7 +23,7 @@ def _make_run(root, data, seed: int, *, size: int = SIZE, widths=WIDTHS, arch: s
     """A tiny untrained run folder: model.keras, model.json, split.json."""
     import keras
 
-    from train.model import build_cnn, build_seed
+    from pneumo.train.model import build_cnn, build_seed
 
     keras.utils.set_random_seed(seed)
     model = build_cnn(size, widths) if arch == "cnn" else build_seed(size)
@@ -50,7 +50,7 @@ def _images(intensity: str = "equalize") -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from export.run import export_model
+    from pneumo.export.run import export_model
 
     data = make_tiny_kaggle(tmp_path_factory.mktemp("data"), per_class=12)
     external = make_tiny_kaggle(tmp_path_factory.mktemp("ext"), per_class=16, seed=1) / "train"
@@ -141,7 +141,7 @@ def test_reports_written(exported):
 
 
 def test_model_input_applies_the_models_intensity(tmp_path):
-    from export.run import model_input
+    from pneumo.export.run import model_input
 
     path = fixture_images()["NORMAL"][0]
     x_u8, _ = load_arrays([Sample(str(path), 0)], SIZE, progress=False)
@@ -151,8 +151,8 @@ def test_model_input_applies_the_models_intensity(tmp_path):
 
 
 def test_members_must_agree(tmp_path):
-    from export.onnx_export import ExportError, ensemble_serving_function
-    from export.run import Run, _check_members
+    from pneumo.export.onnx_export import ExportError, ensemble_serving_function
+    from pneumo.export.run import Run, _check_members
 
     data = make_tiny_kaggle(tmp_path / "data", per_class=4)
     a = _make_run(tmp_path, data, 1)
@@ -162,7 +162,7 @@ def test_members_must_agree(tmp_path):
         _check_members([Run.load(a), Run.load(b)])
     with pytest.raises(ValueError, match="intensity"):
         _check_members([Run.load(a), Run.load(c)])
-    from train.model import build_cnn, build_seed
+    from pneumo.train.model import build_cnn, build_seed
 
     with pytest.raises(ExportError, match="CAM size"):
         ensemble_serving_function([build_cnn(SIZE, WIDTHS), build_cnn(SIZE, (8, 8, 16))])

@@ -7,11 +7,11 @@ import pytest
 
 pytest.importorskip("tf2onnx")
 
-from edge_app.imaging import preprocess_path  # noqa: E402
-from edge_app.onnx_model import OnnxModel, read_metadata  # noqa: E402
-from export.onnx_export import ExportError, check_ops  # noqa: E402
-from export.run import ParityError, export_model  # noqa: E402
+from pneumo.app.pipeline.imaging import preprocess_path  # noqa: E402
+from pneumo.app.pipeline.onnx_model import OnnxModel, read_metadata  # noqa: E402
 from pneumo.cli import main  # noqa: E402
+from pneumo.export.onnx_export import ExportError, check_ops  # noqa: E402
+from pneumo.export.run import ParityError, export_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
-"""export/metadata.py on its own: OOD statistics, the metadata document, card, storage."""
+"""pneumo/export/metadata.py on its own: OOD statistics, the metadata document, card, storage."""
 
 import numpy as np
 import pytest
 
-from edge_app.imaging import RECIPE
-from edge_app.onnx_model import decode_array, read_metadata
-from export.metadata import (
+from pneumo.app.pipeline.imaging import RECIPE
+from pneumo.app.pipeline.onnx_model import decode_array, read_metadata
+from pneumo.export.metadata import (
     INTERNAL_SOURCE,
     acquisition_variants,
     build_metadata,
@@ -13,7 +13,7 @@ from export.metadata import (
     ood_statistics,
     write_metadata,
 )
-from train.shifts import SHIFTS
+from pneumo.train.shifts import SHIFTS
 
 TRAIN_META = {"name": "pneumo-cnn", "version": "2026.01.01-cnn64-s3", "input_size": 64,
               "created": "2026-01-01T00:00:00Z", "arch": "cnn", "val_n": 40,

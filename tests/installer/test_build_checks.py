@@ -22,9 +22,9 @@ def test_forbidden_detection_by_module_and_by_file():
 
 def test_runtime_packages_are_not_forbidden():
     modules = ["onnxruntime", "onnxruntime.capi.onnxruntime_inference_collection", "numpy",
-               "PIL.Image", "flask", "waitress.server", "pydicom", "edge_app.app", "pneumo"]
+               "PIL.Image", "flask", "waitress.server", "pydicom", "pneumo.app.web.app", "pneumo"]
     files = ["onnxruntime/capi/onnxruntime_pybind11_state.so", "onnxruntime-1.32.0.dist-info/RECORD",
-             "edge_app/models/pneumo.int8.onnx", "edge_app/templates/index.html",
+             "pneumo/app/models/pneumo.int8.onnx", "pneumo/app/templates/index.html",
              "pillow.libs/libjpeg.so.62", "selftest/IM-0115-0001.jpeg", "libpython3.11.so.1.0"]
     assert find_forbidden(modules, files) == []
 
@@ -32,7 +32,7 @@ def test_runtime_packages_are_not_forbidden():
 def test_forbidden_list_covers_the_training_stack():
     for name in ("tensorflow", "keras", "torch", "tf2onnx", "onnxruntime.transformers"):
         assert name in FORBIDDEN
-    assert "edge_app" in SOURCE_ITEMS and "pyproject.toml" in SOURCE_ITEMS
+    assert "pneumo" in SOURCE_ITEMS and "pyproject.toml" in SOURCE_ITEMS
 
 
 def _options(parser: argparse.ArgumentParser) -> set[str]:
@@ -40,7 +40,7 @@ def _options(parser: argparse.ArgumentParser) -> set[str]:
 
 
 def test_launcher_takes_the_same_flags_as_pneumo_serve():
-    cli = pytest.importorskip("edge_app.cli")
+    cli = pytest.importorskip("pneumo.app.runtime.cli")
     from installer import entry
 
     root = argparse.ArgumentParser()
@@ -53,7 +53,7 @@ def test_launcher_takes_the_same_flags_as_pneumo_serve():
 
 
 def test_port_choice(capsys):
-    pytest.importorskip("edge_app.config")
+    pytest.importorskip("pneumo.app.config")
     from installer import entry
 
     assert entry.choose_port("127.0.0.1", 0) == 0  # explicit ports are used as given

@@ -3,7 +3,7 @@
 Builds once per test session with `python -m installer.build` into a temporary folder
 (about a minute: fresh build virtualenv + PyInstaller), unless PNEUMO_EXE names an already
 built executable (the GitHub workflow builds first, then runs these tests against it).
-PNEUMO_EXE_MODEL=PATH bundles that model file when edge_app/models/ has none yet.
+PNEUMO_EXE_MODEL=PATH bundles that model file when pneumo/app/models/ has none yet.
 
 Only the standard library and pytest are needed here (the executable carries the rest),
 and all traffic stays on 127.0.0.1.
@@ -31,13 +31,13 @@ from pathlib import Path
 
 import pytest
 
-from edge_app.model_store import REFERENCE_DIR
+from pneumo.app.updates.model_store import REFERENCE_DIR
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = REFERENCE_DIR
-DEFAULT_MODEL = ROOT / "edge_app" / "models" / "pneumo.int8.onnx"
+DEFAULT_MODEL = ROOT / "pneumo" / "app" / "models" / "pneumo.int8.onnx"
 MAX_BYTES = 60 * 1000 * 1000
 WINDOWS = sys.platform == "win32"
 START_TIMEOUT = 60.0
@@ -241,11 +241,13 @@ def test_no_training_stack_inside(exe):
     assert listing["forbidden"] == []
     tops = {m.split(".")[0] for m in listing["modules"]}
     assert not tops & {"tensorflow", "keras", "torch", "tf2onnx", "onnx", "matplotlib", "scipy"}
-    assert "onnxruntime" in tops and "edge_app" in tops
+    assert "onnxruntime" in tops and "pneumo.app.web.app" in listing["modules"]
+    assert not any(m.startswith(("pneumo.train", "pneumo.export", "pneumo.bench"))
+                   for m in listing["modules"])
     assert not any(m.startswith("onnxruntime.transformers") for m in listing["modules"])
-    assert any(f.startswith("edge_app/templates/") for f in listing["files"])
-    assert any(f.startswith("edge_app/static/") for f in listing["files"])
-    assert "edge_app/models/pneumo.int8.onnx" in listing["files"]
+    assert any(f.startswith("pneumo/app/templates/") for f in listing["files"])
+    assert any(f.startswith("pneumo/app/static/") for f in listing["files"])
+    assert "pneumo/app/models/pneumo.int8.onnx" in listing["files"]
 
 
 def test_numpy_without_openblas_on_linux(exe):
@@ -287,7 +289,7 @@ def test_self_test(exe, tmp_path):
 
 def test_install_model_checks_the_signature_inside_the_executable(exe, tmp_path):
     """The release key, PyNaCl and both reference X-rays travel inside the executable."""
-    model = ROOT / "edge_app" / "models" / "pneumo.int8.onnx"  # signed with the release key
+    model = ROOT / "pneumo" / "app" / "models" / "pneumo.int8.onnx"  # signed with the release key
     data = tmp_path / "data"
     res = subprocess.run([str(exe), "--install-model", str(model), "--data-dir", str(data)],
                          capture_output=True, text=True, timeout=120)
@@ -422,7 +424,7 @@ def test_every_accepted_format_language_and_the_report_inside(start, tmp_path):
     status, ctype, png = _get(f"{base}api/v1/history/{record}/heatmap.png")
     assert status == 200 and ctype.startswith("image/png") and png[:4] == b"\x89PNG"
     english = _get(f"{base}report/{record}", {"Accept-Language": "en"})[2].decode()
-    for lang in sorted(p.name for p in (ROOT / "edge_app" / "translations").iterdir()
+    for lang in sorted(p.name for p in (ROOT / "pneumo" / "app" / "translations").iterdir()
                        if (p / "LC_MESSAGES" / "messages.po").is_file()):
         status, _ctype, page = _get(base, {"Accept-Language": lang})
         assert status == 200 and f'lang="{lang}"' in page.decode(), lang

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_app import logs
-from edge_app.instance import InstanceLock
 from installer import entry
+from pneumo.app.runtime import logs
+from pneumo.app.runtime.instance import InstanceLock
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRY = ROOT / "installer" / "entry.py"
@@ -114,7 +114,7 @@ def test_log_file_flag_gets_the_start_up_lines_and_the_stop(tmp_path):
     content = log_file.read_text()
     for line in ("INFO stdout: pneumo clinic app listening on http://127.0.0.1:",
                  f"INFO stdout: history: {data / 'history.sqlite3'}",
-                 "INFO edge_app.onnx_model: model ",  # the log records, in the same file
+                 "INFO pneumo.app.pipeline.onnx_model: model ",  # the log records, in the same file
                  "INFO stdout: pneumo-edge stopped"):
         assert line in content, content
     assert not (data / "logs").exists()  # only the named file
@@ -254,7 +254,7 @@ def test_console_detection(monkeypatch):
 
 
 def test_autostart_from_the_console_twin_starts_the_windowed_program(tmp_path):
-    from edge_app.autostart import app_executable
+    from pneumo.app.runtime.autostart import app_executable
 
     console = tmp_path / "pneumo-edge-console.exe"
     console.write_bytes(b"")

@@ -19,14 +19,14 @@ def test_version(capsys):
 
 
 def test_a_wrong_path_is_an_error_message_not_a_traceback(tmp_path, capsys):
-    rc = main(["evaluate", "--model", "edge_app/models/pneumo.int8.onnx",
+    rc = main(["evaluate", "--model", "pneumo/app/models/pneumo.int8.onnx",
                "--data", str(tmp_path / "missing")])
     err = capsys.readouterr().err
     assert rc == 2 and "data folder not found" in err and "Traceback" not in err
 
 
 def test_serving_never_imports_tensorflow():
-    code = ("import sys; from pneumo.cli import main; import edge_app.app, edge_app.cli; "
+    code = ("import sys; from pneumo.cli import main; import pneumo.app.web.app, pneumo.app.runtime.cli; "
             "main(['--version']); "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx')]; "
             "print(bad); sys.exit(1 if bad else 0)")

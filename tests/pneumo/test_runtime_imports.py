@@ -19,10 +19,10 @@ from pathlib import Path
 
 from apptools import XRAY_NORMAL, XRAY_PNEUMONIA, http, post_image, start_server
 
-from edge_app.model_store import REFERENCE_DIR
-from edge_app.onnx_model import DEFAULT_MODEL
-from edge_app.signing import PRIVATE_NAME, PUBLIC_NAME
 from pneumo import extras
+from pneumo.app.pipeline.onnx_model import DEFAULT_MODEL
+from pneumo.app.updates.model_store import REFERENCE_DIR
+from pneumo.app.updates.signing import PRIVATE_NAME, PUBLIC_NAME
 from pneumo.cli import build_parser
 
 GUARD = Path(__file__).resolve().parents[1] / "runtime_guard.py"
@@ -144,10 +144,10 @@ def test_runtime_commands_never_ask_for_a_training_package(tmp_path):
 
 
 def test_every_app_module_imports_without_the_training_packages():
-    res = guarded("--import-all", "edge_app")
+    res = guarded("--import-all", "pneumo.app")
     assert res.returncode == 0, res.stderr[-3000:]
     names = res.stdout.split()
-    assert "edge_app.api" in names and "edge_app.model_store" in names and len(names) > 30
+    assert "pneumo.app.web.api" in names and "pneumo.app.updates.model_store" in names and len(names) > 30
     assert refused(res.stderr) == [], refused(res.stderr)
 
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from tinydata import fixture_images, make_tiny_kaggle
 
-from train.ablation import (
+from pneumo.train.ablation import (
     _refuse_overlap,
     eval_label,
     paired_comparison,
@@ -16,7 +16,7 @@ from train.ablation import (
     stratified_indices,
     verdict,
 )
-from train.trainer import EXTERNAL_LABEL
+from pneumo.train.trainer import EXTERNAL_LABEL
 
 
 def _preds(y, ps):
@@ -133,7 +133,7 @@ def test_ablation_with_eval_data_writes_the_paired_report_and_resumes(tmp_path, 
     # a rerun (e.g. after an interruption) skips the finished runs and rewrites the same report
     model = tmp_path / "abl" / "gan" / "seed1" / "model.keras"
     stamp = model.stat().st_mtime_ns
-    caplog.set_level("INFO", logger="train.ablation")
+    caplog.set_level("INFO", logger="pneumo.train.ablation")
     assert main(args) == 0
     assert model.stat().st_mtime_ns == stamp
     assert caplog.text.count("finished earlier, skipped") == 4

@@ -5,8 +5,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from train.augment import AugmentConfig  # noqa: E402
-from train.augment_tf import augment_batch  # noqa: E402
+from pneumo.train.augment import AugmentConfig  # noqa: E402
+from pneumo.train.augment_tf import augment_batch  # noqa: E402
 
 
 def _batch():

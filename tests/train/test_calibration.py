@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from edge_app.calibration import apply_calibration, calibration_params, sigmoid
-from train.calibration import (
+from pneumo.app.pipeline.calibration import apply_calibration, calibration_params, sigmoid
+from pneumo.train.calibration import (
     calibrate_and_choose_thresholds,
     calibrated,
     cross_fit,
@@ -14,8 +14,8 @@ from train.calibration import (
     reliability_bins,
     split_halves,
 )
-from train.data import patient_id
-from train.metrics import metrics_at
+from pneumo.train.data import patient_id
+from pneumo.train.metrics import metrics_at
 
 
 def _synthetic(n: int, a: float, b: float, seed: int = 0):

@@ -3,7 +3,13 @@
 import pytest
 from tinydata import SHARED_DATA, make_tiny_kaggle
 
-from train.data import class_weights, grouped_split, list_class_folder, make_split, patient_id
+from pneumo.train.data import (
+    class_weights,
+    grouped_split,
+    list_class_folder,
+    make_split,
+    patient_id,
+)
 
 
 @pytest.mark.parametrize("name, pid", [
@@ -62,8 +68,8 @@ def test_real_split_has_no_patient_on_both_sides():
 
 
 def test_external_validation_is_refused_as_training_data(tmp_path):
-    from train.data import refuse_external_val
-    from train.trainer import TrainConfig, train
+    from pneumo.train.data import refuse_external_val
+    from pneumo.train.trainer import TrainConfig, train
 
     renamed = tmp_path / "local_copy"  # a copy under another name: known by its README
     (renamed / "NORMAL").mkdir(parents=True)

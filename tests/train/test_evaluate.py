@@ -1,4 +1,4 @@
-"""train/evaluate.py on its own: the shipped ONNX model judged on the six fixture X-rays."""
+"""pneumo/train/evaluate.py on its own: the shipped ONNX model judged on the six fixture X-rays."""
 
 import json
 import shutil
@@ -7,9 +7,15 @@ import numpy as np
 import pytest
 from tinydata import FIXTURES
 
-from train.data import CLASS_NAMES, list_class_folder
-from train.evaluate import Evaluation, evaluate, evaluate_cli, load_predictor, resolve_eval_samples
-from train.shifts import SHIFTS
+from pneumo.train.data import CLASS_NAMES, list_class_folder
+from pneumo.train.evaluate import (
+    Evaluation,
+    evaluate,
+    evaluate_cli,
+    load_predictor,
+    resolve_eval_samples,
+)
+from pneumo.train.shifts import SHIFTS
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ from tinydata import make_tiny_kaggle
 
 pytest.importorskip("tensorflow")
 
-from edge_app.onnx_model import DEFAULT_MODEL  # noqa: E402
+from pneumo.app.pipeline.onnx_model import DEFAULT_MODEL  # noqa: E402
 from pneumo.cli import main  # noqa: E402
-from train.gan import GanConfig, load_trainer, train_gan  # noqa: E402
-from train.gan_eval import evaluate_gan, precision_recall, ssim  # noqa: E402
+from pneumo.train.gan import GanConfig, load_trainer, train_gan  # noqa: E402
+from pneumo.train.gan_eval import evaluate_gan, precision_recall, ssim  # noqa: E402
 
 
 @pytest.fixture(scope="module")

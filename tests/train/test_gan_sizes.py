@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 from tinydata import make_tiny_kaggle
 
-from train.data import refuse_external_val
-from train.gan import sample_classes, size_stages
-from train.gan_cli import train_classes
+from pneumo.train.data import refuse_external_val
+from pneumo.train.gan import sample_classes, size_stages
+from pneumo.train.gan_cli import train_classes
 
 
 @pytest.mark.parametrize(("size", "stages"), [(32, (4, 3)), (64, (4, 4)), (96, (6, 4)),
@@ -50,7 +50,7 @@ def test_external_validation_is_never_gan_data(tmp_path):
 tf = pytest.importorskip("tensorflow")
 
 from pneumo.cli import main  # noqa: E402
-from train.gan import GanConfig, build_discriminator, build_generator, train_gan  # noqa: E402
+from pneumo.train.gan import GanConfig, build_discriminator, build_generator, train_gan  # noqa: E402
 
 
 @pytest.mark.parametrize("size", [32, 64, 96])
@@ -103,7 +103,7 @@ def test_resume_logs_each_step_once(tiny_data, tmp_path, caplog):
         return GanConfig(data=str(tiny_data), out=str(tmp_path), steps=steps, batch_size=4,
                          img_size=32, sample_every=2, checkpoint_every=2, log_every=1)
 
-    caplog.set_level("INFO", logger="train.gan")
+    caplog.set_level("INFO", logger="pneumo.train.gan")
     train_gan(cfg(2))
     with (tmp_path / "losses.csv").open("a") as f:  # logged after the checkpoint, then killed
         f.write("3,0.5,0.5,1.0\n")

@@ -19,10 +19,10 @@ from tinydata import make_tiny_kaggle
 
 keras = pytest.importorskip("keras")
 
-from train.augment import AugmentConfig  # noqa: E402
-from train.augment_keras import affine_transforms, augment_batch  # noqa: E402
-from train.data import epoch_order  # noqa: E402
-from train.keras_data import EpochBatches, to_float  # noqa: E402
+from pneumo.train.augment import AugmentConfig  # noqa: E402
+from pneumo.train.augment_keras import affine_transforms, augment_batch  # noqa: E402
+from pneumo.train.data import epoch_order  # noqa: E402
+from pneumo.train.keras_data import EpochBatches, to_float  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,7 +94,7 @@ def test_epoch_batches_follow_the_epoch_order_and_repeat_exactly():
 
 
 def test_a_run_refuses_the_wrong_backend():
-    from train.trainer import check_backend
+    from pneumo.train.trainer import check_backend
 
     other = "jax" if keras.backend.backend() != "jax" else "tensorflow"
     with pytest.raises(SystemExit, match="KERAS_BACKEND"):

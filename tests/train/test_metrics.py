@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from train.metrics import bootstrap_ci, choose_thresholds, metrics_at, threshold_details
+from pneumo.train.metrics import bootstrap_ci, choose_thresholds, metrics_at, threshold_details
 
 
 def test_thresholds_on_separable_and_noisy_scores():
@@ -60,7 +60,7 @@ def test_bootstrap_ci_contains_point_estimate():
 
 
 def test_threshold_for_sensitivity_meets_constraint_with_max_specificity():
-    from train.metrics import external_operating_points, threshold_for_sensitivity
+    from pneumo.train.metrics import external_operating_points, threshold_for_sensitivity
 
     rng = np.random.default_rng(4)
     y = np.r_[np.zeros(120), np.ones(200)].astype(int)
@@ -80,7 +80,7 @@ def test_threshold_for_sensitivity_meets_constraint_with_max_specificity():
 
 
 def test_threshold_for_sensitivity_by_hand_and_ties():
-    from train.metrics import threshold_for_sensitivity
+    from pneumo.train.metrics import threshold_for_sensitivity
 
     y = np.array([0, 0, 0, 1, 1, 1, 1])
     p = np.array([0.1, 0.3, 0.6, 0.2, 0.5, 0.7, 0.9])
@@ -96,7 +96,7 @@ def test_numpy_metrics_match_sklearn_with_ties():
     """metrics_at, auc_rows and specificity_at_sensitivity agree with scikit-learn exactly."""
     from sklearn import metrics as sk
 
-    from train.metrics import auc_rows, specificity_at_sensitivity
+    from pneumo.train.metrics import auc_rows, specificity_at_sensitivity
 
     rng = np.random.default_rng(0)
     y = np.sort(rng.integers(0, 2, 60))

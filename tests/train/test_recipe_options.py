@@ -10,12 +10,12 @@ from tinydata import make_tiny_kaggle
 
 pytest.importorskip("tensorflow")
 
-from edge_app.imaging import normalize_intensity  # noqa: E402
+from pneumo.app.pipeline.imaging import normalize_intensity  # noqa: E402
 from pneumo.cli import main  # noqa: E402
-from train.augment import AugmentConfig  # noqa: E402
-from train.augment_tf import augment_batch  # noqa: E402
-from train.data import EXTERNAL_LABEL, epoch_order  # noqa: E402
-from train.tf_data import train_dataset  # noqa: E402
+from pneumo.train.augment import AugmentConfig  # noqa: E402
+from pneumo.train.augment_tf import augment_batch  # noqa: E402
+from pneumo.train.data import EXTERNAL_LABEL, epoch_order  # noqa: E402
+from pneumo.train.tf_data import train_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_random_erasing_and_aug_set():
 
 
 def test_burned_in_text_only_touches_the_corners_and_is_seeded():
-    from train.overlays import burn_in_text
+    from pneumo.train.overlays import burn_in_text
 
     x = np.full((6, 96, 96), 60, np.uint8)
     a, b = burn_in_text(x, seed=1), burn_in_text(x, seed=1)

@@ -8,10 +8,10 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from edge_app.calibration import logit, sigmoid  # noqa: E402
+from pneumo.app.pipeline.calibration import logit, sigmoid  # noqa: E402
 from pneumo.cli import main  # noqa: E402
-from train.data import EXTERNAL_LABEL  # noqa: E402
-from train.recipe_report import load_candidate, recipe_summary  # noqa: E402
+from pneumo.train.data import EXTERNAL_LABEL  # noqa: E402
+from pneumo.train.recipe_report import load_candidate, recipe_summary  # noqa: E402
 
 
 def _fake_run(folder, y, p, *, seed, intensity="none"):

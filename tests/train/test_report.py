@@ -1,13 +1,13 @@
-"""train/report.py on its own: the Markdown report and plots of a made-up Evaluation."""
+"""pneumo/train/report.py on its own: the Markdown report and plots of a made-up Evaluation."""
 
 import json
 
 import numpy as np
 import pytest
 
-from train.evaluation import Evaluation, format_table
-from train.metrics import bootstrap_ci, metrics_at
-from train.report import write_report
+from pneumo.train.evaluation import Evaluation, format_table
+from pneumo.train.metrics import bootstrap_ci, metrics_at
+from pneumo.train.report import write_report
 
 pytest.importorskip("matplotlib")
 

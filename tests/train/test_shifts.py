@@ -1,9 +1,9 @@
-"""train/shifts.py on its own: each acquisition shift does what its name says."""
+"""pneumo/train/shifts.py on its own: each acquisition shift does what its name says."""
 
 import numpy as np
 import pytest
 
-from train.shifts import SHIFTS, apply_shift, shifted_versions
+from pneumo.train.shifts import SHIFTS, apply_shift, shifted_versions
 
 
 @pytest.fixture

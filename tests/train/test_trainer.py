@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from pneumo.cli import main  # noqa: E402
-from train.trainer import TrainConfig, train  # noqa: E402
+from pneumo.train.trainer import TrainConfig, train  # noqa: E402
 
 # tiny_run (2 epochs, 64 px) and tiny_kaggle are session fixtures of tests/conftest.py.
 
@@ -129,12 +129,12 @@ def test_evaluate_on_a_class_folder(tiny_run, tiny_data):
 def test_mirrored_strategy_on_two_logical_cpus(tiny_data, tmp_path):
     code = textwrap.dedent(f"""
         import tensorflow as tf
-        from edge_app.logs import setup_logging
+        from pneumo.app.runtime.logs import setup_logging
         setup_logging()  # progress to stderr, as the pneumo command does
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from train.trainer import TrainConfig, make_strategy, train
+        from pneumo.train.trainer import TrainConfig, make_strategy, train
         s = make_strategy("mirrored")
         assert s.num_replicas_in_sync == 2, s.num_replicas_in_sync
         meta = train(TrainConfig(data={str(tiny_data)!r}, out={str(tmp_path)!r}, epochs=1,

@@ -1,0 +1,61 @@
+"""One image in, one stored answer out: what an upload and a received DICOM image share."""
+
+from __future__ import annotations
+
+from pneumo.app.clinic import drift
+from pneumo.app.history.store import new_id, utc_now_iso
+from pneumo.app.pipeline.checks import NotAChestXray
+from pneumo.app.pipeline.predictor import Prediction
+from pneumo.app.web.state import AppState
+
+
+def site_thresholds(state: AppState) -> dict[str, float] | None:
+    """This clinic's thresholds when a site profile exists for the loaded model, else None."""
+    return state.site.thresholds_for(state.model.sha256, list(state.model.thresholds))
+
+
+def model_thresholds(state: AppState) -> dict[str, float]:
+    """The thresholds in the model file."""
+    return {k: float(v) for k, v in state.model.thresholds.items()}
+
+
+def drift_state(state: AppState, new: dict | None = None) -> dict:
+    """The drift check of the newest images analysed with the loaded model (and `new`, an
+    answer about to be stored, so that it carries what the page shows right after it)."""
+    answers = [r for r in state.history.recent(drift.WINDOW)
+               if r["model_sha256"] == state.model.sha256]
+    if new is not None:
+        answers.insert(0, new)
+    return drift.check(answers, state.history.recent_refusals(drift.WINDOW),
+                       state.model.metadata.get("drift_reference"),
+                       site_thresholds(state) or model_thresholds(state),
+                       cut=model_thresholds(state).get("balanced", 0.5))
+
+
+def analyse(state: AppState, data: bytes, *, mode: str = "balanced", preview: bool = False,
+            patient_ref: str | None = None, file_name: str | None = None,
+            source: str = "upload", study_uid: str | None = None,
+            sop_uid: str | None = None) -> tuple[Prediction, dict]:
+    """Analyse image bytes and commit the record before returning (prediction, record).
+
+    Raises what `Predictor.predict` raises (nothing is stored then) and StorageFull.
+    """
+    site = site_thresholds(state)
+    profile = state.site.profile if site else None
+    try:
+        result = state.predictor.predict(
+            data, mode, heatmap=True, preview=preview, site_thresholds=site,
+            site_thresholds_at=(profile or {}).get("created_at"),
+            clinic_share=state.site.prevalence_for(state.model.sha256))
+    except NotAChestXray as exc:  # counted for the drift check (reason codes only)
+        state.history.add_refusal([r.code for r in exc.reasons], source)
+        raise
+    record = result.history_record()
+    record.update(id=new_id(), created_at=utc_now_iso(), patient_ref=patient_ref,
+                  file_name=file_name, source=source, study_uid=study_uid, sop_uid=sop_uid)
+    result.drift = drift_state(state, record)["status"] == "drift"
+    record["drift"] = result.drift
+    # Committed before anyone is answered: an acknowledged result is never lost.
+    state.history.add(record, heatmap=result.heatmap_source,
+                      image=data if state.config["keep_images"] else None)
+    return result, record

@@ -1,0 +1,1 @@
+"""clinic family of the clinic app."""

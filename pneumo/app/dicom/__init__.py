@@ -1,0 +1,1 @@
+"""dicom family of the clinic app."""

@@ -1,0 +1,1 @@
+"""history family of the clinic app."""

@@ -1,0 +1,1 @@
+"""pipeline family of the clinic app."""

@@ -1,0 +1,275 @@
+"""One prediction, start to end: bytes -> checks -> model -> OOD -> outcome -> heatmap.
+
+Shared by the HTTP API and the batch command so both give the same answer for a file.
+Everything happens in memory; nothing about the model is hard-coded (it all comes from
+the `OnnxModel`'s metadata: input size, intensity normalisation, calibration, thresholds).
+The probability in an answer is the calibrated one; the outcome (pneumonia / review /
+no signs) is decided once by `pneumo.app.pipeline.outcome.decide`, and its words come from
+`pneumo.app.pipeline.wording`: an "estimated chance" only when the model file carries a calibration,
+else a "model score" (never read as a chance of disease).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+from pneumo.app.config import DEFAULTS
+from pneumo.app.i18n import N_, _, english, translate
+from pneumo.app.pipeline import heatmap as hm
+from pneumo.app.pipeline import wording
+from pneumo.app.pipeline.checks import (
+    Finding,
+    NotAChestXray,
+    cheap_checks,
+    dicom_header_checks,
+    ood_findings,
+)
+from pneumo.app.pipeline.imaging import DEFAULT_MAX_PIXELS, DecodeGate, decode_image
+from pneumo.app.pipeline.onnx_model import OnnxModel
+from pneumo.app.pipeline.outcome import decide
+
+
+class BadMode(ValueError):
+    """An operating mode the model does not define (the message English; ``localized``)."""
+
+    def __init__(self, message: str, **params: object):
+        super().__init__(message % params if params else message)
+        self.template = message
+        self.params = params
+
+    def localized(self) -> str:
+        """The message in the request's language (English outside a request)."""
+        return translate(self.template, self.params)
+
+
+@dataclass
+class Prediction:
+    """The answer for one image, plus the images made along the way."""
+
+    label: str
+    probability: float  # calibrated
+    threshold: float
+    mode: str
+    outcome: str  # "pneumonia" | "review" | "no_signs" (pneumo.app.pipeline.outcome)
+    confidence: str  # "clear" | "borderline" (the review band; kept for API compatibility)
+    model_name: str
+    model_version: str
+    model_sha256: str
+    sha256: str
+    width: int
+    height: int
+    format: str
+    bit_depth: int
+    ood_distance: float | None
+    quality: list[Finding]
+    message: str
+    timings_ms: dict[str, float]
+    heatmap_source: bytes | None = field(default=None, repr=False)
+    preview_png: bytes | None = field(default=None, repr=False)
+    raw_probability: float | None = None  # the network's own output, before calibration
+    calibrated_on: str | None = None  # where the probability was calibrated; None: a score
+    positive: str = "PNEUMONIA"  # the model's positive class name
+    threshold_source: str = "model"  # "model": the model file's thresholds; "site": this clinic's
+    site_thresholds_at: str | None = None  # when this clinic's thresholds were set
+    drift: bool = False  # the drift check warned when this answer was given
+    calibration_share: float | None = None  # pneumonia share of the calibration images
+    clinic_share: float | None = None  # this clinic's pneumonia share, as its lead entered it
+
+    @property
+    def calibrated(self) -> bool:
+        """True when `probability` is a calibrated probability (else a model score)."""
+        return self.calibrated_on is not None
+
+    @property
+    def heatmap_png(self) -> bytes | None:
+        """The heatmap overlay as PNG (rendered now from the packed source), if made."""
+        return None if self.heatmap_source is None else hm.render(self.heatmap_source)
+
+    def words(self) -> dict:
+        """What a person reads about this answer (pneumo.app.pipeline.wording), in the current language."""
+        return wording.answer(self._record(), self.positive)
+
+    def to_json(self) -> dict:
+        """The public fields (same for the API and the batch command, minus URLs/ids)."""
+        words = self.words()
+        return {
+            "label": self.label,
+            "outcome": self.outcome,
+            "probability": round(self.probability, 6),
+            "threshold": round(self.threshold, 6),
+            "mode": self.mode,
+            "threshold_source": self.threshold_source,
+            "site_thresholds_at": self.site_thresholds_at,
+            "drift": self.drift,
+            "confidence": self.confidence,
+            "message": words["message"],
+            "headline": words["headline"],
+            "icon": words["icon"],
+            "probability_text": words["probability_text"],
+            "notes": words["notes"],
+            "heatmap_shown": words["heatmap_shown"],
+            "calibrated": self.calibrated,
+            "calibrated_on": self.calibrated_on,
+            "next_steps": words["next_steps"],
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "model_sha256": self.model_sha256,
+            "sha256": self.sha256,
+            "input": {"format": self.format, "width": self.width, "height": self.height,
+                      "bit_depth": self.bit_depth},
+            "quality": [w.to_json() for w in self.quality],  # messages in the request's language
+            "ood_distance": None if self.ood_distance is None else round(self.ood_distance, 3),
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+            "intended_use": _(wording.INTENDED_USE),
+            **self._clinic_chance(),
+        }
+
+    def _clinic_chance(self) -> dict:
+        """The same image's chance at this clinic's pneumonia share, when its lead entered
+        one (technical details: the main number stays the calibrated one)."""
+        if not (self.calibrated and self.calibration_share and self.clinic_share):
+            return {}
+        chance = wording.chance_at_share(self.probability, self.clinic_share,
+                                         self.calibration_share)
+        return {"clinic_chance": round(chance, 6),
+                "clinic_chance_text": wording.clinic_chance_text(chance, self.clinic_share)}
+
+    def history_record(self) -> dict:
+        """The fields stored in the history database (texts in English)."""
+        with english():
+            record = self._record()
+            record["message"] = wording.answer(record, self.positive)["message"]
+            return record
+
+    def _record(self) -> dict:
+        return {
+            "sha256": self.sha256, "label": self.label, "outcome": self.outcome,
+            "probability": self.probability, "threshold": self.threshold, "mode": self.mode,
+            "confidence": self.confidence, "threshold_source": self.threshold_source,
+            "site_thresholds_at": self.site_thresholds_at, "drift": self.drift,
+            "model_name": self.model_name,
+            "model_version": self.model_version, "model_sha256": self.model_sha256,
+            "width": self.width, "height": self.height, "format": self.format,
+            "bit_depth": self.bit_depth, "calibrated": self.calibrated,
+            "calibrated_on": self.calibrated_on,
+            "ood_distance": self.ood_distance, "message": self.message,
+            "warnings": [w.to_json() for w in self.quality],
+        }
+
+    def preview_data_url(self) -> str | None:
+        """The grayscale preview as a data: URL (for the page), if it was made."""
+        if self.preview_png is None:
+            return None
+        return "data:image/png;base64," + base64.b64encode(self.preview_png).decode()
+
+
+CALIBRATION_SOURCES = (N_("external validation images"), N_("validation images"))
+"""Where a model's probabilities were calibrated, in words (translated where shown)."""
+
+
+def calibration_source(model: OnnxModel) -> str | None:
+    """Where the model's probabilities were calibrated, in words; None when they are not."""
+    cal = model.calibration
+    if not cal or cal.get("method") == "none":
+        return None
+    source = str(model.metadata.get("operating_points_source") or cal.get("set") or "")
+    return CALIBRATION_SOURCES[0] if "external" in source.lower() else CALIBRATION_SOURCES[1]
+
+
+class Predictor:
+    """Runs the whole pipeline for one image with a shared, thread-safe model."""
+
+    def __init__(self, model: OnnxModel, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 large_decodes: int = DEFAULTS["max_large_decodes"]):
+        self.model = model
+        self.max_pixels = int(max_pixels)
+        self.gate = DecodeGate(int(large_decodes))  # bounds the memory of concurrent decodes
+        self.calibrated_on = calibration_source(model)
+        self.calibration_share = wording.calibration_share(model.metadata) \
+            if self.calibrated_on else None
+
+    @property
+    def modes(self) -> list[str]:
+        """Operating modes the model defines (e.g. balanced, screening)."""
+        return list(self.model.thresholds)
+
+    def check_mode(self, mode: str) -> str:
+        """Validate an operating mode name; raises BadMode."""
+        if mode not in self.model.thresholds:
+            raise BadMode(N_("Unknown mode '%(mode)s'. Use one of: %(modes)s."), mode=mode,
+                          modes=", ".join(self.modes))
+        return mode
+
+    def predict(self, data: bytes, mode: str = "balanced", *, heatmap: bool = True,
+                preview: bool = False, site_thresholds: dict[str, float] | None = None,
+                site_thresholds_at: str | None = None, clinic_share: float | None = None
+                ) -> Prediction:
+        """Analyse image bytes; raises ImageError (415/413), NotAChestXray (422) or BadMode.
+
+        ``site_thresholds`` (this clinic's operating points, same modes and scale as the
+        model's, set at ``site_thresholds_at``) replace the model's for the outcome and label.
+        """
+        self.check_mode(mode)
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+
+        def lap(name: str, since: float) -> float:
+            """Record the milliseconds since `since` under `name`; returns now."""
+            now = time.perf_counter()
+            timings[name] = (now - since) * 1000.0
+            return now
+
+        sha = hashlib.sha256(data).hexdigest()
+        decoded = decode_image(data, max_pixels=self.max_pixels, gate=self.gate,
+                               dicom_header_check=dicom_header_checks)
+        t = lap("decode", t0)
+        checks = cheap_checks(decoded)
+        if not checks.ok:
+            raise NotAChestXray(checks.rejections)
+        t = lap("checks", t)
+        x = self.model.model_input(decoded.gray)  # the model's size and intensity step
+        t = lap("preprocess", t)
+        out = self.model.run(x[None])
+        t = lap("inference", t)
+        quality = list(checks.warnings)
+        ood_distance = None
+        if out.embedding.size and self.model.ood:
+            ood_distance = float(self.model.ood_distance(out.embedding)[0])
+            reject, warn = ood_findings(ood_distance, self.model.ood)
+            if reject:
+                raise NotAChestXray([reject])
+            if warn:
+                quality.append(warn)
+        prob = float(out.probability[0])  # calibrated: the thresholds' scale
+        decision = decide(prob, site_thresholds or self.model.thresholds, mode,
+                          self.model.class_names)
+        t = lap("ood_and_label", t)
+        heat_src = preview_png = None
+        if heatmap:  # packed now, drawn when the heatmap URL is fetched
+            heat_src = hm.pack(decoded.gray, decoded.original_size, out.cam[0])
+            t = lap("heatmap", t)
+        if preview:
+            preview_png = hm.png_bytes(hm.display_image(decoded.gray, decoded.original_size))
+            t = lap("preview", t)
+        timings["total"] = (time.perf_counter() - t0) * 1000.0
+        w, h = decoded.original_size
+        prediction = Prediction(
+            label=decision.label, probability=prob, threshold=decision.threshold, mode=mode,
+            outcome=decision.outcome, confidence=decision.confidence,
+            model_name=self.model.name, model_version=self.model.version,
+            model_sha256=self.model.sha256, sha256=sha, width=int(w), height=int(h),
+            format=decoded.format, bit_depth=int(decoded.bit_depth), ood_distance=ood_distance,
+            quality=quality,
+            message="",  # worded by history_record (pneumo.app.pipeline.wording)
+            timings_ms=timings, heatmap_source=heat_src, preview_png=preview_png,
+            raw_probability=float(out.raw_probability[0]), calibrated_on=self.calibrated_on,
+            positive=self.model.class_names[1],
+            threshold_source="site" if site_thresholds else "model",
+            site_thresholds_at=site_thresholds_at if site_thresholds else None,
+            calibration_share=self.calibration_share, clinic_share=clinic_share,
+        )
+        prediction.message = prediction.history_record()["message"]
+        return prediction

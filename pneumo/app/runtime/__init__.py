@@ -1,0 +1,1 @@
+"""runtime family of the clinic app."""

@@ -1,0 +1,1 @@
+"""updates family of the clinic app."""

@@ -1,0 +1,1 @@
+"""web family of the clinic app."""

@@ -1,0 +1,493 @@
+"""`pneumo ablation`: the seed paper's four-way experiment, several seeds each.
+
+Variants (same architecture, recipe, split and budget):
+  baseline      original imbalanced data, no augmentation
+  augmentation  + augmentation (the seed paper's rotation, zoom, shear, flip; or --augment)
+  gan           original + synthetic images
+  combined      augmentation + synthetic images
+
+Every run lives in OUT/<variant>/seed<K>/ and is a normal resumable training run: a killed
+ablation restarts where it stopped, finished runs are skipped. All runs share one
+patient-grouped split (`split_seed`, by default 42, the GAN's): the seeds vary weights,
+batch order and augmentation only. That split must be the one the GAN was trained on, or
+synthetic images of validation patients would leak into training. The table metrics use the
+fixed 0.5 threshold (no threshold is tuned on the split the table reports).
+
+With an evaluation folder (`eval_data`, e.g. ../shared/data/external_val) every run is also
+judged on it (per epoch in history.csv, via TrainConfig.external_val, and at the end), and
+each variant is compared with the baseline of the same seed, image by image: the difference
+in AUC and in specificity at sensitivity >= 0.95 with a paired bootstrap CI (the same
+resampled images for both models). The evaluation folder is never trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from pneumo.train.metrics import auc, auc_rows, metrics_at, specificity_at_sensitivity
+
+VARIANTS = {
+    "baseline": {"augment": False, "synthetic": False},
+    "augmentation": {"augment": True, "synthetic": False},
+    "gan": {"augment": False, "synthetic": True},
+    "combined": {"augment": True, "synthetic": True},
+}
+VARIANT_PROSE = {"augmentation": "Augmentation", "gan": "GAN images",
+                 "combined": "Augmentation + GAN images"}
+METRICS = ("accuracy", "precision", "sensitivity", "f1", "auc")
+TABLE_METRICS = METRICS + ("spec_at_sens95",)
+PAIRED_METRICS = {"auc": "AUC", "spec_at_sens95": "specificity at sensitivity >= 0.95"}
+MIN_SENSITIVITY = 0.95
+SCORES_VERSION = 2
+SCORES_FILE = "ablation_metrics.json"
+PREDICTIONS_FILE = "ablation_predictions.npz"
+# TrainConfig fields that must be equal for every run of one ablation folder
+RECIPE_FIELDS = ("epochs", "img_size", "arch", "batch_size", "learning_rate", "weight_decay",
+                 "val_fraction", "split_seed", "augment", "augment_set", "synthetic",
+                 "intensity", "label_smoothing", "mixup", "balance", "width", "select")
+
+log = logging.getLogger(__name__)
+
+
+def run_is_finished(run_dir: Path) -> bool:
+    """A run is finished when its metrics file exists."""
+    return (run_dir / SCORES_FILE).exists()
+
+
+def eval_label(folder: str | Path, label: str | None = None) -> str:
+    """The name every figure on the evaluation folder carries."""
+    from pneumo.train.trainer import EXTERNAL_LABEL
+
+    if label:
+        return label
+    if "external_val" in Path(folder).resolve().parts:
+        return EXTERNAL_LABEL
+    return f"evaluation folder {folder}"
+
+
+def resolve_eval_folder(eval_data: str | Path) -> Path:
+    """The labelled folder (NORMAL/, PNEUMONIA/) of --eval-data (a Kaggle root: its test/)."""
+    from pneumo.train.data import resolve_split_dirs
+
+    dirs = resolve_split_dirs(eval_data)
+    if "data" in dirs:
+        return dirs["data"]
+    if "test" in dirs:
+        return dirs["test"]
+    raise FileNotFoundError(f"{eval_data} has no NORMAL/ and PNEUMONIA/ (nor test/) folders")
+
+
+def _samples_key(samples) -> str:
+    return hashlib.sha256(json.dumps([[s.path, s.label] for s in samples]).encode()
+                          ).hexdigest()[:16]
+
+
+def predict_run(run_dir: Path, samples, cache_dir: str | Path | None) -> np.ndarray:
+    """Probabilities of a run's model.keras on samples, through the shared preprocessing.
+
+    Images are squashed to the model's input size and get its model.json "intensity"
+    normalisation, exactly as in training.
+    """
+    import keras
+
+    from pneumo.app.pipeline.imaging import normalize_intensity
+    from pneumo.train.data import cached_arrays
+
+    meta = json.loads((run_dir / "model.json").read_text())
+    x, _ = cached_arrays(samples, int(meta["input_size"]), cache_dir)
+    x = normalize_intensity(x, meta.get("intensity", "none"))
+    model = keras.models.load_model(run_dir / "model.keras")
+    p = model.predict(x.astype(np.float32)[..., None] / 255.0, batch_size=64, verbose=0)
+    return np.asarray(p, dtype=np.float64).reshape(len(samples))
+
+
+def score(y: np.ndarray, p: np.ndarray) -> dict:
+    """The table's metrics: METRICS at threshold 0.5, and specificity at sensitivity >= 0.95."""
+
+    m = metrics_at(y, p, 0.5)
+    return {k: m[k] for k in METRICS} | {
+        "spec_at_sens95": specificity_at_sensitivity(y, p, MIN_SENSITIVITY), "n": int(len(y))}
+
+
+def score_run(run_dir: Path, eval_samples, eval_info: dict | None, cache_dir: Path) -> dict:
+    """Score a finished run on internal validation (and the eval folder); save predictions."""
+    from pneumo.train.data import Split
+
+    split = Split.from_json(json.loads((run_dir / "split.json").read_text()))
+    y_val = np.array([s.label for s in split.val], dtype=np.int32)
+    p_val = predict_run(run_dir, split.val, cache_dir)
+    scores: dict = {"version": SCORES_VERSION, "val": score(y_val, p_val)}
+    arrays = {"y_val": y_val, "p_val": p_val}
+    if eval_samples:
+        y_ev = np.array([s.label for s in eval_samples], dtype=np.int32)
+        p_ev = predict_run(run_dir, eval_samples, cache_dir)
+        scores["eval"] = score(y_ev, p_ev) | eval_info
+        arrays |= {"y_eval": y_ev, "p_eval": p_ev,
+                   "eval_paths": np.array([s.path for s in eval_samples])}
+        ext = json.loads((run_dir / "model.json").read_text()).get("external_val") or {}
+        if ext.get("folder") and Path(ext["folder"]).resolve() == Path(eval_info["folder"]
+                                                                        ).resolve():
+            if abs(ext["ext_auc"] - scores["eval"]["auc"]) > 1e-3:
+                log.warning("%s: AUC %.4f here vs %.4f in model.json", run_dir,
+                            scores["eval"]["auc"], ext["ext_auc"])
+    np.savez(run_dir / PREDICTIONS_FILE, **arrays)
+    (run_dir / SCORES_FILE).write_text(json.dumps(scores, indent=2))
+    return scores
+
+
+def _scores_current(run_dir: Path, eval_info: dict | None) -> bool:
+    scores = json.loads((run_dir / SCORES_FILE).read_text())
+    if scores.get("version") != SCORES_VERSION or not (run_dir / PREDICTIONS_FILE).exists():
+        return False
+    if eval_info is None:
+        return True
+    return scores.get("eval", {}).get("key") == eval_info["key"]
+
+
+def _refuse_overlap(eval_dir: Path, data: str, synthetic: str | None) -> None:
+    """Raise if the evaluation folder and the training images (train/, val/, synthetic) overlap."""
+    from pneumo.train.data import resolve_split_dirs
+
+    dirs = resolve_split_dirs(data)
+    used = [dirs.get("train") or dirs.get("data"), dirs.get("val"),
+            Path(synthetic) if synthetic else None]
+    ev = eval_dir.resolve()
+    for folder in filter(None, used):
+        f = folder.resolve()
+        if f == ev or f in ev.parents or ev in f.parents:
+            raise ValueError(f"--eval-data {eval_dir} overlaps the training images in {folder}")
+
+
+def _check_recipe(run_dir: Path, cfg) -> None:
+    """Refuse to mix recipes in one ablation folder (a finished run would be reused)."""
+    path = run_dir / "config.json"
+    if not path.exists():
+        return
+    saved, wanted = json.loads(path.read_text()), asdict(cfg)
+    diff = [f"{k}: {saved.get(k)!r} there, {wanted[k]!r} now" for k in RECIPE_FIELDS
+            if k in saved and saved[k] != wanted[k]]
+    if diff:
+        raise ValueError(f"{run_dir} was trained with another recipe ({'; '.join(diff)}); "
+                         "use a new --out for a new recipe")
+
+
+def run_ablation(data: str, synthetic: str | None, out: str, *, seeds: int = 3,
+                 epochs: int = 8, img_size: int = 128, variants: list[str] | None = None,
+                 eval_data: str | None = None, split_seed: int = 42,
+                 eval_name: str | None = None, augment: str = "seed",
+                 recipe: dict | None = None, n_boot: int = 1000) -> dict:
+    """Train and score every (variant, seed); write ablation.md/.json and the plots.
+
+    `recipe` holds further TrainConfig fields shared by every run (intensity, select,
+    label_smoothing, mixup, balance, width, arch, batch_size, learning_rate, weight_decay,
+    augment_set); `augment_set` applies to the augmented variants only.
+    """
+    from pneumo.train.data import list_class_folder, refuse_external_val
+    from pneumo.train.trainer import TrainConfig, train
+
+    recipe = dict(recipe or {})
+    aug_set = list(recipe.pop("augment_set", []) or [])
+    out_p = Path(out)
+    out_p.mkdir(parents=True, exist_ok=True)
+    names = variants or list(VARIANTS)
+    if synthetic is None and any(VARIANTS[v]["synthetic"] for v in names):
+        raise ValueError("the gan and combined variants need --synthetic DIR")
+    refuse_external_val(data, "ablation training data")
+    refuse_external_val(synthetic, "synthetic training images")
+    eval_samples, eval_info, eval_dir = [], None, None
+    if eval_data:
+        eval_dir = resolve_eval_folder(eval_data)
+        _refuse_overlap(eval_dir, data, synthetic)
+        eval_samples = list_class_folder(eval_dir)
+        if len({s.label for s in eval_samples}) < 2:
+            raise FileNotFoundError(f"{eval_dir} needs images in both NORMAL/ and PNEUMONIA/")
+        eval_info = {"label": eval_label(eval_dir, eval_name), "folder": str(eval_dir),
+                     "key": _samples_key(eval_samples)}
+        log.info("judging every run on %s: %d images from %s", eval_info["label"],
+                 len(eval_samples), eval_dir)
+    cache = out_p / "cache"
+    total, done = len(names) * seeds, 0
+    results: dict[str, list[dict]] = {v: [] for v in names}
+    preds: dict[str, list[dict]] = {v: [] for v in names}
+    for v in names:
+        augmented = VARIANTS[v]["augment"]
+        for k in range(seeds):
+            run_dir = out_p / v / f"seed{k}"
+            done += 1
+            cfg = TrainConfig(data=data, out=str(run_dir), epochs=epochs, img_size=img_size,
+                              seed=k, split_seed=split_seed,
+                              augment=augment if augmented else "none",
+                              augment_set=aug_set if augmented else [],
+                              synthetic=synthetic if VARIANTS[v]["synthetic"] else None,
+                              patience=epochs, cache_dir=str(cache),
+                              external_val=str(eval_dir) if eval_dir else None, **recipe)
+            _check_recipe(run_dir, cfg)
+            if run_is_finished(run_dir):
+                log.info("[%d/%d] %s seed %d: finished earlier, skipped", done, total, v, k)
+            else:
+                log.info("[%d/%d] %s seed %d: training %d epochs at %d px", done, total, v, k,
+                         epochs, img_size)
+                train(cfg)
+            if not run_is_finished(run_dir) or not _scores_current(run_dir, eval_info):
+                score_run(run_dir, eval_samples, eval_info, cache)
+            results[v].append(json.loads((run_dir / SCORES_FILE).read_text()))
+            with np.load(run_dir / PREDICTIONS_FILE) as z:
+                preds[v].append({key: z[key] for key in z.files})
+    summary = summarise(results)
+    paired = {}
+    if "baseline" in names and len(names) > 1:
+        sets = [("val", "internal validation split")]
+        if eval_info:
+            sets.insert(0, ("eval", eval_info["label"]))
+        for key, label in sets:
+            paired[key] = paired_comparison(preds, key, n_boot=n_boot) | {"label": label}
+    else:
+        log.warning("no paired comparison: it needs the baseline and another variant")
+    info = {"epochs": epochs, "img_size": img_size, "seeds": seeds, "split_seed": split_seed,
+            "synthetic": synthetic, "augment": augment, "augment_set": aug_set, **recipe,
+            "variants": names, "n_boot": n_boot,
+            "eval": {k: eval_info[k] for k in ("label", "folder")} if eval_info else None}
+    write_ablation_report(summary, paired, out_p, info)
+    return {"summary": summary, "paired": paired, "info": info}
+
+
+def summarise(results: dict[str, list[dict]]) -> dict:
+    """Mean, std and 95% t-interval over seeds, per variant, split and metric."""
+    from scipy import stats
+
+    summary: dict = {}
+    for v, runs in results.items():
+        for split in ("val", "eval"):
+            if split not in runs[0]:
+                continue
+            for metric in TABLE_METRICS:
+                vals = np.array([r[split][metric] for r in runs], dtype=float)
+                n = len(vals)
+                sd = float(vals.std(ddof=1)) if n > 1 else 0.0
+                half = float(stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else 0.0
+                summary.setdefault(split, {}).setdefault(v, {})[metric] = {
+                    "mean": float(vals.mean()), "std": sd,
+                    "ci95": [float(vals.mean() - half), float(vals.mean() + half)],
+                    "values": vals.tolist(),
+                }
+    return summary
+
+
+def stratified_indices(y: np.ndarray, n_boot: int, seed: int = 0) -> np.ndarray:
+    """(n_boot, n) bootstrap draws of image indices, resampled within each class.
+
+    Columns are ordered by class (all NORMAL draws first), so every draw has the labels
+    np.sort(y) and both classes.
+    """
+    rng = np.random.default_rng(seed)
+    parts = [rng.choice(np.flatnonzero(y == c), size=(n_boot, int((y == c).sum())))
+             for c in (0, 1)]
+    return np.concatenate(parts, axis=1)
+
+
+def _draw_metrics(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
+    ys = y[idx[0]]
+    rows = p[idx]
+    return {"auc": auc_rows(ys, rows),
+            "spec_at_sens95": np.array([specificity_at_sensitivity(ys, r, MIN_SENSITIVITY)
+                                        for r in rows])}
+
+
+def _ci(draws: np.ndarray) -> list[float]:
+    return [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
+
+
+def verdict(lo: float, hi: float, per_seed: list[float]) -> str:
+    """'gain' / 'loss' when the CI excludes 0 and every seed agrees in sign; else 'none'."""
+    if lo > 0 and all(d > 0 for d in per_seed):
+        return "gain"
+    if hi < 0 and all(d < 0 for d in per_seed):
+        return "loss"
+    return "none"
+
+
+def paired_comparison(preds: dict[str, list[dict]], key: str, *, n_boot: int = 1000,
+                      seed: int = 0) -> dict:
+    """Each variant minus the baseline of the same seed on one image set ('eval' or 'val').
+
+    Per seed: the difference in AUC and in specificity at sensitivity >= 0.95, with a 95 %
+    paired bootstrap CI (the same resampled image indices for both models, stratified by
+    class). Over seeds: the mean difference, its CI from the same draws (images resampled
+    once for every model), and a t-interval over the seeds' differences.
+    """
+    from scipy import stats
+    base = preds["baseline"]
+    y = base[0][f"y_{key}"]
+    idx = stratified_indices(y, n_boot, seed)
+    base_draws = [_draw_metrics(y, b[f"p_{key}"], idx) for b in base]
+    out: dict = {"n": int(len(y)), "n_boot": n_boot, "min_sensitivity": MIN_SENSITIVITY,
+                 "variants": {}}
+    for v, runs in preds.items():
+        if v == "baseline":
+            continue
+        res: dict = {"per_seed": [], "mean": {}}
+        diff_draws: dict[str, list[np.ndarray]] = {m: [] for m in PAIRED_METRICS}
+        for k, (b, r) in enumerate(zip(base, runs, strict=False)):
+            if not np.array_equal(r[f"y_{key}"], y) or (
+                    key == "eval" and not np.array_equal(r["eval_paths"], b["eval_paths"])):
+                raise ValueError(f"{v} seed {k} was scored on other {key} images than baseline")
+            pb, pv = b[f"p_{key}"], r[f"p_{key}"]
+            point = {"auc": (auc(y, pb), auc(y, pv)),
+                     "spec_at_sens95": (specificity_at_sensitivity(y, pb, MIN_SENSITIVITY),
+                                        specificity_at_sensitivity(y, pv, MIN_SENSITIVITY))}
+            vd = _draw_metrics(y, pv, idx)
+            row: dict = {"seed": k}
+            for m in PAIRED_METRICS:
+                d = vd[m] - base_draws[k][m]
+                diff_draws[m].append(d)
+                row[m] = {"baseline": point[m][0], "variant": point[m][1],
+                          "diff": point[m][1] - point[m][0], "ci95": _ci(d)}
+            res["per_seed"].append(row)
+        for m in PAIRED_METRICS:
+            diffs = [r[m]["diff"] for r in res["per_seed"]]
+            mean = float(np.mean(diffs))
+            lo, hi = _ci(np.mean(diff_draws[m], axis=0))
+            n = len(diffs)
+            sd = float(np.std(diffs, ddof=1)) if n > 1 else 0.0
+            half = float(stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else None
+            t_ci = None if half is None else [mean - half, mean + half]
+            res["mean"][m] = {"diff": mean, "ci95": [lo, hi], "seeds": n, "seed_std": sd,
+                              "seed_t_ci95": t_ci,
+                              "verdict": verdict(lo, hi, diffs)}
+        res["conclusion"] = conclusion(v, res["mean"])
+        out["variants"][v] = res
+    return out
+
+
+def conclusion(variant: str, mean: dict) -> str:
+    """One plain sentence: did the variant measurably change AUC / specificity at 0.95?"""
+    words = {"gain": "measurable gain", "loss": "measurably worse", "none": "no measurable gain"}
+    parts = []
+    for m, name in PAIRED_METRICS.items():
+        r = mean[m]
+        parts.append(f"{name}: {words[r['verdict']]}, difference {r['diff']:+.4f} "
+                     f"(95% CI {r['ci95'][0]:+.4f} to {r['ci95'][1]:+.4f})")
+    seeds = mean["auc"]["seeds"]
+    return (f"{VARIANT_PROSE.get(variant, variant)} vs baseline ({seeds} seed"
+            f"{'s' if seeds != 1 else ''}): " + "; ".join(parts) + ".")
+
+
+def _fmt_ci(ci: list[float]) -> str:
+    return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
+
+
+def _paired_lines(p: dict, *, conclusions: bool = True) -> list[str]:
+    lines = [f"## Paired comparison with the baseline: {p['label']}", "",
+             f"{p['n']} images. Each variant minus the baseline trained with the same seed on "
+             f"the same split; 95% CIs from a paired bootstrap over the images ({p['n_boot']} "
+             "draws, stratified by class, the same images for both models). The CI of the mean "
+             "over seeds resamples images once for every model; the seeds' own spread is the "
+             "t-interval. A gain or loss is called measurable only when the CI of the mean "
+             "excludes 0 and every seed agrees in sign.", ""]
+    if conclusions:
+        lines += [f"- **{r['conclusion']}**" for r in p["variants"].values()] + [""]
+    lines += ["| variant | seed | AUC baseline | AUC variant | AUC diff [95% CI] | "
+              "spec@sens0.95 baseline | spec@sens0.95 variant | spec diff [95% CI] |",
+              "|---|---|---|---|---|---|---|---|"]
+    for v, r in p["variants"].items():
+        for row in r["per_seed"]:
+            a, s = row["auc"], row["spec_at_sens95"]
+            lines.append(f"| {v} | {row['seed']} | {a['baseline']:.4f} | {a['variant']:.4f} | "
+                         f"{a['diff']:+.4f} {_fmt_ci(a['ci95'])} | {s['baseline']:.3f} | "
+                         f"{s['variant']:.3f} | {s['diff']:+.4f} {_fmt_ci(s['ci95'])} |")
+        a, s = r["mean"]["auc"], r["mean"]["spec_at_sens95"]
+        lines.append(f"| {v} | mean | | | **{a['diff']:+.4f}** {_fmt_ci(a['ci95'])} | | | "
+                     f"**{s['diff']:+.4f}** {_fmt_ci(s['ci95'])} |")
+        if a["seed_t_ci95"] and s["seed_t_ci95"]:
+            lines.append(f"| {v} | t-interval over seeds | | | {_fmt_ci(a['seed_t_ci95'])} | | | "
+                         f"{_fmt_ci(s['seed_t_ci95'])} |")
+    return lines + [""]
+
+
+def plot_paired(p: dict, path: Path) -> None:
+    """Per-seed differences (variant - baseline) with their 95% CIs, and the seed mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(PAIRED_METRICS), figsize=(6 * len(PAIRED_METRICS), 4))
+    variants = list(p["variants"])
+    for ax, (m, name) in zip(axes, PAIRED_METRICS.items(), strict=True):
+        for i, v in enumerate(variants):
+            rows = p["variants"][v]["per_seed"]
+            for j, row in enumerate(rows):
+                x = i + (j - (len(rows) - 1) / 2) * 0.12
+                d, (lo, hi) = row[m]["diff"], row[m]["ci95"]
+                ax.errorbar(x, d, yerr=[[d - lo], [hi - d]], fmt="o", color="tab:blue",
+                            capsize=3, label="per seed" if i == j == 0 else None)
+            mean = p["variants"][v]["mean"][m]
+            d, (lo, hi) = mean["diff"], mean["ci95"]
+            ax.errorbar(i + 0.4, d, yerr=[[d - lo], [hi - d]], fmt="D", color="black",
+                        capsize=4, label="mean over seeds" if i == 0 else None)
+        ax.axhline(0, color="grey", lw=1, ls="--")
+        ax.set_xticks(np.arange(len(variants)) + 0.1, [f"{v}\n- baseline" for v in variants])
+        ax.set_ylabel(f"difference in {name}")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Paired differences vs baseline, 95% bootstrap CIs: {p['label']} "
+                 f"(n = {p['n']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_ablation_report(summary: dict, paired: dict, out: Path, info: dict) -> None:
+    """ablation.json, ablation.md, ablation.png and (with a paired comparison) ablation_paired.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (out / "ablation.json").write_text(json.dumps(
+        {"info": info, "summary": summary, "paired": paired}, indent=2))
+    titles = {"val": "internal validation split",
+              "eval": (info.get("eval") or {}).get("label", "evaluation folder")}
+    lines = ["# Ablation: baseline / augmentation / GAN / combined", "",
+             f"Settings: {json.dumps(info)}.", ""]
+    if paired:
+        main = "eval" if "eval" in paired else "val"
+        lines += ["## Conclusion", "", f"On {paired[main]['label']}:", ""]
+        lines += [f"- {r['conclusion']}" for r in paired[main]["variants"].values()] + [""]
+        plot_paired(paired[main], out / "ablation_paired.png")
+        lines += _paired_lines(paired[main], conclusions=False) + ["![paired differences](ablation_paired.png)", ""]
+    metrics_desc = ("Threshold 0.5 for accuracy, precision, sensitivity and F1; spec_at_sens95 "
+                    "is the best specificity at sensitivity >= 0.95. Mean +/- std over seeds, "
+                    "95% t-interval in brackets.")
+    fig, axes = plt.subplots(1, len(summary), figsize=(7 * len(summary), 4), squeeze=False)
+    for ax, (split, table) in zip(axes[0], summary.items(), strict=True):
+        lines += [f"## Per-variant metrics: {titles[split]}", "", metrics_desc, "",
+                  "| variant | " + " | ".join(TABLE_METRICS) + " |",
+                  "|---" * (len(TABLE_METRICS) + 1) + "|"]
+        for v, ms in table.items():
+            cells = [f"{ms[m]['mean']:.4f} +/- {ms[m]['std']:.4f} "
+                     f"[{ms[m]['ci95'][0]:.4f}, {ms[m]['ci95'][1]:.4f}]" for m in TABLE_METRICS]
+            lines.append(f"| {v} | " + " | ".join(cells) + " |")
+        lines.append("")
+        width = 0.8 / len(table)
+        for i, (v, ms) in enumerate(table.items()):
+            xs = np.arange(len(TABLE_METRICS)) + i * width
+            ax.bar(xs, [ms[m]["mean"] for m in TABLE_METRICS], width,
+                   yerr=[ms[m]["std"] for m in TABLE_METRICS], label=v, capsize=2)
+        ax.set_xticks(np.arange(len(TABLE_METRICS)) + 0.4 - width / 2, TABLE_METRICS,
+                      fontsize=8)
+        ax.set_ylim(0.0 if split == "eval" else 0.5, 1.0)
+        ax.set_title(titles[split], fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "ablation.png", dpi=110)
+    plt.close(fig)
+    lines += ["![ablation](ablation.png)", ""]
+    if paired and "val" in paired and "eval" in paired:
+        lines += _paired_lines(paired["val"])
+    (out / "ablation.md").write_text("\n".join(lines))
