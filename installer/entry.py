@@ -201,7 +201,7 @@ def _dicom_check(image: bytes) -> str:
     import numpy as np
 
     from pneumo.app.dicom.samples import decoder_status, encode_dicom
-    from pneumo.app.pipeline.imaging import decode_image
+    from pneumo.app.pipeline.decode import decode_image
 
     gray = np.asarray(decode_image(image).gray, dtype=np.uint16) * 16  # 12-bit range
     plain = encode_dicom(gray, bits_stored=12)
@@ -317,7 +317,7 @@ def backup(data_dir: str | None, out: str) -> int:
 
     from pneumo.app.config import resolve
     from pneumo.app.history.backup import backup_history
-    from pneumo.app.history.store import DB_NAME
+    from pneumo.app.history.schema import DB_NAME
 
     path = resolve({"data_dir": data_dir})["data_dir"] / DB_NAME
     try:

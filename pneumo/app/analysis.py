@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from pneumo.app.clinic import drift
-from pneumo.app.history.store import new_id, utc_now_iso
+from pneumo.app.clinic.site_profile import SiteProfile
+from pneumo.app.clinic.site_thresholds import Proposals
+from pneumo.app.config import DEFAULT_SETTING
+from pneumo.app.history.schema import new_id, utc_now_iso
+from pneumo.app.history.store import HistoryStore
 from pneumo.app.pipeline.checks import NotAChestXray
-from pneumo.app.pipeline.predictor import Prediction
-from pneumo.app.web.state import AppState
+from pneumo.app.pipeline.onnx_model import OnnxModel
+from pneumo.app.pipeline.predictor import Prediction, Predictor
+
+
+@dataclass
+class AppState:
+    """What the request handlers share: settings, model, pipeline, history."""
+
+    config: dict
+    model: OnnxModel
+    predictor: Predictor
+    history: HistoryStore
+    site: SiteProfile
+    site_proposals: Proposals = field(default_factory=Proposals)
 
 
 def site_thresholds(state: AppState) -> dict[str, float] | None:
@@ -32,7 +50,7 @@ def drift_state(state: AppState, new: dict | None = None) -> dict:
                        cut=model_thresholds(state).get("balanced", 0.5))
 
 
-def analyse(state: AppState, data: bytes, *, mode: str = "balanced", preview: bool = False,
+def analyse(state: AppState, data: bytes, *, mode: str = DEFAULT_SETTING, preview: bool = False,
             patient_ref: str | None = None, file_name: str | None = None,
             source: str = "upload", study_uid: str | None = None,
             sop_uid: str | None = None) -> tuple[Prediction, dict]:

@@ -8,9 +8,22 @@ import sys
 import unicodedata
 from pathlib import Path
 
-from pneumo.app.clinic.site_thresholds import MIN_CASES_PER_CLASS
-from pneumo.app.pipeline.imaging import DEFAULT_MAX_PIXELS
-from pneumo.app.pipeline.onnx_model import DEFAULT_MODEL
+from pneumo.app import PACKAGE_DIR
+
+# A leaf: every module of the app may import its defaults from here; it imports none of them.
+DEFAULT_MODEL = PACKAGE_DIR / "models" / "pneumo.int8.onnx"
+"""The model bundled with the app."""
+DEFAULT_MAX_PIXELS = 50_000_000
+"""Refuse images with more pixels than this (decompression bombs). The one default: the app's
+``max_pixels`` setting, the batch command and the self-test all use it."""
+MIN_CASES_PER_CLASS = 25
+"""Fewest confirmed cases of each class a site-threshold proposal needs
+(pneumo.app.clinic.site_thresholds says why)."""
+DEFAULT_SETTING = "balanced"
+"""The setting (operating mode) an answer's binary label uses unless a script asks for another."""
+MAX_PATIENT_REF = 64
+"""Characters of a patient reference (the page's field, the API, a DICOM PatientID)."""
+"""The setting (operating mode) an answer's binary label uses unless a script asks for another."""
 
 APP_NAME = "pneumo"
 DATA_DIR_ENV = "PNEUMO_DATA_DIR"

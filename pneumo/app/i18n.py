@@ -1,4 +1,4 @@
-"""The clinic's language: Flask-Babel catalogues, the language choice, locale formats.
+"""The clinic's language: gettext catalogues (babel.support, no Flask), locale formats.
 
 Languages are the folders of ``pneumo/app/translations`` (one ``messages.po`` each, English is
 the source). The choice, first match wins: ``?lang=xx`` (remembered in the ``lang`` cookie),
@@ -8,6 +8,10 @@ inside ``console(lang)``: the lines the server prints at start and stop follow t
 ``lang`` setting (or PNEUMO_LANG). ``english()`` always wins (stored texts and logs).
 The ``.mo`` files are compiled from the ``.po`` files on first use when missing or older
 (into the package, or a private temporary folder when the package is read-only).
+
+This module imports no Flask, so the pipeline (its words and refusal reasons) runs without a
+web server; the web layer (pneumo.app.web.i18n) chooses each request's language and tells
+this module through `set_request_language`.
 """
 
 from __future__ import annotations
@@ -18,15 +22,12 @@ import functools
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from babel import Locale
 from babel.numbers import format_decimal, format_percent
 from babel.support import LazyProxy, NullTranslations, Translations
-from flask import Flask, Response, current_app, has_request_context, request
-from flask_babel import Babel, get_locale
-from flask_babel import gettext as _babel_gettext
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,18 @@ LANG_ENV = "PNEUMO_LANG"
 _english = contextvars.ContextVar("pneumo_english", default=False)
 _console: contextvars.ContextVar[tuple[str, NullTranslations] | None] = contextvars.ContextVar(
     "pneumo_console", default=None)
+_REQUEST_LANGUAGE: list[Callable[[], str | None]] = []
+"""The web layer's "language of the request in progress" (None outside a request)."""
+
+
+def set_request_language(source: Callable[[], str | None]) -> None:
+    """Let the web layer say which language the request in progress speaks."""
+    _REQUEST_LANGUAGE[:] = [source]
+
+
+def request_language() -> str | None:
+    """The language of the request in progress, or None outside one."""
+    return _REQUEST_LANGUAGE[0]() if _REQUEST_LANGUAGE else None
 
 
 def languages() -> list[str]:
@@ -104,14 +117,14 @@ def catalogue(lang: str) -> NullTranslations:
     return Translations.load(_catalogue_directory(), [lang])
 
 
-def _base_code(code: str | None) -> str:
+def base_code(code: str | None) -> str:
     """The language part of a code: "pt_BR", "es-419", " FR " -> "pt", "es", "fr"."""
     return (code or "").strip().lower().replace("_", "-").split("-")[0]
 
 
 def known(code: str | None) -> str | None:
     """The language code with a catalogue named by ``code`` ("fr", "pt_BR", "es-419"), or None."""
-    code = _base_code(code)
+    code = base_code(code)
     return code if code and code in languages() else None
 
 
@@ -158,35 +171,20 @@ def console(lang: str | None = None) -> Iterator[str]:
 
 def _console_language() -> tuple[str, NullTranslations] | None:
     """The console's (language, catalogue) when texts made now should use it, else None."""
-    if _english.get() or has_request_context():
+    if _english.get() or request_language() is not None:
         return None
     return _console.get()
 
 
-def _valid(code: str | None) -> str | None:
-    code = _base_code(code)
-    return code if code in current_app.extensions["pneumo_languages"] else None
-
-
-def select_locale() -> str:
-    """The language of this request (query, cookie, server setting, browser, English)."""
-    if _english.get() or not has_request_context():
-        return DEFAULT
-    for candidate in (request.args.get("lang"), request.cookies.get(COOKIE),
-                      current_app.extensions.get("pneumo_lang")):
-        if found := _valid(candidate):
-            return found
-    best = request.accept_languages.best_match(current_app.extensions["pneumo_languages"])
-    return best or DEFAULT
-
-
 def current() -> str:
     """The language code in use now ("en" outside a request, unless inside ``console()``)."""
-    if not _active():
-        chosen = _console_language()
-        return chosen[0] if chosen else DEFAULT
-    loc = get_locale()
-    return loc.language if loc else DEFAULT
+    if _english.get():
+        return DEFAULT
+    lang = request_language()
+    if lang is not None:
+        return lang
+    chosen = _console_language()
+    return chosen[0] if chosen else DEFAULT
 
 
 def direction() -> str:
@@ -204,23 +202,15 @@ def english() -> Iterator[None]:
         _english.reset(token)
 
 
-def _active() -> bool:
-    """True inside a request of an app with the catalogues (else texts stay English)."""
-    return (not _english.get() and has_request_context()
-            and "babel" in current_app.extensions)
-
-
 def _(text: str, **params: object) -> str:
     """Translate ``text`` (a message id) into the request's language; ``%(name)s`` filled.
 
     Outside a request: English, or the server's language inside ``console()``.
     """
-    if not _active():
-        chosen = _console_language()
-        if chosen is not None:
-            text = chosen[1].gettext(text)
-        return text % params if params else text
-    return _babel_gettext(text, **params)
+    lang = current()
+    if lang != DEFAULT:
+        text = catalogue(lang).gettext(text)
+    return text % params if params else text
 
 
 def lazy(text: str, **params: object) -> LazyProxy:
@@ -251,28 +241,3 @@ def number(value: float, digits: int = 0) -> str:
     """A number in the request's language."""
     fmt = "#,##0" if digits == 0 else "#,##0." + "0" * digits
     return format_decimal(value, fmt, locale=current())
-
-
-def init_app(app: Flask, lang: str | None = None) -> None:
-    """Set up Flask-Babel, the language choice and the ``lang`` cookie."""
-    app.extensions["pneumo_languages"] = languages()
-    app.extensions["pneumo_lang"] = lang or os.environ.get(LANG_ENV) or None
-    app.config["BABEL_DEFAULT_LOCALE"] = DEFAULT
-    Babel(app, locale_selector=select_locale, default_translation_directories=_ready_directory())
-
-    @app.context_processor
-    def _language_context() -> dict:
-        return {"lang": current(), "lang_dir": direction(),
-                "lang_choices": [(c, language_name(c))
-                                 for c in current_app.extensions["pneumo_languages"]]}
-
-    @app.after_request
-    def _remember_language(resp: Response) -> Response:
-        """``?lang=xx`` is remembered for the next pages (and the printed report)."""
-        chosen = _valid(request.args.get("lang"))
-        if chosen and request.cookies.get(COOKIE) != chosen:
-            resp.set_cookie(COOKIE, chosen, max_age=365 * 86400, samesite="Strict",
-                            httponly=True)
-        resp.headers.add("Vary", "Accept-Language")
-        resp.headers.add("Vary", "Cookie")
-        return resp

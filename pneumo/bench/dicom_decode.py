@@ -9,7 +9,7 @@ Modality DX, then compressed:
 - JPEG baseline, extended (12-bit), lossless SV1, JPEG-LS lossless and near-lossless, with
   dcmtk's `dcmcjpeg` / `dcmcjpls` (Debian package `dcmtk`); without dcmtk these are skipped.
 
-Each file is timed through `pneumo.app.pipeline.imaging.decode_image` (the app's whole DICOM path:
+Each file is timed through `pneumo.app.pipeline.decode.decode_image` (the app's whole DICOM path:
 header rules, size checks, decode, rescale/window, reduction to 8 bits).
 """
 
@@ -120,7 +120,7 @@ def variants(img: Image.Image, **attrs) -> dict[str, bytes | str]:
 
 def run(settings: Settings, size: tuple[int, int] | None = None) -> dict:
     """Time `decode_image` on the X-ray in each transfer syntax."""
-    from pneumo.app.pipeline.imaging import decode_image
+    from pneumo.app.pipeline.decode import decode_image
     from pneumo.bench.preprocessing import SIZE_2MP, base_image
 
     size = size or SIZE_2MP
@@ -138,7 +138,7 @@ def run(settings: Settings, size: tuple[int, int] | None = None) -> dict:
         rows.append({"syntax": name, "uid": SYNTAXES[name], "bytes": len(data),
                      "pixels": list(size), "decode": stats.to_dict()})
     notes = [f"Input: fixture X-ray upscaled to {size[0]}x{size[1]} with sigma-3 grain, DX, "
-             "12 bits stored (8 for JPEG baseline); decode = pneumo.app.pipeline.imaging.decode_image "
+             "12 bits stored (8 for JPEG baseline); decode = pneumo.app.pipeline.decode.decode_image "
              "(header rules, decode, window, reduction to 8 bits)."]
     if skipped:
         notes.append("skipped (encoder missing): " + ", ".join(sorted(skipped)))

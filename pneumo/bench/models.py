@@ -124,7 +124,7 @@ def default_arch() -> tuple[str, int, str]:
 
 def fixture_images(size: int, n: int | None = None) -> np.ndarray:
     """Real fixture X-rays preprocessed to (n, size, size, 1); random pixels if none exist."""
-    from pneumo.app.pipeline.imaging import preprocess_path
+    from pneumo.app.pipeline.preprocess import preprocess_path
 
     files = sorted(FIXTURE_XRAYS.glob("*/*.jpeg"))
     if files:
@@ -259,8 +259,8 @@ def with_minimal_metadata(src: Path, dst: Path, arch: str, size: int) -> Path:
 
     import onnx
 
-    from pneumo.app.pipeline.imaging import RECIPE
     from pneumo.app.pipeline.onnx_model import METADATA_KEY
+    from pneumo.app.pipeline.preprocess import RECIPE
 
     m = onnx.load(str(src))
     meta = {"name": "benchmark-fresh-weights", "version": "bench", "precision": "int8",

@@ -1,8 +1,8 @@
-"""Preprocessing cost: decode + resize of realistic uploads through `pneumo.app.pipeline.imaging`.
+"""Preprocessing cost: decode + resize of realistic uploads through `pneumo.app.pipeline.preprocess`.
 
 Inputs (made from a fixture X-ray upscaled to 1700 x 1200, i.e. 2 megapixels):
 an 8-bit grayscale JPEG, a 16-bit grayscale PNG and an uncompressed 16-bit DICOM.
-Each is timed through `pneumo.app.pipeline.imaging` (decode_image, to_model_input, preprocess_bytes);
+Each is timed through `pneumo.app.pipeline.preprocess` (decode_image, to_model_input, preprocess_bytes);
 the JPEG also through a copy of the same steps without Pillow's reduced-scale (draft)
 decoding, to show what draft mode saves.
 """
@@ -22,7 +22,7 @@ from pneumo.bench.models import FIXTURE_XRAYS
 from pneumo.bench.timing import Settings, measure, ratio
 
 if TYPE_CHECKING:
-    from pneumo.app.pipeline.imaging import DecodedImage
+    from pneumo.app.pipeline.decoded import DecodedImage
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +74,15 @@ def make_dicom(img: Image.Image) -> bytes:
 
 
 def decode_without_draft(data: bytes) -> DecodedImage:
-    """`pneumo.app.pipeline.imaging.decode_image`'s Pillow path for JPEG, minus the draft() call."""
-    from pneumo.app.pipeline import imaging
+    """`pneumo.app.pipeline.decode.decode_image`'s Pillow path for JPEG, minus the draft() call."""
+    from pneumo.app.pipeline import decode, decoded
 
     img = Image.open(io.BytesIO(data))
     width, height = img.size
     img = ImageOps.exif_transpose(img)
     img.load()
-    gray, colour, depth = imaging._pil_to_gray(img)
-    return imaging.DecodedImage(gray=gray, format="JPEG", original_size=(width, height),
+    gray, colour, depth = decode._pil_to_gray(img)
+    return decoded.DecodedImage(gray=gray, format="JPEG", original_size=(width, height),
                                 colorfulness=colour, bit_depth=depth)
 
 
@@ -94,7 +94,8 @@ def inputs(size: tuple[int, int] = SIZE_2MP) -> dict[str, bytes]:
 
 def run(model_size: int, settings: Settings, save_inputs: Path | None = None) -> dict:
     """Time decode, resize and the whole of preprocessing for each input."""
-    from pneumo.app.pipeline import imaging
+    from pneumo.app.pipeline import decode as decoding
+    from pneumo.app.pipeline import preprocess
 
     files = inputs()
     if save_inputs:
@@ -104,14 +105,14 @@ def run(model_size: int, settings: Settings, save_inputs: Path | None = None) ->
     rows = []
     for name, data in files.items():
         variants: list[tuple[str, Callable]] = [("draft" if name.startswith("jpeg") else "default",
-                                                 lambda d=data: imaging.decode_image(d))]
+                                                 lambda d=data: decoding.decode_image(d))]
         if name.startswith("jpeg"):
             variants.append(("no_draft", lambda d=data: decode_without_draft(d)))
         for variant, decode in variants:
             decoded = decode()
             dec = measure(decode, settings)
-            rsz = measure(lambda g=decoded.gray: imaging.to_model_input(g, model_size), settings)
-            tot = measure(lambda dec_fn=decode: imaging.to_model_input(dec_fn().gray, model_size),
+            rsz = measure(lambda g=decoded.gray: preprocess.to_model_input(g, model_size), settings)
+            tot = measure(lambda dec_fn=decode: preprocess.to_model_input(dec_fn().gray, model_size),
                           settings)
             log.info(f"  {name:12s} {variant:8s}: decode {dec.p50:7.2f} ms, resize {rsz.p50:6.2f} ms, "
                      f"total {tot.p50:7.2f} ms (decoded at {decoded.gray.size})")
@@ -124,7 +125,7 @@ def run(model_size: int, settings: Settings, save_inputs: Path | None = None) ->
     return {"status": "ok", "rows": rows, "jpeg_draft_speedup": draft_speedup,
             "notes": [f"Inputs: fixture X-ray upscaled to {SIZE_2MP[0]}x{SIZE_2MP[1]} with sigma-3 "
                       "grain; JPEG q90 grayscale, 16-bit PNG, uncompressed 12-bit-in-16 DICOM with a window.",
-                      "'draft' is pneumo.app.pipeline.imaging as shipped (Pillow reduced-scale JPEG decode); "
+                      "'draft' is pneumo.app.pipeline.preprocess as shipped (Pillow reduced-scale JPEG decode); "
                       "'no_draft' replicates the same steps with a full-size decode.",
-                      "resize = pneumo.app.pipeline.imaging.to_model_input (squash to 224, then to the "
+                      "resize = pneumo.app.pipeline.preprocess.to_model_input (squash to 224, then to the "
                       "model size, scale to float)."]}

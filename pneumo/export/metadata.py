@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo.app.pipeline.imaging import DATASET_SIZE, RECIPE
+from pneumo.app.pipeline.decoded import DATASET_SIZE
 from pneumo.app.pipeline.onnx_model import METADATA_KEY, MODEL_CARD_KEY, encode_array
+from pneumo.app.pipeline.preprocess import RECIPE
 from pneumo.train.data import EXTERNAL_LABEL as EXTERNAL_SOURCE
 
 
@@ -109,7 +110,7 @@ def build_metadata(train_meta: dict, *, precision: str, thresholds: dict, val_me
                     "embedding": "pooled last-conv features, shape [N, C]"},
         "intensity": intensity,
         "preprocessing": {"recipe": RECIPE, "dataset_size": DATASET_SIZE,
-                          "module": "pneumo.app.pipeline.imaging.to_model_input",
+                          "module": "pneumo.app.pipeline.preprocess.to_model_input",
                           "intensity": intensity},
         "class_names": train_meta.get("class_names", ["NORMAL", "PNEUMONIA"]),
         "thresholds": thresholds,

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pneumo.app.pipeline.imaging import normalize_intensity
+from pneumo.app.pipeline.preprocess import normalize_intensity
 from pneumo.train.data import (
     Sample,
     Split,
@@ -43,7 +43,7 @@ def _floats(x: np.ndarray) -> np.ndarray:
 
 
 def model_input(x_u8: np.ndarray, intensity: str = "none") -> np.ndarray:
-    """Raw uint8 (N, S, S) from train.data -> the model's input, as pneumo.app.pipeline.imaging does it."""
+    """Raw uint8 (N, S, S) from train.data -> the model's input, as pneumo.app.pipeline.preprocess does it."""
     return _floats(normalize_intensity(np.asarray(x_u8, dtype=np.uint8), intensity))
 
 

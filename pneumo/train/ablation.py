@@ -96,7 +96,7 @@ def predict_run(run_dir: Path, samples, cache_dir: str | Path | None) -> np.ndar
     """
     import keras
 
-    from pneumo.app.pipeline.imaging import normalize_intensity
+    from pneumo.app.pipeline.preprocess import normalize_intensity
     from pneumo.train.data import cached_arrays
 
     meta = json.loads((run_dir / "model.json").read_text())

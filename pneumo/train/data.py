@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo.app.pipeline.imaging import load_uint8
+from pneumo.app.pipeline.decoded import IMAGE_SUFFIXES
+from pneumo.app.pipeline.preprocess import load_uint8
 
 log = logging.getLogger(__name__)
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 EXTERNAL_LABEL = "external validation (half of the official test split)"
 """How every figure measured on ../shared/data/external_val is named (never 'test')."""
-IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".dcm"}
 
 _PERSON = re.compile(r"^(person\d+)_", re.IGNORECASE)
 _NORMAL = re.compile(r"^((?:NORMAL2-)?IM-\d+)", re.IGNORECASE)

@@ -1,7 +1,7 @@
 """`pneumo evaluate`: metrics with bootstrap CIs at the model's own operating thresholds.
 
 Accepts a Keras run (``model.keras`` with ``model.json`` beside it) or an exported ``.onnx``
-file (fp32 or int8). Images go through the one shared preprocessing (`pneumo.app.pipeline.imaging`).
+file (fp32 or int8). Images go through the one shared preprocessing (`pneumo.app.pipeline.preprocess`).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def evaluate(predict: PredictFn, meta: dict, samples: list[Sample], *, n_boot: i
     With `shifts`, also the metrics at the balanced threshold under each acquisition shift
     of `train.shifts` (a proxy for images from another hospital).
     """
-    from pneumo.app.pipeline.imaging import normalize_intensity
+    from pneumo.app.pipeline.preprocess import normalize_intensity
 
     size, intensity = int(meta["input_size"]), meta.get("intensity", "none")
     x_raw, y = load_arrays(samples, size, progress=len(samples) > 500)
@@ -126,7 +126,7 @@ def _renormalised(x: np.ndarray, intensity: str) -> np.ndarray:
     """Float images in [0, 1] through the model's intensity normalisation (if any)."""
     if intensity == "none":
         return x
-    from pneumo.app.pipeline.imaging import normalize_intensity
+    from pneumo.app.pipeline.preprocess import normalize_intensity
 
     u8 = np.clip(np.round(x[..., 0] * 255.0), 0, 255).astype(np.uint8)
     return normalize_intensity(u8, intensity)

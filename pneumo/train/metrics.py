@@ -7,6 +7,7 @@ from scipy.stats import rankdata
 from sklearn.metrics import roc_curve
 
 from pneumo.app.pipeline import operating_points as _ops
+from pneumo.app.pipeline.operating_points import auc
 
 SCREENING_MIN_SENSITIVITY = 0.95
 
@@ -67,11 +68,6 @@ def auc_rows(y: np.ndarray, p_rows: np.ndarray) -> np.ndarray:
         return np.full(len(p_rows), np.nan)
     ranks = rankdata(p_rows, axis=1)
     return (ranks[:, pos].sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n0)
-
-
-def auc(y: np.ndarray, p: np.ndarray) -> float:
-    """ROC AUC (the Mann-Whitney statistic, as sklearn's roc_auc_score); NaN for one class."""
-    return float(auc_rows(y, np.asarray(p, dtype=np.float64)[None, :])[0])
 
 
 def metrics_at(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:

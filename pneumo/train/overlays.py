@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pneumo.app.pipeline.imaging import DATASET_SIZE
+from pneumo.app.pipeline.decoded import DATASET_SIZE
 
 
 def _random_text(rng: np.random.Generator) -> str:

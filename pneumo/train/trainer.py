@@ -83,7 +83,7 @@ class TrainConfig:
     strategy: str = "auto"
     cache_dir: str | None = None
     external_val: str | None = None  # labelled folder judged after every epoch, never trained on
-    intensity: str = "none"  # per-image intensity normalisation (pneumo.app.pipeline.imaging)
+    intensity: str = "none"  # per-image intensity normalisation (pneumo.app.pipeline.preprocess)
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha) mixing within a batch; 0 = off
     balance: str = "weights"  # class imbalance: 'weights' (loss weights) or 'sampling'
@@ -130,7 +130,7 @@ def _synthetic_samples(folder: str | None):
 def load_external(folder: str, size: int, intensity: str, cache: str
                   ) -> tuple[np.ndarray, np.ndarray]:
     """An external labelled folder (NORMAL/, PNEUMONIA/) as normalised uint8 arrays."""
-    from pneumo.app.pipeline.imaging import normalize_intensity
+    from pneumo.app.pipeline.preprocess import normalize_intensity
 
     samples = list_class_folder(Path(folder))
     if not samples or len({s.label for s in samples}) < 2:
@@ -202,7 +202,7 @@ def _run_split(cfg: TrainConfig, out: Path, resuming: bool) -> Split:
 
 def load_run_data(cfg: TrainConfig, out: Path, resuming: bool) -> RunData:
     """Step 1: split, decode (cached) and normalise every image set the run uses."""
-    from pneumo.app.pipeline.imaging import normalize_intensity
+    from pneumo.app.pipeline.preprocess import normalize_intensity
 
     split = _run_split(cfg, out, resuming)
     synthetic = _synthetic_samples(cfg.synthetic)

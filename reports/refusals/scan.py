@@ -40,7 +40,8 @@ sys.path.insert(0, str(REPO))
 from PIL import Image  # noqa: E402
 
 from pneumo.app.pipeline.checks import NotAChestXray, measure  # noqa: E402
-from pneumo.app.pipeline.imaging import ImageError, decode_image  # noqa: E402
+from pneumo.app.pipeline.decode import decode_image  # noqa: E402
+from pneumo.app.pipeline.decoded import ImageError  # noqa: E402
 from pneumo.app.pipeline.onnx_model import DEFAULT_MODEL, OnnxModel  # noqa: E402
 from pneumo.app.pipeline.predictor import Predictor  # noqa: E402
 

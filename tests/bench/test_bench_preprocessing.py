@@ -1,11 +1,12 @@
-"""The synthetic uploads decode through pneumo.app.pipeline.imaging; the no-draft path matches it."""
+"""The synthetic uploads decode through pneumo.app.pipeline.preprocess; the no-draft path matches it."""
 
 import io
 
 import numpy as np
 from PIL import Image
 
-from pneumo.app.pipeline.imaging import decode_image, to_model_input
+from pneumo.app.pipeline.decode import decode_image
+from pneumo.app.pipeline.preprocess import to_model_input
 from pneumo.bench.preprocessing import decode_without_draft, inputs
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from tinydata import fixture_images
 
-from pneumo.app.pipeline.imaging import preprocess_path
 from pneumo.app.pipeline.onnx_model import DEFAULT_MODEL, OnnxModel
+from pneumo.app.pipeline.preprocess import preprocess_path
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ from tinydata import fixture_images, make_tiny_kaggle
 pytest.importorskip("tf2onnx")
 
 from pneumo.app.pipeline.calibration import apply_calibration, logit, sigmoid  # noqa: E402
-from pneumo.app.pipeline.imaging import decode_image, to_model_input  # noqa: E402
+from pneumo.app.pipeline.decode import decode_image  # noqa: E402
 from pneumo.app.pipeline.onnx_model import OnnxModel, read_metadata  # noqa: E402
+from pneumo.app.pipeline.preprocess import to_model_input  # noqa: E402
 from pneumo.train.data import Sample, load_arrays, make_split  # noqa: E402
 
 EXTERNAL = "external validation (half of the official test split)"

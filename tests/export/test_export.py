@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("tf2onnx")
 
-from pneumo.app.pipeline.imaging import preprocess_path  # noqa: E402
 from pneumo.app.pipeline.onnx_model import OnnxModel, read_metadata  # noqa: E402
+from pneumo.app.pipeline.preprocess import preprocess_path  # noqa: E402
 from pneumo.cli import main  # noqa: E402
 from pneumo.export.onnx_export import ExportError, check_ops  # noqa: E402
 from pneumo.export.run import ParityError, export_model  # noqa: E402

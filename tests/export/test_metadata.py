@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pneumo.app.pipeline.imaging import RECIPE
 from pneumo.app.pipeline.onnx_model import decode_array, read_metadata
+from pneumo.app.pipeline.preprocess import RECIPE
 from pneumo.export.metadata import (
     INTERNAL_SOURCE,
     acquisition_variants,

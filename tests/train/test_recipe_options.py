@@ -10,7 +10,7 @@ from tinydata import make_tiny_kaggle
 
 pytest.importorskip("tensorflow")
 
-from pneumo.app.pipeline.imaging import normalize_intensity  # noqa: E402
+from pneumo.app.pipeline.preprocess import normalize_intensity  # noqa: E402
 from pneumo.cli import main  # noqa: E402
 from pneumo.train.augment import AugmentConfig  # noqa: E402
 from pneumo.train.augment_tf import augment_batch  # noqa: E402

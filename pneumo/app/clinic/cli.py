@@ -131,7 +131,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     # the app's pipeline (checks, languages, DICOM) is imported only by this command
     from pneumo.app.clinic.labelled import labelled_csv, labelled_folder, score
     from pneumo.app.clinic.site_profile import SiteProfile, accept
-    from pneumo.app.history.store import DB_NAME, HistoryStore, utc_now_iso
+    from pneumo.app.history.schema import DB_NAME, utc_now_iso
+    from pneumo.app.history.store import HistoryStore
     from pneumo.app.pipeline.predictor import Predictor
 
     if not logging.getLogger().handlers:

@@ -8,8 +8,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from pneumo.app.config import DEFAULT_SETTING
+from pneumo.app.pipeline.files import iter_inputs, predict_file
 from pneumo.app.pipeline.predictor import Predictor
-from pneumo.app.runtime.batch import iter_inputs, predict_file
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def labelled_csv(path: str | Path) -> list[tuple[Path, int]]:
     return out
 
 
-def score(predictor: Predictor, items: list[tuple[Path, int]], mode: str = "balanced"
+def score(predictor: Predictor, items: list[tuple[Path, int]], mode: str = DEFAULT_SETTING
           ) -> Scored:
     """Run every image through the app's pipeline (progress logged every 50 files)."""
     results = []

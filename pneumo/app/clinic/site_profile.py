@@ -23,7 +23,8 @@ from pathlib import Path
 
 from pneumo.app.clinic.site_thresholds import GuardRailBlocked, guard
 from pneumo.app.config import clean_text
-from pneumo.app.history.store import HistoryStore, utc_now_iso
+from pneumo.app.history.schema import utc_now_iso
+from pneumo.app.history.store import HistoryStore
 
 PROFILE_NAME = "site_calibration.json"
 MAX_OVERRIDE_REASON = 500

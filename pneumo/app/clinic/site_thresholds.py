@@ -40,10 +40,15 @@ from collections import OrderedDict
 
 import numpy as np
 
-from pneumo.app.pipeline.operating_points import MIN_SENSITIVITY, THRESHOLD_RULE, operating_points
+from pneumo.app.config import MIN_CASES_PER_CLASS
+from pneumo.app.pipeline.operating_points import (
+    MIN_SENSITIVITY,
+    THRESHOLD_RULE,
+    auc,
+    operating_points,
+    rates,
+)
 
-MIN_CASES_PER_CLASS = 25
-"""Fewest confirmed cases of each class a proposal needs (see the module docstring)."""
 N_BOOT = 1000
 N_CROSS_FIT = 50
 MAX_PROPOSALS = 20
@@ -157,17 +162,6 @@ NEEDED_PNEUMONIAS = {mode: needed_pneumonias(floor) for mode, floor in MIN_SENSI
 """Confirmed pneumonias a raise of each setting needs at least (59 balanced, 149 screening)."""
 
 
-def auc(y: np.ndarray, p: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney, ties counted half); nan with one class."""
-    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=np.float64)
-    n1, n0 = int(y.sum()), int(len(y) - y.sum())
-    if not n1 or not n0:
-        return float("nan")
-    _, inverse, counts = np.unique(p, return_inverse=True, return_counts=True)
-    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # average ranks over ties
-    return float((ranks[y == 1].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
-
-
 def roc_points(y: np.ndarray, p: np.ndarray) -> dict[str, list[float]]:
     """The ROC curve's corners: false-positive rate, true-positive rate, threshold."""
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=np.float64)
@@ -179,17 +173,6 @@ def roc_points(y: np.ndarray, p: np.ndarray) -> dict[str, list[float]]:
         tpr.append(float((pred & (y == 1)).sum() / pos))
         fpr.append(float((pred & (y == 0)).sum() / neg))
     return {"fpr": fpr, "tpr": tpr, "threshold": [1.0, *[float(t) for t in cand]]}
-
-
-def rates(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    """Sensitivity, specificity and accuracy at one threshold (score >= threshold: positive)."""
-    y, pred = np.asarray(y).astype(int), np.asarray(p) >= threshold
-    tp, fn = int((pred & (y == 1)).sum()), int((~pred & (y == 1)).sum())
-    tn, fp = int((~pred & (y == 0)).sum()), int((pred & (y == 0)).sum())
-    return {"sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
-            "specificity": tn / (tn + fp) if tn + fp else float("nan"),
-            "accuracy": (tp + tn) / len(y) if len(y) else float("nan"),
-            "tp": tp, "fn": fn, "tn": tn, "fp": fp}
 
 
 def _ci(values: list[float]) -> list[float]:

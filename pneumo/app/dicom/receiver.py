@@ -38,9 +38,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pneumo.app.analysis import analyse
-from pneumo.app.config import clean_text
-from pneumo.app.web.state import AppState
+from pneumo.app.analysis import AppState, analyse
+from pneumo.app.config import MAX_PATIENT_REF, clean_text
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -56,7 +55,6 @@ STORAGE_CLASSES = {
 
 VERIFICATION = "1.2.840.10008.1.1"
 SPOOL_DIR = "dicom-inbox"
-MAX_PATIENT_REF = 64
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 DATASET_SLACK = 1 << 20
@@ -300,7 +298,7 @@ class DicomReceiver:
         import pydicom
 
         from pneumo.app.history.store import StorageError
-        from pneumo.app.pipeline.imaging import ImageError
+        from pneumo.app.pipeline.decoded import ImageError
 
         data = path.read_bytes()
         try:

@@ -1,6 +1,6 @@
 """Writing small DICOM files: for the executable's self-test, benchmarks and tests.
 
-Reading DICOM is `pneumo.app.pipeline.imaging`'s job; this only wraps a pixel array in a valid file.
+Reading DICOM is `pneumo.app.pipeline.preprocess`'s job; this only wraps a pixel array in a valid file.
 """
 
 from __future__ import annotations

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pneumo.app.config import dicom_destination
+from pneumo.app.analysis import AppState
+from pneumo.app.config import DEFAULT_SETTING, dicom_destination
 from pneumo.app.i18n import _, english
 from pneumo.app.pipeline.heatmap import render
 from pneumo.app.pipeline.wording import HEATMAP_NOTE, answer
-from pneumo.app.web.state import AppState
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -51,7 +51,7 @@ def result_lines(record: dict) -> list[str]:
     with english():
         words = answer(record)
         heat = HEATMAP_NOTE["positive" if words["heatmap_shown"] else "negative"]
-        setting = record.get("mode") or "balanced"
+        setting = record.get("mode") or DEFAULT_SETTING
         lines = [DISCLAIMER, f"Result: {words['headline']} - {words['probability_text']}",
                  f"Label for systems: {record['label']} ({setting} setting, threshold "
                  f"{float(record['threshold']) * 100:.0f}%)",

@@ -27,125 +27,24 @@ import logging
 import os
 import sqlite3
 import threading
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-DB_NAME = "history.sqlite3"
-SCHEMA_VERSION = 5
+from pneumo.app.history.schema import (
+    ADDED_COLUMNS,
+    AUDIT_FIELDS,
+    FIELDS,
+    FINDINGS,
+    INDEXES_SQL,
+    REQUIRED_COLUMNS,
+    SCHEMA_SQL,
+    SCHEMA_VERSION,
+    new_id,
+    parse_bound,
+    utc_now_iso,
+)
 
 log = logging.getLogger(__name__)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    patient_ref TEXT,
-    label TEXT NOT NULL,
-    probability REAL NOT NULL,
-    threshold REAL NOT NULL,
-    mode TEXT NOT NULL,
-    confidence TEXT DEFAULT NULL,
-    model_name TEXT,
-    model_version TEXT NOT NULL,
-    model_sha256 TEXT,
-    width INTEGER,
-    height INTEGER,
-    format TEXT,
-    ood_distance REAL,
-    warnings TEXT NOT NULL DEFAULT '[]',
-    message TEXT,
-    file_name TEXT DEFAULT NULL,
-    bit_depth INTEGER DEFAULT NULL,
-    calibrated INTEGER DEFAULT NULL,
-    calibrated_on TEXT DEFAULT NULL,
-    source TEXT DEFAULT NULL,
-    study_uid TEXT DEFAULT NULL,
-    sop_uid TEXT DEFAULT NULL,
-    threshold_source TEXT DEFAULT NULL,
-    finding TEXT DEFAULT NULL,
-    finding_note TEXT DEFAULT NULL,
-    finding_by TEXT DEFAULT NULL,
-    finding_at TEXT DEFAULT NULL,
-    outcome TEXT DEFAULT NULL,
-    drift INTEGER DEFAULT NULL,
-    site_thresholds_at TEXT DEFAULT NULL
-);
-CREATE INDEX IF NOT EXISTS predictions_created ON predictions(created_at);
-CREATE TABLE IF NOT EXISTS heatmaps (
-    id TEXT PRIMARY KEY REFERENCES predictions(id) ON DELETE CASCADE,
-    png BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS images (
-    id TEXT PRIMARY KEY REFERENCES predictions(id) ON DELETE CASCADE,
-    format TEXT,
-    data BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    action TEXT NOT NULL,
-    record_id TEXT,
-    old TEXT,
-    new TEXT,
-    by TEXT
-);
-CREATE TABLE IF NOT EXISTS refusals (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    codes TEXT NOT NULL,
-    source TEXT
-);
-"""
-_INDEXES = """
-CREATE UNIQUE INDEX IF NOT EXISTS predictions_sop ON predictions(sop_uid)
-    WHERE sop_uid IS NOT NULL;
-"""
-"""Indexes on columns added after schema 1 (made after the migration adds the columns)."""
-
-FIELDS = ("id", "created_at", "file_name", "sha256", "patient_ref", "outcome", "label",
-          "probability",
-          "calibrated", "calibrated_on", "threshold", "mode", "confidence", "model_name",
-          "model_version", "model_sha256", "width", "height", "format", "bit_depth",
-          "ood_distance", "warnings", "message", "threshold_source", "source", "study_uid",
-          "sop_uid", "finding", "finding_note", "finding_by", "finding_at", "drift",
-          "site_thresholds_at")
-"""Columns of a history record, in CSV order."""
-
-_ADDED_COLUMNS = {
-    "confidence": "TEXT DEFAULT NULL",  # schema 2
-    "file_name": "TEXT DEFAULT NULL",  # schema 3
-    "bit_depth": "INTEGER DEFAULT NULL",
-    "calibrated": "INTEGER DEFAULT NULL",
-    "calibrated_on": "TEXT DEFAULT NULL",
-    "source": "TEXT DEFAULT NULL",  # schema 4
-    "study_uid": "TEXT DEFAULT NULL",
-    "sop_uid": "TEXT DEFAULT NULL",
-    "threshold_source": "TEXT DEFAULT NULL",
-    "finding": "TEXT DEFAULT NULL",
-    "finding_note": "TEXT DEFAULT NULL",
-    "finding_by": "TEXT DEFAULT NULL",
-    "finding_at": "TEXT DEFAULT NULL",
-    "outcome": "TEXT DEFAULT NULL",  # schema 5
-    "drift": "INTEGER DEFAULT NULL",
-    "site_thresholds_at": "TEXT DEFAULT NULL",
-}
-"""Columns added after schema 1: name -> SQL type and default, added to old databases."""
-
-
-FINDINGS = ("normal", "pneumonia", "other", "unknown")
-"""The clinician's confirmed findings a record can carry."""
-
-AUDIT_FIELDS = ("seq", "at", "action", "record_id", "old", "new", "by")
-"""Columns of an audit row (append-only: confirmations and calibration changes)."""
-
-_REQUIRED_COLUMNS = frozenset({"seq", "id", "created_at", "sha256", "label", "probability",
-                               "threshold", "mode", "model_version"})
-"""Columns every pneumo history (schema 1 on) has: a predictions table without them is foreign."""
 
 
 class StorageError(Exception):
@@ -164,40 +63,6 @@ def is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return True
     return "disk is full" in str(exc) or "No space left" in str(exc)
-
-
-def utc_now_iso() -> str:
-    """The current UTC time as ISO 8601 with milliseconds and a Z suffix."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_bound(value: str | None, *, end: bool) -> str | None:
-    """A from/to filter (date or datetime, UTC if naive) as a comparable ISO string.
-
-    A bare date as ``to`` includes that whole day. Raises ValueError on bad input.
-    """
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    if len(value) == 10:
-        d = date.fromisoformat(value)
-        dt = datetime(d.year, d.month, d.day, tzinfo=UTC)
-    else:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
-    try:
-        if len(value) == 10 and end:
-            dt += timedelta(days=1)
-        dt = dt.astimezone(UTC)
-    except OverflowError:  # past 9999-12-31 or before 0001-01-01 in UTC: clamp
-        return _MAX_BOUND if dt.year > 5000 else _MIN_BOUND
-    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-_MIN_BOUND = "0000"
-"""Sorts before every stored ``created_at``: a ``from`` before year 1 (UTC) means no bound."""
-_MAX_BOUND = "9999-99"
-"""Sorts after every stored ``created_at``: a ``to`` past year 9999 (UTC) means no bound."""
 
 
 def read_only_uri(path: Path) -> str:
@@ -225,14 +90,9 @@ def file_problem(path: Path, *, full: bool = False) -> str | None:
         ro.close()
     if not ok:
         return "its pages are damaged"
-    if tables and not _REQUIRED_COLUMNS <= cols:
+    if tables and not REQUIRED_COLUMNS <= cols:
         return "it is an SQLite database of another program"
     return None
-
-
-def new_id() -> str:
-    """A fresh random record id."""
-    return uuid.uuid4().hex
 
 
 class HistoryStore:
@@ -249,7 +109,7 @@ class HistoryStore:
         self._check_existing()
         try:
             conn = self._conn()
-            conn.executescript(_SCHEMA)
+            conn.executescript(SCHEMA_SQL)
             self._migrate(conn)
         except sqlite3.DatabaseError as exc:
             self.close()
@@ -310,7 +170,7 @@ class HistoryStore:
         conn.execute("BEGIN IMMEDIATE")  # one process at a time checks and alters
         try:
             have = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
-            for name, decl in _ADDED_COLUMNS.items():
+            for name, decl in ADDED_COLUMNS.items():
                 if name not in have:
                     conn.execute(f"ALTER TABLE predictions ADD COLUMN {name} {decl}")
                     log.info("history %s: added column %s (schema %d)", self.path, name,
@@ -321,7 +181,7 @@ class HistoryStore:
                          "WHEN confidence = 'borderline' THEN 'review' "
                          "WHEN label = 'PNEUMONIA' THEN 'pneumonia' ELSE 'no_signs' END "
                          "WHERE outcome IS NULL")
-            for statement in _INDEXES.split(";"):
+            for statement in INDEXES_SQL.split(";"):
                 if statement.strip():
                     conn.execute(statement)
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()

@@ -37,7 +37,8 @@ import numpy as np
 from PIL import Image
 
 from pneumo.app.i18n import N_, translate
-from pneumo.app.pipeline.imaging import DATASET_SIZE, DecodedImage, ImageError, squash
+from pneumo.app.pipeline.decoded import DATASET_SIZE, DecodedImage, ImageError
+from pneumo.app.pipeline.preprocess import squash
 
 # --- rejection thresholds (feature ranges over 1000 real training X-rays in brackets) ---
 MIN_SIDE = 32

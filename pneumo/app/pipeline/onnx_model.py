@@ -2,7 +2,7 @@
 
 Contract between `export` (which writes the file) and the app (which only reads it):
 
-- input ``image``: float32 [N, S, S, 1], pixels in [0, 1] from `pneumo.app.pipeline.imaging`.
+- input ``image``: float32 [N, S, S, 1], pixels in [0, 1] from `pneumo.app.pipeline.preprocess`.
 - outputs ``probability`` [N, 1] (of PNEUMONIA), ``cam`` [N, h, w] (class activation map in
   logit units: its mean is the logit), ``embedding`` [N, C] (the pooled features).
 - ``metadata_props["pneumo"]``: a JSON document with name, version, created, git_commit,
@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pneumo.app import PACKAGE_DIR
+from pneumo.app.config import DEFAULT_MODEL, DEFAULT_SETTING
 from pneumo.app.pipeline.calibration import apply_calibration, calibration_params
-from pneumo.app.pipeline.imaging import INTENSITY_METHODS, to_model_input
 from pneumo.app.pipeline.outcome import CONFIDENCE, decide
+from pneumo.app.pipeline.preprocess import INTENSITY_METHODS, to_model_input
 
 # Offline clinic app: ONNX Runtime's telemetry stays off (it must be set before the import).
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
@@ -43,7 +43,6 @@ METADATA_KEY = "pneumo"
 MODEL_CARD_KEY = "model_card"
 INPUT_NAME = "image"
 OUTPUTS = ("probability", "cam", "embedding")
-DEFAULT_MODEL = PACKAGE_DIR / "models" / "pneumo.int8.onnx"
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +201,7 @@ class OnnxModel:
         d = np.atleast_2d(embedding).astype(np.float64) - self._ood_mean
         return np.einsum("nc,cd,nd->n", d, self._ood_precision, d)
 
-    def label_for(self, probability: float, mode: str = "balanced") -> tuple[str, float]:
+    def label_for(self, probability: float, mode: str = DEFAULT_SETTING) -> tuple[str, float]:
         """(class name, threshold) for a probability at an operating mode (outcome.decide)."""
         d = decide(probability, self.thresholds, mode, self.class_names)
         return d.label, d.threshold

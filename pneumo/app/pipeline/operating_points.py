@@ -49,3 +49,25 @@ def threshold_for_sensitivity(y: np.ndarray, p: np.ndarray, min_sensitivity: flo
 def operating_points(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     """{'balanced': sensitivity >= 0.95 rule, 'screening': sensitivity >= 0.98 rule}."""
     return {mode: threshold_for_sensitivity(y, p, floor) for mode, floor in MIN_SENSITIVITY.items()}
+
+
+def auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties counted half); nan with one class."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=np.float64)
+    n1, n0 = int(y.sum()), int(len(y) - y.sum())
+    if not n1 or not n0:
+        return float("nan")
+    _, inverse, counts = np.unique(p, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # average ranks over ties
+    return float((ranks[y == 1].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
+def rates(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """Sensitivity, specificity and accuracy at one threshold (score >= threshold: positive)."""
+    y, pred = np.asarray(y).astype(int), np.asarray(p) >= threshold
+    tp, fn = int((pred & (y == 1)).sum()), int((~pred & (y == 1)).sum())
+    tn, fp = int((~pred & (y == 0)).sum()), int((pred & (y == 0)).sum())
+    return {"sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
+            "specificity": tn / (tn + fp) if tn + fp else float("nan"),
+            "accuracy": (tp + tn) / len(y) if len(y) else float("nan"),
+            "tp": tp, "fn": fn, "tn": tn, "fp": fp}

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pneumo.app.config import DEFAULT_SETTING
+
 PNEUMONIA = "pneumonia"
 REVIEW = "review"
 NO_SIGNS = "no_signs"
@@ -60,7 +62,7 @@ def in_review_band(probability: float, thresholds: dict[str, float]) -> bool:
     return floor <= float(probability) < top
 
 
-def decide(probability: float, thresholds: dict[str, float], setting: str = "balanced",
+def decide(probability: float, thresholds: dict[str, float], setting: str = DEFAULT_SETTING,
            class_names: Sequence[str] = ("NORMAL", "PNEUMONIA")) -> Decision:
     """The outcome and binary label of a calibrated probability; KeyError for an unknown setting."""
     if setting not in thresholds:

@@ -16,7 +16,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 
-from pneumo.app.config import DEFAULTS
+from pneumo.app.config import DEFAULT_MAX_PIXELS, DEFAULT_SETTING, DEFAULTS
 from pneumo.app.i18n import N_, _, english, translate
 from pneumo.app.pipeline import heatmap as hm
 from pneumo.app.pipeline import wording
@@ -27,7 +27,8 @@ from pneumo.app.pipeline.checks import (
     dicom_header_checks,
     ood_findings,
 )
-from pneumo.app.pipeline.imaging import DEFAULT_MAX_PIXELS, DecodeGate, decode_image
+from pneumo.app.pipeline.decode import decode_image
+from pneumo.app.pipeline.memory import DecodeGate
 from pneumo.app.pipeline.onnx_model import OnnxModel
 from pneumo.app.pipeline.outcome import decide
 
@@ -203,7 +204,7 @@ class Predictor:
                           modes=", ".join(self.modes))
         return mode
 
-    def predict(self, data: bytes, mode: str = "balanced", *, heatmap: bool = True,
+    def predict(self, data: bytes, mode: str = DEFAULT_SETTING, *, heatmap: bool = True,
                 preview: bool = False, site_thresholds: dict[str, float] | None = None,
                 site_thresholds_at: str | None = None, clinic_share: float | None = None
                 ) -> Prediction:
@@ -213,63 +214,74 @@ class Predictor:
         model's, set at ``site_thresholds_at``) replace the model's for the outcome and label.
         """
         self.check_mode(mode)
-        t0 = time.perf_counter()
-        timings: dict[str, float] = {}
-
-        def lap(name: str, since: float) -> float:
-            """Record the milliseconds since `since` under `name`; returns now."""
-            now = time.perf_counter()
-            timings[name] = (now - since) * 1000.0
-            return now
-
-        sha = hashlib.sha256(data).hexdigest()
-        decoded = decode_image(data, max_pixels=self.max_pixels, gate=self.gate,
-                               dicom_header_check=dicom_header_checks)
-        t = lap("decode", t0)
-        checks = cheap_checks(decoded)
-        if not checks.ok:
-            raise NotAChestXray(checks.rejections)
-        t = lap("checks", t)
-        x = self.model.model_input(decoded.gray)  # the model's size and intensity step
-        t = lap("preprocess", t)
-        out = self.model.run(x[None])
-        t = lap("inference", t)
-        quality = list(checks.warnings)
-        ood_distance = None
-        if out.embedding.size and self.model.ood:
-            ood_distance = float(self.model.ood_distance(out.embedding)[0])
-            reject, warn = ood_findings(ood_distance, self.model.ood)
-            if reject:
-                raise NotAChestXray([reject])
-            if warn:
-                quality.append(warn)
-        prob = float(out.probability[0])  # calibrated: the thresholds' scale
-        decision = decide(prob, site_thresholds or self.model.thresholds, mode,
-                          self.model.class_names)
-        t = lap("ood_and_label", t)
-        heat_src = preview_png = None
-        if heatmap:  # packed now, drawn when the heatmap URL is fetched
-            heat_src = hm.pack(decoded.gray, decoded.original_size, out.cam[0])
-            t = lap("heatmap", t)
-        if preview:
-            preview_png = hm.png_bytes(hm.display_image(decoded.gray, decoded.original_size))
-            t = lap("preview", t)
-        timings["total"] = (time.perf_counter() - t0) * 1000.0
-        w, h = decoded.original_size
+        laps = Laps()
+        decoded = laps("decode", decode_image(data, max_pixels=self.max_pixels, gate=self.gate,
+                                              dicom_header_check=dicom_header_checks))
+        warnings = laps("checks", self._checked(decoded))
+        x = laps("preprocess", self.model.model_input(decoded.gray))  # size, intensity step
+        out = laps("inference", self.model.run(x[None]))
+        ood_distance = self._out_of_distribution(out, warnings)
+        decision = laps("ood_and_label", decide(float(out.probability[0]),
+                                                site_thresholds or self.model.thresholds,
+                                                mode, self.model.class_names))
+        heat = laps("heatmap", hm.pack(decoded.gray, decoded.original_size, out.cam[0])
+                    ) if heatmap else None  # packed now, drawn when its URL is fetched
+        shown = laps("preview", hm.png_bytes(hm.display_image(
+            decoded.gray, decoded.original_size))) if preview else None
         prediction = Prediction(
-            label=decision.label, probability=prob, threshold=decision.threshold, mode=mode,
-            outcome=decision.outcome, confidence=decision.confidence,
-            model_name=self.model.name, model_version=self.model.version,
-            model_sha256=self.model.sha256, sha256=sha, width=int(w), height=int(h),
-            format=decoded.format, bit_depth=int(decoded.bit_depth), ood_distance=ood_distance,
-            quality=quality,
-            message="",  # worded by history_record (pneumo.app.pipeline.wording)
-            timings_ms=timings, heatmap_source=heat_src, preview_png=preview_png,
+            label=decision.label, probability=float(out.probability[0]),
+            threshold=decision.threshold, mode=mode, outcome=decision.outcome,
+            confidence=decision.confidence, model_name=self.model.name,
+            model_version=self.model.version, model_sha256=self.model.sha256,
+            sha256=hashlib.sha256(data).hexdigest(), width=int(decoded.original_size[0]),
+            height=int(decoded.original_size[1]), format=decoded.format,
+            bit_depth=int(decoded.bit_depth), ood_distance=ood_distance, quality=warnings,
+            message="", timings_ms=laps.total(), heatmap_source=heat, preview_png=shown,
             raw_probability=float(out.raw_probability[0]), calibrated_on=self.calibrated_on,
             positive=self.model.class_names[1],
             threshold_source="site" if site_thresholds else "model",
             site_thresholds_at=site_thresholds_at if site_thresholds else None,
-            calibration_share=self.calibration_share, clinic_share=clinic_share,
-        )
-        prediction.message = prediction.history_record()["message"]
+            calibration_share=self.calibration_share, clinic_share=clinic_share)
+        prediction.message = prediction.history_record()["message"]  # English, for the history
         return prediction
+
+    @staticmethod
+    def _checked(decoded) -> list[Finding]:
+        """The image checks' warnings; NotAChestXray when a check refuses the image."""
+        checks = cheap_checks(decoded)
+        if not checks.ok:
+            raise NotAChestXray(checks.rejections)
+        return list(checks.warnings)
+
+    def _out_of_distribution(self, out, warnings: list[Finding]) -> float | None:
+        """The embedding's distance to the training images; refuses or warns (into
+        ``warnings``) by the model's own limits; None when the model has no OOD statistics."""
+        if not (out.embedding.size and self.model.ood):
+            return None
+        distance = float(self.model.ood_distance(out.embedding)[0])
+        reject, warn = ood_findings(distance, self.model.ood)
+        if reject:
+            raise NotAChestXray([reject])
+        if warn:
+            warnings.append(warn)
+        return distance
+
+
+class Laps:
+    """Milliseconds per named step of one prediction (``timings_ms``)."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.ms: dict[str, float] = {}
+
+    def __call__(self, name: str, value):
+        """Record the time since the previous step under ``name``; returns ``value``."""
+        now = time.perf_counter()
+        self.ms[name] = (now - self.last) * 1000.0
+        self.last = now
+        return value
+
+    def total(self) -> dict[str, float]:
+        """The steps and the total."""
+        self.ms["total"] = (time.perf_counter() - self.start) * 1000.0
+        return self.ms

@@ -5,54 +5,16 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import TextIO
 
-from pneumo.app.pipeline.checks import NotAChestXray
-from pneumo.app.pipeline.imaging import ImageError
+from pneumo.app.config import DEFAULT_SETTING
+from pneumo.app.pipeline.files import iter_inputs, predict_file
 from pneumo.app.pipeline.onnx_model import OnnxModel
 from pneumo.app.pipeline.predictor import Predictor
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".dic"}
-"""Files taken from folders: these suffixes, or no suffix at all (DICOM exports)."""
-
 CSV_FIELDS = ("file", "status", "outcome", "headline", "label", "probability", "threshold",
-              "mode", "confidence", "message", "model_version", "sha256", "width", "height", "format", "ood_distance",
-              "warnings", "error_code", "error_message")
-
-
-def iter_inputs(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Files named directly, plus image files found recursively in folders (sorted)."""
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if (f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                        and (f.suffix.lower() in IMAGE_SUFFIXES or f.suffix == "")):
-                    yield f
-        else:
-            yield p  # missing files are reported as failures
-
-
-def predict_file(predictor: Predictor, path: Path, mode: str) -> dict:
-    """One file -> a JSON-ready result or failure dict (never raises for bad input)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return {"file": str(path), "status": "error",
-                "error": {"code": "unreadable_file", "message": exc.strerror or str(exc)}}
-    try:
-        result = predictor.predict(data, mode, heatmap=False)
-    except ImageError as exc:
-        err = {"code": exc.code, "message": exc.message}
-        if isinstance(exc, NotAChestXray):
-            err["reasons"] = [r.to_json() for r in exc.reasons]
-        return {"file": str(path), "status": "error", "error": err}
-    except Exception as exc:  # a bug must not stop the rest of the batch
-        return {"file": str(path), "status": "error",
-                "error": {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}}
-    return {"file": str(path), "status": "ok", **result.to_json()}
+              "mode", "confidence", "message", "model_version", "sha256", "width", "height",
+              "format", "ood_distance", "warnings", "error_code", "error_message")
 
 
 def _csv_row(rec: dict) -> dict:
@@ -67,7 +29,7 @@ def _csv_row(rec: dict) -> dict:
     return row
 
 
-def run_batch(paths: list[str], *, model_path: str, mode: str = "balanced",
+def run_batch(paths: list[str], *, model_path: str, mode: str = DEFAULT_SETTING,
               csv_path: str | None = None, out: TextIO | None = None,
               err: TextIO | None = None) -> int:
     """Predict every input, print JSON lines; returns 1 if any file failed, else 0."""

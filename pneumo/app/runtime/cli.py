@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pneumo.app.config import DATA_DIR_ENV, DEFAULTS
+from pneumo.app.config import DATA_DIR_ENV, DEFAULT_SETTING, DEFAULTS
 from pneumo.app.runtime.logs import setup_logging
 
 
@@ -100,7 +100,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _history_path(args: argparse.Namespace):
     """The history database the server would use with this --data-dir (config.resolve)."""
     from pneumo.app.config import resolve
-    from pneumo.app.history.store import DB_NAME
+    from pneumo.app.history.schema import DB_NAME
 
     return resolve({"data_dir": args.data_dir})["data_dir"] / DB_NAME
 
@@ -269,7 +269,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("predict", help="predict image files/folders without a server")
     q.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (recursive)")
     q.add_argument("--csv", default=None, metavar="FILE", help="also write the results as CSV")
-    q.add_argument("--mode", default="balanced",
+    q.add_argument("--mode", default=DEFAULT_SETTING,
                    help="operating point, one of the model's thresholds: balanced or screening "
                         "(more sensitive) (default: %(default)s)")
     q.add_argument("--model", default=_default_model(),

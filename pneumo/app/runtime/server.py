@@ -23,7 +23,7 @@ from typing import TextIO
 
 from pneumo.app import i18n
 from pneumo.app.config import is_loopback, resolve
-from pneumo.app.history.store import DB_NAME
+from pneumo.app.history.schema import DB_NAME
 from pneumo.app.i18n import N_, _
 from pneumo.app.runtime.instance import InstanceLock, choose_port, open_in_browser, report_running
 from pneumo.app.web.state import SHUTDOWN_HOOK, get_state

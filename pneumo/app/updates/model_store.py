@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pneumo.app import PACKAGE_DIR
-from pneumo.app.pipeline.imaging import N_  # the gettext marker without Flask (pneumo.app.i18n.N_)
+from pneumo.app.pipeline.decoded import N_  # the gettext marker without Flask (pneumo.app.i18n.N_)
 from pneumo.app.pipeline.onnx_model import DEFAULT_MODEL, OUTPUTS, file_sha256
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,8 @@ def reference_check(model) -> tuple[list[str], list[str]]:
 
 
 def _audit(data_dir: Path, action: str, old: dict, new: dict, by: str) -> None:
-    from pneumo.app.history.store import DB_NAME, HistoryStore
+    from pneumo.app.history.schema import DB_NAME
+    from pneumo.app.history.store import HistoryStore
 
     store = HistoryStore(data_dir / DB_NAME)
     try:
@@ -288,6 +289,6 @@ def rollback(data_dir: str | Path, *, by: str | None = None) -> tuple[dict, dict
 
 
 def _now() -> str:
-    from pneumo.app.history.store import utc_now_iso
+    from pneumo.app.history.schema import utc_now_iso
 
     return utc_now_iso()

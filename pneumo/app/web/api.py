@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -20,8 +19,8 @@ from flask import (
 )
 
 from pneumo.app.analysis import analyse
-from pneumo.app.config import clean_text, is_loopback
-from pneumo.app.history.store import FIELDS, parse_bound
+from pneumo.app.config import DEFAULT_SETTING, MAX_PATIENT_REF, clean_text, is_loopback
+from pneumo.app.history.schema import FIELDS, is_record_id, parse_bound
 from pneumo.app.i18n import N_, _
 from pneumo.app.pipeline import heatmap as hm
 from pneumo.app.pipeline.wording import INTENDED_USE, answer
@@ -31,7 +30,6 @@ from pneumo.app.web.state import SHUTDOWN_HOOK, get_state
 log = logging.getLogger(__name__)
 
 API_VERSION = "v1"
-MAX_PATIENT_REF = 64
 MAX_FILE_NAME = 255
 MAX_PER_PAGE = 500
 
@@ -45,7 +43,6 @@ bp = Blueprint("api", __name__, url_prefix=f"/api/{API_VERSION}")
 health = Blueprint("health", __name__)
 """The health check at /healthz (outside the versioned API: monitors use it as is)."""
 
-_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _model_summary() -> dict:
@@ -108,7 +105,7 @@ def _flag(name: str) -> bool:
 def predict() -> Response:
     """Analyse one uploaded image (multipart field 'image')."""
     st = get_state()
-    mode = (request.form.get("mode") or "balanced").strip()
+    mode = (request.form.get("mode") or DEFAULT_SETTING).strip()
     st.predictor.check_mode(mode)
     upload = request.files.get("image")
     if upload is None:
@@ -237,7 +234,7 @@ def history_csv() -> Response:
 
 def record_or_404(record_id: str) -> dict:
     """The history record with this id, or a 404 ApiError."""
-    rec = get_state().history.get(record_id) if _ID_RE.match(record_id) else None
+    rec = get_state().history.get(record_id) if is_record_id(record_id) else None
     if rec is None:
         raise ApiError(404, "not_found", N_("No such history record."))
     return rec

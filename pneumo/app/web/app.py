@@ -8,16 +8,18 @@ from contextlib import ExitStack
 
 from flask import Flask, Request, g, request
 
-from pneumo.app import i18n
+from pneumo.app.analysis import AppState
 from pneumo.app.clinic.site_profile import SiteProfile
 from pneumo.app.config import resolve
-from pneumo.app.history.store import DB_NAME, HistoryStore
-from pneumo.app.pipeline.imaging import DecodeGate, map_large_buffers, release_memory
+from pneumo.app.history.schema import DB_NAME
+from pneumo.app.history.store import HistoryStore
+from pneumo.app.pipeline.memory import DecodeGate, map_large_buffers, release_memory
 from pneumo.app.pipeline.onnx_model import OnnxModel
 from pneumo.app.pipeline.predictor import Predictor
 from pneumo.app.updates.model_store import describe as describe_model_source
 from pneumo.app.web import api, errors, pages, security, site_api
-from pneumo.app.web.state import AppState, set_state
+from pneumo.app.web import i18n as web_i18n
+from pneumo.app.web.state import set_state
 
 LARGE_UPLOAD_BYTES = 8 * 1024 * 1024
 """Request bodies from this size on wait for one of `max_large_uploads` slots."""
@@ -35,6 +37,21 @@ def create_app(config: dict | None = None) -> Flask:
     """Build the app from settings (see pneumo.app.config.DEFAULTS for the keys)."""
     cfg = resolve(config)
     map_large_buffers()  # freed image buffers go back to the OS (RSS returns to baseline)
+    app = _flask(cfg)
+    set_state(app, _state(cfg))
+    _pin(app, cfg)
+    security.init_app(app)
+    web_i18n.init_app(app, cfg["lang"])
+    errors.init_app(app)
+    for blueprint in (pages.bp, api.health, api.bp, site_api.bp):
+        app.register_blueprint(blueprint)
+    app.jinja_env.globals["model_source"] = cfg["model_source"]
+    _upload_memory(app, cfg)
+    return app
+
+
+def _flask(cfg: dict) -> Flask:
+    """The Flask object: in-memory uploads, no debug, the upload size limit."""
     app = Flask("pneumo.app", static_folder="static", template_folder="templates")
     app.request_class = InMemoryRequest
     app.config.update(
@@ -46,29 +63,31 @@ def create_app(config: dict | None = None) -> Flask:
         SEND_FILE_MAX_AGE_DEFAULT=300,
     )
     app.json.sort_keys = False
+    return app
+
+
+def _state(cfg: dict) -> AppState:
+    """The model, the pipeline, the history and the site profile the handlers share."""
     model = cfg["model"] or OnnxModel(cfg["model_path"], intra_op_threads=1, inter_op_threads=1)
     cfg["model_source"] = describe_model_source(model.path, cfg["data_dir"])
     history = HistoryStore(cfg["data_dir"] / DB_NAME, heatmap_keep=cfg["heatmap_keep"],
                            keep_images=cfg["keep_images"])
-    set_state(app, AppState(
-        config=cfg, model=model,
-        predictor=Predictor(model, max_pixels=cfg["max_pixels"],
-                            large_decodes=cfg["max_large_decodes"]),
-        history=history, site=SiteProfile(cfg["data_dir"]),
-    ))
+    return AppState(config=cfg, model=model,
+                    predictor=Predictor(model, max_pixels=cfg["max_pixels"],
+                                        large_decodes=cfg["max_large_decodes"]),
+                    history=history, site=SiteProfile(cfg["data_dir"]))
+
+
+def _pin(app: Flask, cfg: dict) -> None:
+    """The opt-in access PIN of a shared computer."""
     if cfg["require_pin"] and cfg["token"] is None:
         from pneumo.app.web.pin import PinGuard, load_or_set
 
         app.extensions["pneumo_pin"] = PinGuard(cfg["pin_hash"] or load_or_set(cfg["data_dir"]))
-    security.init_app(app)
-    i18n.init_app(app, cfg["lang"])
-    errors.init_app(app)
-    app.register_blueprint(pages.bp)
-    app.register_blueprint(api.health)
-    app.register_blueprint(api.bp)
-    app.jinja_env.globals["model_source"] = cfg["model_source"]
-    app.register_blueprint(site_api.bp)
 
+
+def _upload_memory(app: Flask, cfg: dict) -> None:
+    """Large uploads wait for a slot, and their memory goes back to the OS afterwards."""
     upload_gate = DecodeGate(cfg["max_large_uploads"], large_bytes=LARGE_UPLOAD_BYTES)
 
     @app.before_request
@@ -89,5 +108,3 @@ def create_app(config: dict | None = None) -> Flask:
             slot.close()
         if request.method == "POST":
             release_memory()
-
-    return app

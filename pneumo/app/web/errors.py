@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, Reque
 from pneumo.app.history.store import StorageFull
 from pneumo.app.i18n import N_, _, translate
 from pneumo.app.pipeline.checks import NotAChestXray
-from pneumo.app.pipeline.imaging import ImageError
+from pneumo.app.pipeline.decoded import ImageError
 from pneumo.app.pipeline.predictor import BadMode
 
 log = logging.getLogger(__name__)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 from babel.dates import format_datetime
 from flask import Blueprint, render_template
 
+from pneumo.app.history.schema import is_record_id
 from pneumo.app.i18n import N_, _, current, number, percent, translate
 from pneumo.app.pipeline.outcome import OUTCOMES
 from pneumo.app.pipeline.wording import (
@@ -89,7 +89,6 @@ JS_STRINGS = {
 }
 """Texts app.js shows, rendered into the page as JSON (``%(name)s`` placeholders)."""
 
-_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _context() -> dict:
@@ -152,7 +151,7 @@ def index() -> str:
 def report(record_id: str) -> str:
     """A printable report of one history record."""
     st = get_state()
-    rec = st.history.get(record_id) if _ID_RE.match(record_id) else None
+    rec = st.history.get(record_id) if is_record_id(record_id) else None
     if rec is None:
         raise ApiError(404, "not_found", N_("No such history record."))
     words = answer(rec, st.model.class_names[1])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
-from pneumo.app.analysis import drift_state, model_thresholds, site_thresholds
+from pneumo.app.analysis import AppState, drift_state, model_thresholds, site_thresholds
 from pneumo.app.clinic.site_profile import (
     MAX_OVERRIDE_BY,
     MAX_OVERRIDE_REASON,
@@ -27,11 +27,11 @@ from pneumo.app.clinic.site_thresholds import (
     propose,
 )
 from pneumo.app.config import clean_text
-from pneumo.app.history.store import FINDINGS, utc_now_iso
+from pneumo.app.history.schema import FINDINGS, utc_now_iso
 from pneumo.app.i18n import N_, _
 from pneumo.app.web.api import API_VERSION, public_record, record_or_404
 from pneumo.app.web.errors import ApiError
-from pneumo.app.web.state import AppState, get_state
+from pneumo.app.web.state import get_state
 
 MAX_NOTE = 500
 MAX_BY = 64

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from flask import Flask, current_app
 
-from pneumo.app.clinic.site_profile import SiteProfile
-from pneumo.app.clinic.site_thresholds import Proposals
-from pneumo.app.history.store import HistoryStore
-from pneumo.app.pipeline.onnx_model import OnnxModel
-from pneumo.app.pipeline.predictor import Predictor
+from pneumo.app.analysis import AppState
 
 EXTENSION_KEY = "pneumo"
 """Where create_app keeps the AppState in ``app.extensions``."""
@@ -18,18 +12,6 @@ EXTENSION_KEY = "pneumo"
 SHUTDOWN_HOOK = "pneumo_shutdown"
 """Where the server (pneumo.app.runtime.server) puts its stop request in ``app.extensions``: a callable
 that stops it shortly after the answer is sent (POST /api/v1/shutdown); absent otherwise."""
-
-
-@dataclass
-class AppState:
-    """What the request handlers share: settings, model, pipeline, history."""
-
-    config: dict
-    model: OnnxModel
-    predictor: Predictor
-    history: HistoryStore
-    site: SiteProfile
-    site_proposals: Proposals = field(default_factory=Proposals)
 
 
 def get_state(app: Flask | None = None) -> AppState:

@@ -12,7 +12,8 @@ from browsertools import BROWSER_MARKS, expect
 from tinydata import xray_variants
 
 from pneumo.app.clinic.site_thresholds import MIN_CASES_PER_CLASS
-from pneumo.app.history.store import DB_NAME, HistoryStore, new_id, utc_now_iso
+from pneumo.app.history.schema import DB_NAME, new_id, utc_now_iso
+from pneumo.app.history.store import HistoryStore
 
 pytestmark = BROWSER_MARKS
 

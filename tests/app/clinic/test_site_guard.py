@@ -17,7 +17,7 @@ import pytest
 from tinydata import SHARED_DATA
 
 from pneumo.app.clinic.site_profile import SiteProfile
-from pneumo.app.history.store import new_id, utc_now_iso
+from pneumo.app.history.schema import new_id, utc_now_iso
 from pneumo.app.web.app import create_app
 from pneumo.app.web.state import get_state
 
@@ -309,7 +309,8 @@ def test_calibrate_cli_accepts_a_blocked_proposal_only_with_an_override(tmp_path
     assert main([*args, "--override-reason", "pilot", "--by", "JM"]) == 0
     profile = json.loads((data / "site_calibration.json").read_text(encoding="utf-8"))
     assert profile["override"]["reason"] == "pilot" and profile["prevalence"] == 0.2
-    from pneumo.app.history.store import DB_NAME, HistoryStore
+    from pneumo.app.history.schema import DB_NAME
+    from pneumo.app.history.store import HistoryStore
 
     history = HistoryStore(data / DB_NAME)
     try:

@@ -18,7 +18,8 @@ from PIL import Image
 
 from pneumo.app.dicom.samples import COMPRESSED_SYNTAXES, decoder_status
 from pneumo.app.pipeline.checks import NotAChestXray, dicom_header_checks
-from pneumo.app.pipeline.imaging import ImageTooLarge, decode_image
+from pneumo.app.pipeline.decode import decode_image
+from pneumo.app.pipeline.decoded import ImageTooLarge
 from pneumo.bench.dicom_decode import SYNTAXES, EncoderMissing, compress, xray_dicom
 
 LOSSY = {"jpeg_baseline", "jpeg_extended", "jpeg_ls_near_lossless", "j2k"}

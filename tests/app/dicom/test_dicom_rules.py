@@ -22,7 +22,8 @@ from bombs import (
 from PIL import Image
 
 from pneumo.app.pipeline.checks import NotAChestXray, dicom_header_checks
-from pneumo.app.pipeline.imaging import ImageTooLarge, UnsupportedImage, decode_image
+from pneumo.app.pipeline.decode import decode_image
+from pneumo.app.pipeline.decoded import ImageTooLarge, UnsupportedImage
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR")  # 'Thorax', 'll'
 
@@ -205,7 +206,7 @@ def test_deflated_xray_still_decodes():
 
 
 def test_header_with_too_many_elements_is_refused_before_parsing(monkeypatch):
-    from pneumo.app.pipeline.imaging import MAX_DICOM_ELEMENTS
+    from pneumo.app.pipeline.dicom_decode import MAX_DICOM_ELEMENTS
 
     def no_parse(*args, **kwargs):
         raise AssertionError("header parsed")

@@ -16,7 +16,8 @@ from apptools import XRAY_NORMAL, http, post_image, start_server
 
 from pneumo.app.history.backup import backup_history, retention_cutoff
 from pneumo.app.history.repair import check
-from pneumo.app.history.store import DB_NAME, FIELDS, HistoryStore
+from pneumo.app.history.schema import DB_NAME, FIELDS
+from pneumo.app.history.store import HistoryStore
 from pneumo.cli import main as pneumo
 
 OLD_REF = "OLD-PATIENT-REF-7731"

@@ -5,7 +5,8 @@ import threading
 
 import pytest
 
-from pneumo.app.history.store import FIELDS, SCHEMA_VERSION, HistoryStore, parse_bound
+from pneumo.app.history.schema import FIELDS, SCHEMA_VERSION, parse_bound
+from pneumo.app.history.store import HistoryStore
 from pneumo.app.web.state import get_state
 
 
@@ -209,7 +210,7 @@ def test_old_database_served_by_the_app(model, tmp_path):
 
     from apptools import XRAY_NORMAL
 
-    from pneumo.app.history.store import DB_NAME
+    from pneumo.app.history.schema import DB_NAME
     from pneumo.app.web.app import create_app
 
     data_dir = tmp_path / "data"

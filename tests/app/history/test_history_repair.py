@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from pneumo.app.history.repair import check, repair
-from pneumo.app.history.store import DB_NAME, HistoryStore
+from pneumo.app.history.schema import DB_NAME
+from pneumo.app.history.store import HistoryStore
 from pneumo.app.web.state import get_state
 from pneumo.cli import main
 

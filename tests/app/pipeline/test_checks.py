@@ -25,7 +25,7 @@ from pneumo.app.pipeline.checks import (
     measure,
     ood_findings,
 )
-from pneumo.app.pipeline.imaging import decode_image
+from pneumo.app.pipeline.decode import decode_image
 
 SHARED = SHARED_DATA.parent  # shared/data: chest_xray/train and external_val
 

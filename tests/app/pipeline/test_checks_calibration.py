@@ -28,7 +28,8 @@ from PIL import Image  # noqa: E402
 from tinydata import SHARED_DATA  # noqa: E402
 
 from pneumo.app.pipeline.checks import CHEST_TEMPLATE, cheap_checks, ood_findings  # noqa: E402
-from pneumo.app.pipeline.imaging import decode_image, to_model_input  # noqa: E402
+from pneumo.app.pipeline.decode import decode_image  # noqa: E402
+from pneumo.app.pipeline.preprocess import to_model_input  # noqa: E402
 
 TRAIN = SHARED_DATA / "train"
 MAX_REFUSED_FRACTION = 0.001

@@ -9,9 +9,10 @@ import pytest
 from apptools import XRAY_NORMAL, all_fixture_xrays, rewrite_model
 
 from pneumo.app.pipeline.calibration import apply_calibration
-from pneumo.app.pipeline.imaging import decode_image, preprocess_path, to_model_input
+from pneumo.app.pipeline.decode import decode_image
 from pneumo.app.pipeline.onnx_model import OnnxModel
 from pneumo.app.pipeline.predictor import Predictor
+from pneumo.app.pipeline.preprocess import preprocess_path, to_model_input
 from pneumo.app.pipeline.wording import HEADLINE, NEXT_STEP
 from pneumo.app.web.app import create_app
 from pneumo.app.web.state import get_state

@@ -11,7 +11,8 @@ import pytest
 from apptools import REPO, XRAY_NORMAL, noise_png
 from tinydata import FIXTURES
 
-from pneumo.app.runtime.batch import iter_inputs, run_batch
+from pneumo.app.pipeline.files import iter_inputs
+from pneumo.app.runtime.batch import run_batch
 from pneumo.app.runtime.cli import add_subcommands, build_parser
 
 

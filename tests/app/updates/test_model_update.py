@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from apptools import http, rewrite_model, start_server
 
-from pneumo.app.history.store import DB_NAME, HistoryStore
+from pneumo.app.history.schema import DB_NAME
+from pneumo.app.history.store import HistoryStore
 from pneumo.app.pipeline.onnx_model import DEFAULT_MODEL, file_sha256
 from pneumo.app.updates.model_store import (
     ModelStoreError,

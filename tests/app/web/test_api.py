@@ -118,7 +118,7 @@ def test_png_16_bit(client):
 @pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
 @pytest.mark.parametrize("window", [None, (1020.0, 2041.0)], ids=["nowindow", "window"])
 def test_dicom(client, photometric, window):
-    from pneumo.app.pipeline.imaging import decode_image
+    from pneumo.app.pipeline.decode import decode_image
 
     data = dicom_bytes(photometric=photometric, slope=2.0, intercept=-1024.0, window=window)
     r = _post(client, data, "image.dcm")
@@ -132,7 +132,7 @@ def test_dicom(client, photometric, window):
 
 
 def test_dicom_pixels_match_the_xray():
-    from pneumo.app.pipeline.imaging import decode_image
+    from pneumo.app.pipeline.decode import decode_image
 
     g = gray_array().astype(int)
     for ph in ("MONOCHROME2", "MONOCHROME1"):

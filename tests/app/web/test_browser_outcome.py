@@ -21,7 +21,8 @@ from browsertools import BROWSER_MARKS
 
 from pneumo.app import i18n
 from pneumo.app.clinic.site_profile import SiteProfile
-from pneumo.app.history.store import DB_NAME, HistoryStore, new_id, utc_now_iso
+from pneumo.app.history.schema import DB_NAME, new_id, utc_now_iso
+from pneumo.app.history.store import HistoryStore
 from pneumo.app.pipeline.onnx_model import OnnxModel
 from pneumo.app.pipeline.outcome import NO_SIGNS, OUTCOMES, PNEUMONIA, REVIEW
 from pneumo.app.pipeline.predictor import Predictor

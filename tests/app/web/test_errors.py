@@ -8,7 +8,7 @@ from flask import Flask, request
 
 from pneumo.app.history.store import StorageFull
 from pneumo.app.pipeline.checks import Finding, NotAChestXray
-from pneumo.app.pipeline.imaging import ImageError
+from pneumo.app.pipeline.decoded import ImageError
 from pneumo.app.pipeline.predictor import BadMode
 from pneumo.app.web import errors
 

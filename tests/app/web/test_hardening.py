@@ -18,7 +18,8 @@ from apptools import REPO, XRAY_NORMAL, encode, http, multipart, post_image, rew
 from PIL import Image
 
 from pneumo.app.config import DEFAULT_PORT, DEFAULTS, clean_text
-from pneumo.app.history.store import DB_NAME, HistoryStore, StorageError, StorageFull
+from pneumo.app.history.schema import DB_NAME
+from pneumo.app.history.store import HistoryStore, StorageError, StorageFull
 from pneumo.app.web.state import get_state
 
 FAR_DATES = [("to", "9999-12-31"), ("from", "0001-01-01T00:00:00+14:00"),
@@ -155,11 +156,11 @@ def test_origin_and_referer_checked_with_scheme(client, headers, status):
 def test_one_source_for_defaults(model):
     """Before: 50 MP in the app, 80 MP for batch/self-test; 8765 written three times."""
     from installer import entry
-    from pneumo.app.pipeline import imaging
+    from pneumo.app import config
     from pneumo.app.pipeline.predictor import Predictor
     from pneumo.app.runtime.cli import build_parser
 
-    assert DEFAULTS["max_pixels"] == imaging.DEFAULT_MAX_PIXELS == Predictor(model).max_pixels
+    assert DEFAULTS["max_pixels"] == config.DEFAULT_MAX_PIXELS == Predictor(model).max_pixels
     assert DEFAULTS["port"] == DEFAULT_PORT
     assert build_parser().parse_args(["serve"]).port is None  # -> remembered, DEFAULT_PORT or free
     assert entry.build_parser().parse_args([]).port is None  # -> DEFAULT_PORT or a free one
@@ -167,8 +168,8 @@ def test_one_source_for_defaults(model):
 
 def test_batch_refuses_what_the_server_refuses(client, model, tmp_path):
     """Before: `pneumo predict` accepted a 60 MP image the server refused. After: both refuse."""
+    from pneumo.app.pipeline.files import predict_file
     from pneumo.app.pipeline.predictor import Predictor
-    from pneumo.app.runtime.batch import predict_file
 
     path = tmp_path / "huge.png"
     path.write_bytes(encode(Image.new("L", (8000, 7500)), "PNG", compress_level=1))

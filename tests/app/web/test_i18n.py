@@ -364,7 +364,8 @@ def test_codes_stay_english_and_stored_texts_too(client):
             other = ask(method, path, upload, {"Accept-Language": lang})
             assert other["code"] == en["code"], (lang, path)
             assert other["message"] != en["message"], (lang, path)
-    from pneumo.app.pipeline.imaging import UnsupportedImage, decode_image
+    from pneumo.app.pipeline.decode import decode_image
+    from pneumo.app.pipeline.decoded import UnsupportedImage
 
     with pytest.raises(UnsupportedImage) as exc:
         decode_image(b"")

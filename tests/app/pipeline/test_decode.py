@@ -1,4 +1,4 @@
-"""pneumo.app.pipeline.imaging on odd inputs: every path ends in the same (S, S, 1) float32 tensor."""
+"""pneumo.app.pipeline.preprocess on odd inputs: every path ends in the same (S, S, 1) float32 tensor."""
 
 import io
 
@@ -7,16 +7,9 @@ import pytest
 from apptools import XRAY_NORMAL, all_fixture_xrays, encode, gray_array, png16_bytes
 from PIL import Image
 
-from pneumo.app.pipeline.imaging import (
-    DATASET_SIZE,
-    ImageTooLarge,
-    UnsupportedImage,
-    decode_image,
-    preprocess_bytes,
-    sniff_format,
-    squash,
-    to_model_input,
-)
+from pneumo.app.pipeline.decode import decode_image, sniff_format
+from pneumo.app.pipeline.decoded import DATASET_SIZE, ImageTooLarge, UnsupportedImage
+from pneumo.app.pipeline.preprocess import preprocess_bytes, squash, to_model_input
 from pneumo.app.web.state import get_state
 
 
@@ -174,7 +167,7 @@ def test_pixel_limit():
 def test_dicom_without_preamble_is_still_read():
     from apptools import dicom_bytes
 
-    from pneumo.app.pipeline.imaging import decode_image, sniff_format
+    from pneumo.app.pipeline.decode import decode_image, sniff_format
 
     full = dicom_bytes()
     assert full[128:132] == b"DICM"
@@ -186,7 +179,8 @@ def test_dicom_without_preamble_is_still_read():
 
 
 def test_random_bytes_starting_like_a_tag_are_refused():
-    from pneumo.app.pipeline.imaging import ImageError, decode_image
+    from pneumo.app.pipeline.decode import decode_image
+    from pneumo.app.pipeline.decoded import ImageError
 
     with pytest.raises(ImageError):  # a clear 415, never a crash
         decode_image(b"\x08\x00\x05\x00" + bytes(range(256)) * 4)
@@ -210,7 +204,7 @@ def _big_gray(side: int = 2000) -> np.ndarray:
     (40000, 1000, 4), (1000, 9000, 2),
 ])
 def test_reduce_factor(width, height, factor):
-    from pneumo.app.pipeline.imaging import WORK_MAX_PIXELS, reduce_factor
+    from pneumo.app.pipeline.memory import WORK_MAX_PIXELS, reduce_factor
 
     f = reduce_factor(width, height)
     assert f == factor
@@ -269,7 +263,8 @@ def test_decode_gate_serialises_large_decodes():
     import threading
     import time
 
-    from pneumo.app.pipeline.imaging import LARGE_DECODE_BYTES, DecodeGate, ImageError
+    from pneumo.app.pipeline.decoded import ImageError
+    from pneumo.app.pipeline.memory import LARGE_DECODE_BYTES, DecodeGate
 
     gate = DecodeGate(1, timeout_s=0.2)
     inside = threading.Event()

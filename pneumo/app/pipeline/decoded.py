@@ -1,0 +1,80 @@
+"""What a decoded image is: 8-bit grayscale pixels plus what decoding learnt, and the
+errors an unusable input raises (with an HTTP status and a stable code)."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".dic"}
+"""Files taken from folders: these suffixes, or no suffix at all (DICOM exports)."""
+
+DATASET_SIZE = 224
+"""Side of the square every training image was squashed to."""
+
+
+def N_(text: str) -> str:  # noqa: N802 - the gettext marker (pneumo.app.i18n.N_, without Flask)
+    """Mark ``text`` for extraction; it is translated where the error is answered."""
+    return text
+
+
+class ImageError(ValueError):
+    """An input image that cannot be used; carries an HTTP status and a stable code.
+
+    ``message`` is English (logs, batch results); ``template`` and ``params`` give it again in
+    the request's language (``localized``).
+    """
+
+    status = 415
+    code = "unsupported_image"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
+                 params: dict | None = None):
+        self.template = message
+        self.params = dict(params or {})
+        self.message = message % self.params if self.params else message
+        super().__init__(self.message)
+        if code:
+            self.code = code
+        if status:
+            self.status = status
+
+    def localized(self) -> str:
+        """The message in the request's language (English outside a request)."""
+        from pneumo.app.i18n import translate
+
+        return translate(self.template, self.params)
+
+
+class UnsupportedImage(ImageError):
+    """The bytes are not an image format we can decode (HTTP 415)."""
+
+
+class ImageTooLarge(ImageError):
+    """The image has more pixels than allowed (HTTP 413)."""
+
+    status = 413
+    code = "image_too_large"
+
+
+@dataclass
+class DecodedImage:
+    """A decoded input: 8-bit grayscale pixels plus what we learnt while decoding."""
+
+    gray: Image.Image
+    format: str
+    original_size: tuple[int, int]
+    colorfulness: float = 0.0
+    bit_depth: int = 8
+    notes: list[str] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    """(code, message) quality warnings found while decoding (DICOM header, ignored window)."""
+
+
+def colorfulness(rgb: Image.Image) -> float:
+    """Hasler-Suesstrunk colourfulness of a small copy (0 for a gray image)."""
+    rgb = rgb if rgb.mode == "RGB" else rgb.convert("RGB")
+    small = np.asarray(rgb.resize((64, 64), Image.BILINEAR), dtype=np.float32)
+    r, g, b = small[..., 0], small[..., 1], small[..., 2]
+    rg, yb = r - g, 0.5 * (r + g) - b
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
