@@ -192,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pneumo.app.updates.cli import add_subcommands as add_model
     from pneumo.bench.cli import add_subcommands as add_bench
     from pneumo.export.cli import add_subcommands as add_export
+    from pneumo.train.ablation_cli import add_subcommand as add_ablation
     from pneumo.train.gan_cli import add_subcommands as add_gan
 
     parser = argparse.ArgumentParser(
@@ -199,8 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_train, _add_evaluate, _add_recipes, add_gan, add_export, add_app,
-                add_model, add_calibrate, add_bench):
+    for add in (_add_train, _add_evaluate, _add_recipes, add_gan, add_ablation, add_export,
+                add_app, add_model, add_calibrate, add_bench):
         add(sub)
     return parser
 

@@ -8,7 +8,6 @@ from pneumo.app.clinic import drift
 from pneumo.app.clinic.site_profile import SiteProfile
 from pneumo.app.clinic.site_thresholds import Proposals
 from pneumo.app.config import DEFAULT_SETTING
-from pneumo.app.history.schema import new_id, utc_now_iso
 from pneumo.app.history.store import HistoryStore
 from pneumo.app.pipeline.checks import NotAChestXray
 from pneumo.app.pipeline.onnx_model import OnnxModel
@@ -42,12 +41,10 @@ def drift_state(state: AppState, new: dict | None = None) -> dict:
     answer about to be stored, so that it carries what the page shows right after it)."""
     answers = [r for r in state.history.recent(drift.WINDOW)
                if r["model_sha256"] == state.model.sha256]
-    if new is not None:
-        answers.insert(0, new)
     return drift.check(answers, state.history.recent_refusals(drift.WINDOW),
                        state.model.metadata.get("drift_reference"),
                        site_thresholds(state) or model_thresholds(state),
-                       cut=model_thresholds(state).get("balanced", 0.5))
+                       cut=model_thresholds(state).get("balanced", 0.5), newest=new)
 
 
 def analyse(state: AppState, data: bytes, *, mode: str = DEFAULT_SETTING, preview: bool = False,
@@ -69,11 +66,11 @@ def analyse(state: AppState, data: bytes, *, mode: str = DEFAULT_SETTING, previe
         state.history.add_refusal([r.code for r in exc.reasons], source)
         raise
     record = result.history_record()
-    record.update(id=new_id(), created_at=utc_now_iso(), patient_ref=patient_ref,
-                  file_name=file_name, source=source, study_uid=study_uid, sop_uid=sop_uid)
-    result.drift = drift_state(state, record)["status"] == "drift"
-    record["drift"] = result.drift
-    # Committed before anyone is answered: an acknowledged result is never lost.
-    state.history.add(record, heatmap=result.heatmap_source,
-                      image=data if state.config["keep_images"] else None)
-    return result, record
+    record.update(patient_ref=patient_ref, file_name=file_name, source=source,
+                  study_uid=study_uid, sop_uid=sop_uid)
+    result.drift = record["drift"] = drift_state(state, record)["status"] == "drift"
+    # Committed before anyone is answered: an acknowledged result is never lost. The store
+    # gives the record its id and time, and returns it as stored.
+    stored = state.history.add(record, heatmap=result.heatmap_source,
+                               image=data if state.config["keep_images"] else None)
+    return result, stored

@@ -116,16 +116,19 @@ def _appearance(answers: list[dict], reference: dict, cut: float) -> dict | None
 
 
 def check(answers: list[dict], refusal_times: list[str], reference: dict | None,
-          thresholds: dict[str, float], cut: float) -> dict:
+          thresholds: dict[str, float], cut: float, newest: dict | None = None) -> dict:
     """The drift status of the newest attempts against the reference.
 
     ``answers``: recent history records (newest first); ``refusal_times``: when recent images
     were refused (newest first); ``thresholds``: those in use (borderline band); ``cut``: the
-    model's balanced threshold (splits answers by called class, as the reference was split).
+    model's balanced threshold (splits answers by called class, as the reference was split);
+    ``newest``: an answer not stored yet, counted as the newest attempt.
     """
     attempts = sorted([(r["created_at"], r) for r in answers]
                       + [(t, None) for t in refusal_times], key=lambda a: a[0],
-                      reverse=True)[:WINDOW]
+                      reverse=True)
+    attempts = ([("", newest)] if newest is not None else []) + attempts
+    attempts = attempts[:WINDOW]
     window = [r for _t, r in attempts if r is not None]
     refused = sum(1 for _t, r in attempts if r is None)
     n = len(attempts)
