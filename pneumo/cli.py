@@ -13,26 +13,15 @@ from collections.abc import Sequence
 
 from pneumo import extras
 from pneumo.app.runtime.logs import setup_logging
+from pneumo.train import config as train_config
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     if args.backend != "tensorflow":  # read by Keras when it is first imported
         os.environ["KERAS_BACKEND"] = args.backend
-    from pneumo.train.trainer import TrainConfig, train
+    from pneumo.train.trainer import train
 
-    cfg = TrainConfig(
-        data=args.data, out=args.out, epochs=args.epochs, img_size=args.img_size,
-        arch=args.arch, seed=args.seed, batch_size=args.batch_size,
-        learning_rate=args.lr, val_fraction=args.val_fraction, split_seed=args.split_seed,
-        augment=args.augment,
-        augment_off=args.no_aug or [], synthetic=args.synthetic, patience=args.patience,
-        strategy=args.strategy, cache_dir=args.cache_dir, external_val=args.external_val,
-        intensity=args.intensity, label_smoothing=args.label_smoothing, mixup=args.mixup,
-        balance=args.balance, width=args.width, select=args.select,
-        augment_set=args.aug_set or [], weight_decay=args.weight_decay, overlays=args.overlays,
-        backend=args.backend, init_from=args.init_from,
-    )
-    train(cfg, resume=not args.no_resume)
+    train(train_config.from_args(args), resume=not args.no_resume)
     return 0
 
 
@@ -44,84 +33,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub) -> None:
-    from pneumo.train.choices import BACKENDS  # stdlib only: the parser imports no training package
-
     p = sub.add_parser("train", help="train the CNN on a Kaggle-layout folder")
-    p.add_argument("--data", required=True, help="chest_xray folder (train/ [val/] [test/])")
-    p.add_argument("--out", required=True, help="run folder (checkpoints, model, logs)")
-    p.add_argument("--epochs", type=int, default=25,
-                   help="training epochs, at most (--patience may stop earlier) "
-                        "(default: %(default)s)")
-    p.add_argument("--img-size", type=int, default=None,
-                   help="input side in pixels (default: 224 for cnn, 148 for seed)")
-    p.add_argument("--arch", choices=["cnn", "seed"], default="cnn",
-                   help="cnn: the project's CAM-ready CNN; seed: the seed paper's small "
-                        "baseline (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=42,
-                   help="seed of the weights, shuffling and augmentation, and of the validation "
-                        "split unless --split-seed (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32,
-                   help="images per training step (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=1e-3,
-                   help="peak AdamW learning rate: one-epoch warm-up from a tenth of it, then "
-                        "cosine decay (default: %(default)s)")
-    p.add_argument("--val-fraction", type=float, default=0.2,
-                   help="share of train/ held out as internal validation, grouped by patient; "
-                        "an official val/ folder is added to it (default: %(default)s)")
-    p.add_argument("--split-seed", type=int, default=None,
-                   help="seed of the patient-grouped validation split (default: --seed)")
-    p.add_argument("--augment", choices=["none", "seed", "full"], default="full",
-                   help="none; seed (rotation/zoom/shear/flip); full (seed + acquisition) "
-                        "(default: %(default)s)")
-    p.add_argument("--no-aug", action="append", metavar="NAME",
-                   help="switch one augmentation off (rotation, zoom, shear, shift, flip, "
-                        "brightness, contrast, gamma, noise, lowres); repeatable")
-    p.add_argument("--aug-set", action="append", metavar="NAME=VALUE",
-                   help="set one augmentation strength, e.g. gamma=0.5 or erasing=0.5; "
-                        "repeatable")
-    p.add_argument("--synthetic", help="extra training images (Kaggle layout), never validation")
-    p.add_argument("--external-val", metavar="DIR",
-                   help="labelled folder (NORMAL/, PNEUMONIA/) judged after every epoch and at "
-                        "the end, e.g. ../shared/data/external_val; never trained on and never "
-                        "used to pick the epoch")
-    p.add_argument("--intensity", choices=["none", "equalize", "stretch"], default="none",
-                   help="per-image intensity normalisation, done by the app too "
-                        "(default: %(default)s)")
-    p.add_argument("--label-smoothing", type=float, default=0.0,
-                   help="label smoothing of the binary cross-entropy loss; 0 = off "
-                        "(default: %(default)s)")
-    p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
-                   help="mixup within each batch, Beta(ALPHA, ALPHA); 0 = off "
-                        "(default: %(default)s)")
-    p.add_argument("--balance", choices=["weights", "sampling"], default="weights",
-                   help="class imbalance: loss weights or balanced sampling "
-                        "(default: %(default)s)")
-    p.add_argument("--width", type=float, default=1.0,
-                   help="CNN channel width multiplier (default: %(default)s)")
-    p.add_argument("--overlays", type=float, default=0.0, metavar="P",
-                   help="burned-in unit text (kV, time, markers) in the corners of a training "
-                        "image, with probability P, on both classes (pneumo/train/overlays.py) "
-                        "(default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=1e-4,
-                   help="AdamW weight decay (default: %(default)s)")
-    p.add_argument("--select", choices=["val_auc", "last"], default="val_auc",
-                   help="the run's model: best internal validation AUC, or the last epoch "
-                        "(default: %(default)s)")
-    p.add_argument("--patience", type=int, default=8, metavar="N",
-                   help="with --select val_auc: stop after N epochs without a better "
-                        "validation AUC (default: %(default)s)")
-    p.add_argument("--strategy", choices=["auto", "mirrored", "multiworker"], default="auto",
-                   help="tf.distribute strategy (--backend tensorflow only): auto (mirrored "
-                        "when there are several GPUs), mirrored (every GPU, else every CPU "
-                        "device), multiworker (workers from $TF_CONFIG) (default: %(default)s)")
-    p.add_argument("--backend", choices=BACKENDS, default="tensorflow",
-                   help="Keras backend: jax trains on a GPU machine without TensorFlow "
-                        "(same model and recipe; the model file exports as usual) "
-                        "(default: %(default)s)")
-    p.add_argument("--init-from", metavar="RUN",
-                   help="start from the weights of another run (its folder or model.keras), "
-                        "e.g. to fine-tune a 224 px run at a smaller --img-size")
-    p.add_argument("--cache-dir", help="where decoded arrays are cached (default: OUT/cache)")
+    train_config.add_arguments(p)  # one option per TrainConfig field: its default and help
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a run")
     p.set_defaults(func=_cmd_train)
     extras.needs_train_extra(p)
@@ -220,8 +133,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if getattr(args, "img_size", "absent") is None:
-        args.img_size = 148 if getattr(args, "arch", "cnn") == "seed" else 224
     name = " ".join([args.command] + [v for k, v in vars(args).items()
                                       if k.endswith("_command") and v])
     missing = extras.missing_packages(args)

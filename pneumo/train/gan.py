@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo.train.choices import GAN_SIZES
+from pneumo.train.config import GAN_SIZES
 from pneumo.train.data import refuse_external_val
 
 GAN_KINDS = ("dcgan", "sngan")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pneumo import extras
-from pneumo.train.choices import GAN_SIZES
+from pneumo.train.config import GAN_SIZES
 
 CLASS_CHOICES = ["NORMAL", "PNEUMONIA"]
 

@@ -19,13 +19,13 @@ import logging
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pneumo.train.choices import BACKENDS
+from pneumo.train.config import BACKENDS, TrainConfig
 from pneumo.train.data import (
     CLASS_NAMES,
     EXTERNAL_LABEL,
@@ -58,40 +58,6 @@ def write_predictions(path: Path, samples: list, probabilities: np.ndarray) -> N
         w.writerow(["file", "label", "probability"])
         for s, p in zip(samples, probabilities, strict=True):
             w.writerow([s.name, s.label, f"{float(p):.6f}"])
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run."""
-
-    data: str
-    out: str
-    epochs: int = 25
-    img_size: int = 224
-    arch: str = "cnn"
-    seed: int = 42
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    val_fraction: float = 0.2
-    split_seed: int | None = None  # seed of the patient-grouped split; None: the run's seed
-    augment: str = "full"
-    augment_off: list[str] = field(default_factory=list)
-    augment_set: list[str] = field(default_factory=list)  # NAME=VALUE strengths
-    synthetic: str | None = None
-    patience: int = 8
-    strategy: str = "auto"
-    cache_dir: str | None = None
-    external_val: str | None = None  # labelled folder judged after every epoch, never trained on
-    intensity: str = "none"  # per-image intensity normalisation (pneumo.app.pipeline.preprocess)
-    label_smoothing: float = 0.0
-    mixup: float = 0.0  # Beta(alpha, alpha) mixing within a batch; 0 = off
-    balance: str = "weights"  # class imbalance: 'weights' (loss weights) or 'sampling'
-    width: float = 1.0  # multiplier of the CNN's channel widths
-    select: str = "val_auc"  # which epoch is the result: best internal 'val_auc' or 'last'
-    overlays: float = 0.0  # probability of burned-in unit text on a training image
-    backend: str = "tensorflow"  # Keras backend; "jax" trains where TensorFlow is absent (GPU)
-    init_from: str | None = None  # a run folder or model.keras whose weights start this run
 
 
 def _write_json(path: Path, obj: dict) -> None:

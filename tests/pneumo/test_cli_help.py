@@ -89,3 +89,30 @@ def test_help_of_every_subcommand_exits_0(path, capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: pneumo" + "".join(f" {w}" for w in path))
+
+
+def test_train_options_come_from_the_training_config():
+    """One source for each default: every `pneumo train` option is a TrainConfig field with the
+    same default, and the parsed options make the TrainConfig of the same run."""
+    import dataclasses
+
+    from pneumo.train.config import TrainConfig, from_args
+
+    args = main_parser_args(["train", "--data", "D", "--out", "O"])
+    cfg = from_args(args)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("data", "out", "img_size"):
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        assert getattr(cfg, f.name) == default, f.name
+    assert (cfg.data, cfg.out, cfg.img_size) == ("D", "O", 224)
+    seed = from_args(main_parser_args(["train", "--data", "D", "--out", "O", "--arch", "seed",
+                                       "--lr", "0.01", "--no-aug", "flip", "--no-aug", "zoom"]))
+    assert (seed.img_size, seed.learning_rate, seed.augment_off) == (148, 0.01, ["flip", "zoom"])
+
+
+def main_parser_args(argv: list[str]):
+    """`pneumo ARGV` parsed by the real parser."""
+    from pneumo.cli import build_parser
+
+    return build_parser().parse_args(argv)
