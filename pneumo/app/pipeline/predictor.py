@@ -142,7 +142,9 @@ class Prediction:
         """The fields stored in the history database (texts in English)."""
         with english():
             record = self._record()
-            record["message"] = wording.answer(record, self.positive)["message"]
+            if not self.message:  # worded once per prediction (predict sets it)
+                self.message = wording.answer(record, self.positive)["message"]
+            record["message"] = self.message
             return record
 
     def _record(self) -> dict:
