@@ -26,7 +26,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from pneumo.train.evaluate import evaluate_cli
+    from pneumo.train.evaluate_cli import evaluate_cli
 
     return evaluate_cli(args.model, args.data, json_path=args.json, report_dir=args.report,
                         split=args.split, shifts=args.shifts, external_val=args.external_val)

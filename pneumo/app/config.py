@@ -6,7 +6,10 @@ import ipaddress
 import os
 import sys
 import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pneumo.app import PACKAGE_DIR
 
@@ -23,47 +26,138 @@ DEFAULT_SETTING = "balanced"
 """The setting (operating mode) an answer's binary label uses unless a script asks for another."""
 MAX_PATIENT_REF = 64
 """Characters of a patient reference (the page's field, the API, a DICOM PatientID)."""
-"""The setting (operating mode) an answer's binary label uses unless a script asks for another."""
 
 APP_NAME = "pneumo"
 DATA_DIR_ENV = "PNEUMO_DATA_DIR"
 DEFAULT_PORT = 8765
 """The one default TCP port (`pneumo serve`, the executable, the docs)."""
 
-DEFAULTS: dict = {
-    "model_path": str(DEFAULT_MODEL),  # ONNX model file (all about the model is read from it)
-    "model": None,  # an already loaded OnnxModel to share (tests); overrides model_path
-    "data_dir": None,  # history database (and kept images); None -> default_data_dir()
-    "keep_images": False,  # store uploaded images in the history database
-    "token": None,  # access token; when set every request must carry it
-    "require_pin": False,  # loopback on a shared computer: every request needs the access PIN
-    "pin_hash": None,  # the PIN's scrypt hash; None with require_pin -> <data_dir>/access-pin
-    "host": "127.0.0.1",
-    "port": DEFAULT_PORT,
-    "threads": 4,  # Waitress worker threads
-    "max_upload_bytes": 30 * 1024 * 1024,  # request body limit (HTTP 413)
-    "max_pixels": DEFAULT_MAX_PIXELS,  # decoded image pixel limit (HTTP 413); also batch/self-test
-    "max_large_decodes": 1,  # images over 8 MB of pixels decoded at once (others wait): memory
-    "max_large_uploads": 1,  # request bodies over 8 MB handled at once (others wait): memory
-    "heatmap_keep": 200,  # heatmaps kept in the history database (most recent)
-    "retain_days": None,  # records older than this many days are purged hourly; None = kept
-    "secret_key": None,  # session signing key; None -> random per process
-    "trusted_hosts": None,  # Host header names accepted without a token; None -> loopback names
-    "clinic_name": "",  # shown on the page and the printed report ("" -> not shown)
-    "lang": None,  # the page's language for everyone (e.g. "fr"); None -> each browser's own
-    "allow_shutdown": True,  # the page's "Stop the app" (POST /api/v1/shutdown); --no-stop-button
-    "site_min_cases": MIN_CASES_PER_CLASS,  # confirmed cases per class a site proposal needs
-    # DICOM receiver (pneumo.app.dicom.receiver): off unless dicom_port is set
-    "dicom_port": None,  # TCP port of the C-ECHO/C-STORE receiver; None = off, 0 = any free
-    "dicom_host": None,  # address it binds; None -> the same as host (loopback by default)
-    "dicom_ae_title": "PNEUMO",  # this receiver's AE title (the called AE must match)
-    "dicom_allowed_aets": None,  # calling AE titles accepted ("A,B" or a list); None = any
-    "dicom_send": None,  # "AET@host:port": Secondary Capture of each result sent there
-    "dicom_max_associations": 4,  # associations at once (more are rejected, busy)
-    "dicom_max_pdu": 65536,  # largest PDU we receive (bytes; bounds memory per association)
-    "dicom_timeout_s": 30.0,  # ACSE and DIMSE timeouts (seconds)
-    "dicom_network_timeout_s": 60.0,  # an idle association is closed after this (seconds)
-}
+_SAME = object()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One app setting: its default, what it does, and its `pneumo serve` flag (if it has one).
+
+    The one list (in the manner of Datasette's ``Setting(name, default, help)``) from which
+    DEFAULTS, the serve flags with their help, and the docs' settings table are all made.
+    """
+
+    name: str
+    default: Any
+    help: str
+    flag: str | None = None  # e.g. "--threads"; None: a setting without a flag
+    type: Callable[[str], Any] | None = None  # the flag's value type (argparse)
+    action: str | None = None  # "store_true" / "store_false" (--no-...: turns it off)
+    metavar: str | None = None
+    group: str | None = None  # the flags' group heading in --help
+    flag_default: Any = _SAME  # what the flag gives when absent (default: the default)
+
+    @property
+    def cli_default(self) -> Any:
+        """The flag's default (None for --port: the port used last time, see resolve)."""
+        return self.default if self.flag_default is _SAME else self.flag_default
+
+    def help_text(self) -> str:
+        """The help with its default filled in (for docs; argparse fills %(default)s itself)."""
+        return self.help.replace("%(default)s", str(self.cli_default))
+
+
+DICOM_GROUP = "DICOM receiver (off unless --dicom-port is given)"
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("model_path", str(DEFAULT_MODEL),
+            "ONNX model file (all about the model is read from it); the --model flag defaults "
+            "to the one installed in the data folder, else the bundled one"),
+    Setting("model", None, "an already loaded OnnxModel to share (tests); overrides model_path"),
+    Setting("host", "127.0.0.1",
+            "address to bind; any other than the default needs a token (default: %(default)s)",
+            flag="--host"),
+    Setting("port", DEFAULT_PORT,
+            f"TCP port (default: the one used last time with this data folder, else "
+            f"{DEFAULT_PORT}, else a free one; 0 = any free port)",
+            flag="--port", type=int, flag_default=None),
+    Setting("data_dir", None,
+            f"history folder (default: ${DATA_DIR_ENV} or the user's data folder)",
+            flag="--data-dir"),
+    Setting("keep_images", False, "also store uploaded images in the history database",
+            flag="--keep-images", action="store_true"),
+    Setting("token", None,
+            "access token (required off-loopback; generated and printed if absent)",
+            flag="--token"),
+    Setting("threads", 4, "worker threads (default: %(default)s)", flag="--threads", type=int),
+    Setting("require_pin", False,
+            "shared computer: every request needs an access PIN (set on first use from "
+            "$PNEUMO_PIN or the console; stored hashed in the data folder)",
+            flag="--require-pin", action="store_true"),
+    Setting("pin_hash", None,
+            "the PIN's scrypt hash; None with require_pin -> <data_dir>/access-pin"),
+    Setting("max_upload_bytes", 30 * 1024 * 1024, "request body limit (HTTP 413)"),
+    Setting("max_pixels", DEFAULT_MAX_PIXELS,
+            "decoded image pixel limit (HTTP 413); also the batch command and the self-test"),
+    Setting("max_large_decodes", 1,
+            "images over 8 MB of pixels decoded at once; others wait (memory) "
+            "(default: %(default)s)", flag="--max-large-decodes", type=int, metavar="N"),
+    Setting("max_large_uploads", 1,
+            "request bodies over 8 MB handled at once; others wait (memory)"),
+    Setting("heatmap_keep", 200, "heatmaps kept in the history database (the most recent)"),
+    Setting("clinic_name", "",
+            "clinic name shown on the page and on printed reports (default: none)",
+            flag="--clinic-name", metavar="NAME"),
+    Setting("lang", None,
+            "the page's language for every browser (en, fr, es, pt, sw, ar; default: each "
+            "browser's own, or $PNEUMO_LANG)", flag="--lang", metavar="CODE"),
+    Setting("allow_shutdown", True,
+            "no \"Stop the app\" button on the page (POST /api/v1/shutdown is refused); stop "
+            "with Ctrl+C or by closing the console window",
+            flag="--no-stop-button", action="store_false"),
+    Setting("retain_days", None,
+            "delete records (with heatmaps and kept images) older than N days, at start and "
+            "every hour; each purge is audited (default: keep all)",
+            flag="--retain-days", type=int, metavar="N"),
+    Setting("secret_key", None, "session signing key; None -> random per process"),
+    Setting("trusted_hosts", None,
+            "Host header names accepted without a token; None -> the loopback names"),
+    Setting("site_min_cases", MIN_CASES_PER_CLASS,
+            "confirmed cases of each class a site-threshold proposal needs"),
+    Setting("dicom_port", None,
+            "receive images from X-ray units and PACS (C-ECHO, C-STORE of CR/DX) on this TCP "
+            "port, e.g. 11112 (0 = any free)",
+            flag="--dicom-port", type=int, metavar="PORT", group=DICOM_GROUP),
+    Setting("dicom_host", None,
+            "address the DICOM receiver binds (default: the same as --host; 0.0.0.0 for a "
+            "unit on the network)", flag="--dicom-host", metavar="ADDRESS", group=DICOM_GROUP),
+    Setting("dicom_ae_title", "PNEUMO",
+            "this receiver's AE title (default: %(default)s)",
+            flag="--ae-title", metavar="AET", group=DICOM_GROUP),
+    Setting("dicom_allowed_aets", None, "only these calling AE titles may send (default: any)",
+            flag="--allowed-aets", metavar="A,B", group=DICOM_GROUP),
+    Setting("dicom_send", None,
+            "send each result back as a DICOM Secondary Capture (heatmap, result and "
+            "\"decision support, not a diagnosis\" burned in) to this PACS or viewer, in the "
+            "image's study", flag="--dicom-send", metavar="AET@HOST:PORT", group=DICOM_GROUP),
+    Setting("dicom_max_associations", 4, "DICOM associations at once (more are rejected, busy)"),
+    Setting("dicom_max_pdu", 65536,
+            "largest DICOM PDU received (bytes; bounds memory per association)"),
+    Setting("dicom_timeout_s", 30.0, "DICOM ACSE and DIMSE timeouts (seconds)"),
+    Setting("dicom_network_timeout_s", 60.0,
+            "an idle DICOM association is closed after this (seconds)"),
+)
+"""Every setting of the app, in the order of `pneumo serve --help`."""
+
+DEFAULTS: dict = {s.name: s.default for s in SETTINGS}
+"""Setting name -> default (made from SETTINGS)."""
+
+
+def settings_markdown() -> str:
+    """The settings table for the docs (name, serve flag, default, what it does)."""
+    rows = ["| setting | flag | default | what it does |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = "bundled model" if s.name == "model_path" else repr(s.default)
+        rows.append(f"| `{s.name}` | {f'`{s.flag}`' if s.flag else ''} | `{default}` | "
+                    f"{s.help_text()} |")
+    return "\n".join(rows)
+
 
 MAX_CLINIC_NAME = 120
 """Longest clinic name (characters) for the page and report header."""

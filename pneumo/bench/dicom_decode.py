@@ -24,25 +24,25 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from pydicom import uid
 
 from pneumo.bench.timing import Settings, measure
 
 log = logging.getLogger(__name__)
 
-DX_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
-"""Digital X-Ray Image Storage - For Presentation."""
+DX_PRESENTATION = uid.DigitalXRayImageStorageForPresentation
 
-UNCOMPRESSED = "1.2.840.10008.1.2.1"
+UNCOMPRESSED = uid.ExplicitVRLittleEndian
 SYNTAXES: dict[str, str] = {
     "explicit_le": UNCOMPRESSED,
-    "rle": "1.2.840.10008.1.2.5",
-    "jpeg_baseline": "1.2.840.10008.1.2.4.50",
-    "jpeg_extended": "1.2.840.10008.1.2.4.51",
-    "jpeg_lossless_sv1": "1.2.840.10008.1.2.4.70",
-    "jpeg_ls_lossless": "1.2.840.10008.1.2.4.80",
-    "jpeg_ls_near_lossless": "1.2.840.10008.1.2.4.81",
-    "j2k_lossless": "1.2.840.10008.1.2.4.90",
-    "j2k": "1.2.840.10008.1.2.4.91",
+    "rle": uid.RLELossless,
+    "jpeg_baseline": uid.JPEGBaseline8Bit,
+    "jpeg_extended": uid.JPEGExtended12Bit,
+    "jpeg_lossless_sv1": uid.JPEGLosslessSV1,
+    "jpeg_ls_lossless": uid.JPEGLSLossless,
+    "jpeg_ls_near_lossless": uid.JPEGLSNearLossless,
+    "j2k_lossless": uid.JPEG2000Lossless,
+    "j2k": uid.JPEG2000,
 }
 """Short name -> transfer syntax UID, for every syntax the receiver accepts."""
 

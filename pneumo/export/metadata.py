@@ -13,6 +13,7 @@ from pneumo.app.pipeline.decoded import DATASET_SIZE
 from pneumo.app.pipeline.onnx_model import METADATA_KEY, MODEL_CARD_KEY, encode_array
 from pneumo.app.pipeline.preprocess import RECIPE
 from pneumo.train.data import EXTERNAL_LABEL as EXTERNAL_SOURCE
+from pneumo.train.metrics import figure_with_ci
 
 
 def git_commit() -> str:
@@ -249,14 +250,9 @@ def model_card(meta: dict) -> str:
         m = vm.get(mode)
         if not m:
             continue
-        ci = m.get("ci95", {})
-
-        def cell(k, m=m, ci=ci):
-            lo, hi = ci.get(k, [float("nan")] * 2)
-            return f"{m[k]:.3f} ({lo:.3f}-{hi:.3f})"
-
-        rows.append(f"| {mode} | {m['threshold']:.4f} | {cell('accuracy')} | "
-                    f"{cell('sensitivity')} | {cell('specificity')} | {cell('auc')} |")
+        rows.append(f"| {mode} | {m['threshold']:.4f} | " + " | ".join(
+            figure_with_ci(m, k) for k in ("accuracy", "sensitivity", "specificity", "auc"))
+            + " |")
     recipe = meta.get("recipe", {})
     external = "external_metrics" in meta
     source = meta.get("operating_points_source", INTERNAL_SOURCE)

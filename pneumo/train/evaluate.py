@@ -1,4 +1,5 @@
-"""`pneumo evaluate`: metrics with bootstrap CIs at the model's own operating thresholds.
+"""A model judged on labelled images: metrics with bootstrap CIs at its own operating
+thresholds (`Evaluation`, its table), the engine of `pneumo evaluate` (`evaluate_cli`).
 
 Accepts a Keras run (``model.keras`` with ``model.json`` beside it) or an exported ``.onnx``
 file (fp32 or int8). Images go through the one shared preprocessing (`pneumo.app.pipeline.preprocess`).
@@ -7,27 +8,99 @@ file (fp32 or int8). Images go through the one shared preprocessing (`pneumo.app
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pneumo.train.data import (
-    EXTERNAL_LABEL,
+    CLASS_NAMES,
     Sample,
     Split,
     list_class_folder,
     load_arrays,
     resolve_split_dirs,
 )
-from pneumo.train.evaluation import Evaluation, format_table
-from pneumo.train.metrics import bootstrap_ci, metrics_at
-from pneumo.train.report import write_report
+from pneumo.train.metrics import bootstrap_ci, figure, metrics_at
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 
-log = logging.getLogger(__name__)
+DEFAULT_LABEL = "evaluation data"
+
+
+@dataclass
+class Evaluation:
+    """One model judged on one labelled image set, with the per-image labels and probabilities."""
+
+    model: dict
+    """Name, version, input size and thresholds of the model (from its metadata)."""
+    labels: np.ndarray
+    """True class per image (0 NORMAL, 1 PNEUMONIA)."""
+    probabilities: np.ndarray
+    """The model's probability of PNEUMONIA per image."""
+    operating_points: dict[str, dict] = field(default_factory=dict)
+    """Mode -> metrics at that threshold, each with its 95% bootstrap CIs under ``ci95``."""
+    acquisition_shifts: dict[str, dict] | None = None
+    """Shift name -> metrics at the balanced threshold (only when shifts were asked for)."""
+    data: str | None = None
+    """Where the images came from."""
+    label: str | None = None
+    """What the set is called in tables ("internal validation", external validation...)."""
+    external: Evaluation | None = None
+    """The same model judged on an external set, reported beside this one."""
+
+    @property
+    def n(self) -> int:
+        """Number of images."""
+        return int(len(self.labels))
+
+    @property
+    def n_per_class(self) -> dict[str, int]:
+        """Images per class name."""
+        return {c: int((self.labels == i).sum()) for i, c in enumerate(CLASS_NAMES)}
+
+    @property
+    def title(self) -> str:
+        """The set's label, or a generic name when it has none."""
+        return self.label or DEFAULT_LABEL
+
+    def to_json(self) -> dict:
+        """The JSON document (`pneumo evaluate --json`, metrics.json): everything but the
+        per-image arrays."""
+        doc: dict = {"model": self.model, "n": self.n, "n_per_class": self.n_per_class,
+                     "operating_points": self.operating_points}
+        if self.acquisition_shifts is not None:
+            doc["acquisition_shifts"] = self.acquisition_shifts
+        if self.data is not None:
+            doc["data"] = self.data
+        if self.label is not None:
+            doc["label"] = self.label
+        if self.external is not None:
+            doc["external"] = self.external.to_json()
+        return doc
+
+
+def format_table(result: Evaluation) -> str:
+    """A plain-text table of the metrics with CIs (and the external set's, when evaluated)."""
+    lines = [f"[{result.title}]", f"n = {result.n} ({result.n_per_class})"]
+    for mode, m in result.operating_points.items():
+        lines.append(f"[{mode}] threshold {m['threshold']:.4f}")
+        for k in ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc"):
+            lo, hi = m["ci95"].get(k, [float("nan")] * 2)
+            lines.append(f"  {k:<12} {figure(m[k], 4)}  (95% CI {figure(lo, 4)}-"
+                         f"{figure(hi, 4)})")
+        lines.append(f"  confusion    TN {m['tn']}  FP {m['fp']}  FN {m['fn']}  TP {m['tp']}")
+    if result.acquisition_shifts is not None:
+        lines.append("[acquisition shifts, balanced threshold]  accuracy  sensitivity  "
+                     "specificity  AUC")
+        for name, m in result.acquisition_shifts.items():
+            lines.append(f"  {name:<16} " + "  ".join(
+                f"{figure(m[k], 4):<11}" for k in ("accuracy", "sensitivity", "specificity",
+                                                    "auc")).rstrip())
+    if result.external is not None:
+        lines += ["", format_table(result.external)]
+    return "\n".join(lines)
 
 
 def load_predictor(model_path: str | Path) -> tuple[PredictFn, dict]:
@@ -130,44 +203,3 @@ def _renormalised(x: np.ndarray, intensity: str) -> np.ndarray:
 
     u8 = np.clip(np.round(x[..., 0] * 255.0), 0, 255).astype(np.uint8)
     return normalize_intensity(u8, intensity)
-
-
-def evaluate_cli(model: str, data: str, *, json_path: str | None = None,
-                 report_dir: str | None = None, split: str = "auto", shifts: bool = False,
-                 external_val: str | None = None) -> int:
-    """Run `pneumo evaluate`; print the table, optionally write JSON and a report.
-
-    With `external_val` (a labelled folder), the same model is also judged there and both
-    sets are reported side by side, the external one named as such.
-    """
-    predict, meta = load_predictor(model)
-    samples, source = resolve_eval_samples(model, data, split)
-    if not samples:
-        log.error("no images found in %s", source)
-        return 2
-    log.info("evaluating %s on %d images from %s", model, len(samples), source)
-    result = evaluate(predict, meta, samples, shifts=shifts)
-    result.data = source
-    result.label = ("internal validation" if source.startswith("validation split")
-                    else EXTERNAL_LABEL if Path(source).name == "external_val"
-                    else f"evaluation data ({source})")
-    if external_val:
-        ext_samples = list_class_folder(Path(external_val))
-        if not ext_samples:
-            log.error("no images found in %s/NORMAL or /PNEUMONIA", external_val)
-            return 2
-        log.info("and on %d images of %s from %s", len(ext_samples), EXTERNAL_LABEL,
-                 external_val)
-        ext = evaluate(predict, meta, ext_samples, shifts=False)
-        ext.data, ext.label = str(external_val), EXTERNAL_LABEL
-        result.external = ext
-    print(format_table(result))
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result.to_json(), indent=2))
-    if report_dir:
-        history = Path(model).resolve().parent / "history.csv"
-        write_report(result, Path(report_dir), model_path=model,
-                     history_csv=history if history.exists() else None)
-        log.info("report written to %s/report.md", report_dir)
-    return 0

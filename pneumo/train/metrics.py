@@ -9,7 +9,8 @@ from sklearn.metrics import roc_curve
 from pneumo.app.pipeline import operating_points as _ops
 from pneumo.app.pipeline.operating_points import auc
 
-SCREENING_MIN_SENSITIVITY = 0.95
+# The app's documented rule: screening keeps sensitivity >= 0.98 (one source, the app's).
+SCREENING_MIN_SENSITIVITY = _ops.SCREENING_MIN_SENSITIVITY
 
 
 def _youden(y: np.ndarray, p: np.ndarray, t: float) -> float:
@@ -41,7 +42,7 @@ def threshold_details(y: np.ndarray, p: np.ndarray, *, n_boot: int = 200, seed: 
     screening = min(t_sens, t_max, balanced)
     return {"balanced": balanced, "screening": screening, "youden_max_threshold": t_max,
             "youden_max": float(j[k_max]), "youden_se": se,
-            "sensitivity_095_threshold": t_sens}
+            "screening_sensitivity_threshold": t_sens}
 
 
 def choose_thresholds(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -52,7 +53,7 @@ def choose_thresholds(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     J is within one bootstrap standard error of the maximum (which validation cannot tell
     apart), it takes the highest: the one that calls pneumonia least readily, because models
     of this kind over-call pneumonia on normal images from other acquisitions.
-    'screening' is the highest threshold with sensitivity >= 0.95, but never above the
+    'screening' is the highest threshold with sensitivity >= 0.98, but never above the
     threshold of maximal J: screening is at least as sensitive as the J optimum and as
     'balanced'. Scores >= threshold are called PNEUMONIA.
     """
@@ -71,22 +72,39 @@ def auc_rows(y: np.ndarray, p_rows: np.ndarray) -> np.ndarray:
 
 
 def metrics_at(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    """Accuracy, sensitivity, specificity, precision, F1 and AUC at one threshold."""
-    y = np.asarray(y).astype(int)
-    pred = np.asarray(p) >= threshold
-    pos = y == 1
-    tp, fn = int(np.sum(pred & pos)), int(np.sum(~pred & pos))
-    fp, tn = int(np.sum(pred & ~pos)), int(np.sum(~pred & ~pos))
+    """Accuracy, sensitivity, specificity, precision, F1 and AUC at one threshold.
+
+    The rates come from the app's one rate function; a rate with no case to count (no
+    pneumonia, no positive call) is NaN, shown as "-" in reports, never 0.
+    """
+    r = _ops.rates(y, p, threshold)
+    tp, fp, fn = r["tp"], r["fp"], r["fn"]
     return {
         "threshold": float(threshold),
-        "accuracy": (tp + tn) / len(y) if len(y) else float("nan"),
-        "sensitivity": tp / (tp + fn) if tp + fn else 0.0,
-        "specificity": tn / (tn + fp) if tn + fp else float("nan"),
-        "precision": tp / (tp + fp) if tp + fp else 0.0,
-        "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
+        "accuracy": r["accuracy"],
+        "sensitivity": r["sensitivity"],
+        "specificity": r["specificity"],
+        "precision": tp / (tp + fp) if tp + fp else float("nan"),
+        "f1": 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else float("nan"),
         "auc": auc(y, p),
-        "tn": tn, "fp": fp, "fn": fn, "tp": tp,
+        "tn": r["tn"], "fp": fp, "fn": fn, "tp": tp,
     }
+
+
+def figure(value: float | None, digits: int = 3) -> str:
+    """A rate or score for a report: "-" when it is undefined (NaN), never 0."""
+    if value is None or not np.isfinite(value):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def figure_with_ci(m: dict, key: str, digits: int = 3) -> str:
+    """``value (low-high)`` from a metrics dict with ``ci95``: "-" when the value is undefined,
+    the value alone when its interval is."""
+    lo, hi = m.get("ci95", {}).get(key, [float("nan")] * 2)
+    if figure(m[key]) == "-" or "-" in (figure(lo), figure(hi)):
+        return figure(m[key], digits)
+    return f"{figure(m[key], digits)} ({figure(lo, digits)}-{figure(hi, digits)})"
 
 
 CI_KEYS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc")
@@ -128,10 +146,9 @@ def specificity_at_sensitivity(y: np.ndarray, p: np.ndarray, min_sensitivity: fl
 
 
 # Operating points chosen on external validation (half of the official test split): the
-# rule lives in pneumo.app.pipeline.operating_points (shared with the app's site calibration). The old
-# internal rule above (SCREENING_MIN_SENSITIVITY, choose_thresholds) stays as it is.
+# rule lives in pneumo.app.pipeline.operating_points (shared with the app's site thresholds). The old
+# internal rule above (choose_thresholds) shares its screening sensitivity.
 BALANCED_MIN_SENSITIVITY = _ops.BALANCED_MIN_SENSITIVITY
-SCREENING_MIN_SENSITIVITY_EXTERNAL = _ops.SCREENING_MIN_SENSITIVITY
 EXTERNAL_THRESHOLD_RULE = _ops.THRESHOLD_RULE
 threshold_for_sensitivity = _ops.threshold_for_sensitivity
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from pneumo.train.data import CLASS_NAMES
-from pneumo.train.evaluation import Evaluation
+from pneumo.train.evaluate import Evaluation
+from pneumo.train.metrics import figure, figure_with_ci
 
 
 def _plt():
@@ -107,10 +108,8 @@ def _side_by_side(result: Evaluation) -> list[str]:
              "|---|---|---|---|---|---|---|"]
     for res in (result, result.external):
         for mode, m in res.operating_points.items():
-            cells = []
-            for k in ("accuracy", "sensitivity", "specificity", "auc"):
-                lo, hi = m["ci95"].get(k, [float("nan")] * 2)
-                cells.append(f"{m[k]:.3f} ({lo:.3f}-{hi:.3f})")
+            cells = [figure_with_ci(m, k) for k in ("accuracy", "sensitivity", "specificity",
+                                                    "auc")]
             lines.append(f"| {res.title} (n={res.n}) | {mode} | "
                          f"{m['threshold']:.4f} | " + " | ".join(cells) + " |")
     return lines
@@ -162,10 +161,8 @@ def write_report(result: Evaluation, out: Path, *, model_path: str,
         "|---|---|---|---|---|---|---|---|",
     ]
     for mode, m in points.items():
-        cells = []
-        for k in ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc"):
-            lo, hi = m["ci95"].get(k, [float("nan")] * 2)
-            cells.append(f"{m[k]:.3f} ({lo:.3f}-{hi:.3f})")
+        cells = [figure_with_ci(m, k) for k in ("accuracy", "sensitivity", "specificity",
+                                                "precision", "f1", "auc")]
         lines.append(f"| {mode} | {m['threshold']:.4f} | " + " | ".join(cells) + " |")
     lines += ["", "Confusion counts: " + "; ".join(
         f"{mode}: TN {m['tn']} FP {m['fp']} FN {m['fn']} TP {m['tp']}"
@@ -176,8 +173,8 @@ def write_report(result: Evaluation, out: Path, *, model_path: str,
                   "(`pneumo/train/shifts.py`).", "",
                   "| shift | accuracy | sensitivity | specificity | AUC |", "|---|---|---|---|---|"]
         for name, m in result.acquisition_shifts.items():
-            lines.append(f"| {name} | {m['accuracy']:.3f} | {m['sensitivity']:.3f} | "
-                         f"{m['specificity']:.3f} | {m['auc']:.3f} |")
+            lines.append(f"| {name} | " + " | ".join(
+                figure(m[k]) for k in ("accuracy", "sensitivity", "specificity", "auc")) + " |")
         lines.append("")
     if result.external is not None:
         lines += _external_section(result, out, plots)

@@ -22,7 +22,10 @@ def subparsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
 
 
 def has_meaningful_default(action: argparse.Action) -> bool:
-    """False for the defaults --help need not show: None, False and SUPPRESS (0 is shown)."""
+    """False for the defaults --help need not show: None, False, SUPPRESS and an on/off switch's
+    own state (a --no-... flag that turns a True setting off); 0 is shown."""
+    if isinstance(action, argparse._StoreFalseAction):
+        return False
     return not any(action.default is v for v in (None, False, argparse.SUPPRESS))
 
 

@@ -11,10 +11,10 @@ from pneumo.train.data import CLASS_NAMES, list_class_folder
 from pneumo.train.evaluate import (
     Evaluation,
     evaluate,
-    evaluate_cli,
     load_predictor,
     resolve_eval_samples,
 )
+from pneumo.train.evaluate_cli import evaluate_cli
 from pneumo.train.shifts import SHIFTS
 
 

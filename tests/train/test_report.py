@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from pneumo.train.evaluation import Evaluation, format_table
+from pneumo.train.evaluate import Evaluation, format_table
 from pneumo.train.metrics import bootstrap_ci, metrics_at
 from pneumo.train.report import write_report
 

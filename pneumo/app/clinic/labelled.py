@@ -1,5 +1,5 @@
 """Labelled image sets (a folder with NORMAL/ and PNEUMONIA/, or a CSV of file,label) and
-their scores through the app's own pipeline: for site calibration and reference statistics."""
+their scores through the app's own pipeline: for site thresholds and reference statistics."""
 
 from __future__ import annotations
 
@@ -76,6 +76,7 @@ def labelled_csv(path: str | Path) -> list[tuple[Path, int]]:
 def score(predictor: Predictor, items: list[tuple[Path, int]], mode: str = DEFAULT_SETTING
           ) -> Scored:
     """Run every image through the app's pipeline (progress logged every 50 files)."""
+    predictor.check_mode(mode)  # once, before the files (BadMode for an unknown one)
     results = []
     for i, (f, _) in enumerate(items, start=1):
         results.append(predict_file(predictor, f, mode))

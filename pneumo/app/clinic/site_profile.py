@@ -66,7 +66,7 @@ class SiteProfile:
                 raise ValueError("a threshold outside [0, 1]")
             return profile
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("site calibration %s cannot be read (%s): the model's thresholds are "
+            log.warning("site thresholds %s cannot be read (%s): the model's thresholds are "
                         "used. Remove the file or accept a new proposal.", self.path, exc)
             return None
 

@@ -35,6 +35,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,14 +47,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STORAGE_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.1": "Computed Radiography Image Storage",
-    "1.2.840.10008.5.1.4.1.1.1.1": "Digital X-Ray Image Storage - For Presentation",
-    "1.2.840.10008.5.1.4.1.1.1.1.1": "Digital X-Ray Image Storage - For Processing",
-}
-"""The storage SOP classes received (the for-processing one is then refused by its header)."""
+STORAGE_CLASSES = ("ComputedRadiographyImageStorage", "DigitalXRayImageStorageForPresentation",
+                   "DigitalXRayImageStorageForProcessing")
+"""The storage SOP classes received, by their `pynetdicom.sop_class` names (the for-processing
+one is then refused by its header)."""
 
-VERIFICATION = "1.2.840.10008.1.1"
+
+@cache
+def storage_class_uids() -> frozenset[str]:
+    """The UIDs of STORAGE_CLASSES (pynetdicom is loaded only once the receiver starts)."""
+    from pynetdicom import sop_class
+
+    return frozenset(getattr(sop_class, name) for name in STORAGE_CLASSES)
+
+
 SPOOL_DIR = "dicom-inbox"
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
@@ -121,16 +128,16 @@ class DicomReceiver:
 
     def _make_ae(self):
         """The pynetdicom AE: contexts, AE title rules, limits and timeouts."""
-        from pynetdicom import AE, _config
+        from pynetdicom import AE, _config, sop_class
 
         from pneumo.app.dicom.samples import decodable_syntaxes
 
         _config.STORE_RECV_CHUNKED_DATASET = True  # data sets go to a file, not to memory
         ae = AE(ae_title=self.ae_title)
         syntaxes = decodable_syntaxes()
-        for sop_class in STORAGE_CLASSES:
-            ae.add_supported_context(sop_class, syntaxes)
-        ae.add_supported_context(VERIFICATION)
+        for name in STORAGE_CLASSES:
+            ae.add_supported_context(getattr(sop_class, name), syntaxes)
+        ae.add_supported_context(sop_class.Verification)
         ae.require_called_aet = True
         if self.config["dicom_allowed_aets"]:
             ae.require_calling_aet = list(self.config["dicom_allowed_aets"])
@@ -189,7 +196,8 @@ class DicomReceiver:
         """Log an association; one that offers no CR/DX image class at all says what it had."""
         assoc = event.assoc
         log.info("DICOM association from %s accepted", self._peer(event))
-        if any(str(cx.abstract_syntax) in STORAGE_CLASSES for cx in assoc.accepted_contexts):
+        if any(str(cx.abstract_syntax) in storage_class_uids()
+               for cx in assoc.accepted_contexts):
             return
         offered = sorted({str(cx.abstract_syntax.name) for cx in assoc.rejected_contexts})
         if offered:

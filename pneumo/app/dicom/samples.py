@@ -1,6 +1,8 @@
 """Writing small DICOM files: for the executable's self-test, benchmarks and tests.
 
-Reading DICOM is `pneumo.app.pipeline.preprocess`'s job; this only wraps a pixel array in a valid file.
+Reading DICOM is `pneumo.app.pipeline.dicom_decode`'s job; this only wraps a pixel array in a
+valid file. Loaded only where DICOM is in use (the receiver's contexts, benchmarks, tests), so
+it imports pydicom at once.
 """
 
 from __future__ import annotations
@@ -8,6 +10,9 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from pydicom import uid
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 
 
 def encode_dicom(stored: np.ndarray, *, photometric: str = "MONOCHROME2", bits_stored: int = 16,
@@ -18,15 +23,11 @@ def encode_dicom(stored: np.ndarray, *, photometric: str = "MONOCHROME2", bits_s
                  patient_id: str | None = None, study_uid: str | None = None,
                  bits_allocated: int = 16) -> bytes:
     """A single-frame grayscale DICOM (uint16 stored values; uint8 with bits_allocated=8)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.encaps import encapsulate
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
     stored = np.asarray(stored, dtype=np.uint8 if bits_allocated == 8 else np.uint16)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class or SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = transfer_syntax or ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = sop_class or uid.SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = uid.generate_uid()
+    meta.TransferSyntaxUID = transfer_syntax or uid.ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
@@ -35,8 +36,8 @@ def encode_dicom(stored: np.ndarray, *, photometric: str = "MONOCHROME2", bits_s
     ds.PatientName = patient_name
     if patient_id is not None:
         ds.PatientID = patient_id
-    ds.StudyInstanceUID = study_uid or generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
+    ds.StudyInstanceUID = study_uid or uid.generate_uid()
+    ds.SeriesInstanceUID = uid.generate_uid()
     ds.Rows, ds.Columns = stored.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric
@@ -62,21 +63,16 @@ def encode_dicom(stored: np.ndarray, *, photometric: str = "MONOCHROME2", bits_s
 
 
 UNCOMPRESSED_SYNTAXES = (
-    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
-    "1.2.840.10008.1.2",  # Implicit VR Little Endian
-    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
-    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old units)
+    uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian, uid.DeflatedExplicitVRLittleEndian,
+    uid.ExplicitVRBigEndian,  # retired, still sent by old units
 )
 COMPRESSED_SYNTAXES = (
-    "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
-    "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 and 4): 12-bit
-    "1.2.840.10008.1.2.4.57",  # JPEG Lossless (Process 14)
-    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1 (Process 14, first-order prediction)
-    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
-    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
-    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless Only
-    "1.2.840.10008.1.2.4.91",  # JPEG 2000
-    "1.2.840.10008.1.2.5",  # RLE Lossless
+    uid.JPEGBaseline8Bit,  # Process 1
+    uid.JPEGExtended12Bit,  # Process 2 and 4: 12-bit
+    uid.JPEGLossless,  # Process 14
+    uid.JPEGLosslessSV1,  # Process 14, first-order prediction
+    uid.JPEGLSLossless, uid.JPEGLSNearLossless, uid.JPEG2000Lossless, uid.JPEG2000,
+    uid.RLELossless,
 )
 """The compressed transfer syntaxes CR/DX units send; decoded by pylibjpeg's plugins."""
 
@@ -86,14 +82,14 @@ def decoder_status() -> dict[str, bool]:
     from pydicom.pixels import get_decoder
 
     status = {}
-    for uid in COMPRESSED_SYNTAXES:
+    for syntax in COMPRESSED_SYNTAXES:
         try:
-            status[uid] = bool(get_decoder(uid).is_available)
+            status[syntax] = bool(get_decoder(syntax).is_available)
         except Exception:  # no decoder class at all for this syntax
-            status[uid] = False
+            status[syntax] = False
     return status
 
 
 def decodable_syntaxes() -> list[str]:
     """Transfer syntaxes whose pixel data this app can decode: uncompressed, then compressed."""
-    return [*UNCOMPRESSED_SYNTAXES, *(uid for uid, ok in decoder_status().items() if ok)]
+    return [*UNCOMPRESSED_SYNTAXES, *(syntax for syntax, ok in decoder_status().items() if ok)]

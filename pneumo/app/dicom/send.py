@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 SERIES_NUMBER = 9001
 SERIES_DESCRIPTION = "pneumo: decision support, not a diagnosis"
 DISCLAIMER = "DECISION SUPPORT, NOT A DIAGNOSIS - a clinician must read the X-ray"
@@ -94,13 +92,13 @@ def burn_in(overlay_png: bytes, lines: list[str]) -> Image.Image:
 def secondary_capture(image: Image.Image, header: Dataset, record: dict) -> Dataset:
     """A Secondary Capture data set of `image` in the study of the received `header`."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import generate_uid
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
     now = datetime.now()
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = EXPLICIT_VR_LE
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
     for keyword in COPIED:
@@ -108,7 +106,7 @@ def secondary_capture(image: Image.Image, header: Dataset, record: dict) -> Data
             ds[keyword] = header[keyword]
     if "StudyInstanceUID" not in ds:
         ds.StudyInstanceUID = generate_uid()
-    ds.SOPClassUID = SECONDARY_CAPTURE
+    ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.SeriesInstanceUID = generate_uid()
     ds.Modality = "OT"
@@ -153,11 +151,12 @@ def result_capture(state: AppState, record: dict, header: Dataset) -> Dataset | 
 def send(ds: Dataset, destination: str, *, ae_title: str = "PNEUMO",
          timeout: float = 30.0) -> int:
     """C-STORE one data set to "AET@host:port"; returns the status, SendError on failure."""
+    from pydicom.uid import ExplicitVRLittleEndian
     from pynetdicom import AE
 
     dest_aet, host, port = dicom_destination(destination)
     ae = AE(ae_title=ae_title)
-    ae.add_requested_context(str(ds.SOPClassUID), EXPLICIT_VR_LE)
+    ae.add_requested_context(str(ds.SOPClassUID), ExplicitVRLittleEndian)
     ae.acse_timeout = ae.dimse_timeout = ae.connection_timeout = timeout
     ae.network_timeout = timeout
     assoc = ae.associate(host, port, ae_title=dest_aet)

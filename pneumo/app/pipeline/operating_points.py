@@ -1,7 +1,7 @@
 """The rule that turns labelled scores into operating thresholds (numpy only).
 
 One definition for the model's own operating points (chosen at export on external
-validation, `train.calibration`) and for a clinic's site calibration
+validation, `train.calibration`) and for a clinic's site thresholds
 (`pneumo.app.clinic.site_thresholds`): ``balanced`` is the threshold with the highest specificity
 subject to sensitivity >= 0.95, ``screening`` the same with sensitivity >= 0.98; among equal
 specificities the highest threshold; a score >= threshold is called PNEUMONIA.

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pneumo.app.config import DATA_DIR_ENV, DEFAULT_SETTING, DEFAULTS
+from pneumo.app.config import DATA_DIR_ENV, DEFAULT_SETTING, DEFAULTS, SETTINGS
 from pneumo.app.runtime.logs import setup_logging
 
 
@@ -20,26 +20,8 @@ def _default_model() -> str:
 
 def serve_config(args: argparse.Namespace, **overrides) -> dict:
     """The run_server settings from the flags of add_serve_arguments (plus overrides)."""
-    config = {
-        "host": args.host,
-        "port": args.port,
-        "model_path": args.model or _default_model(),
-        "data_dir": args.data_dir,  # None -> $PNEUMO_DATA_DIR or the user's data folder
-        "keep_images": bool(args.keep_images),
-        "token": args.token,
-        "threads": args.threads,
-        "clinic_name": args.clinic_name,
-        "require_pin": bool(args.require_pin),
-        "max_large_decodes": args.max_large_decodes,
-        "dicom_port": args.dicom_port,
-        "dicom_host": args.dicom_host,
-        "dicom_ae_title": args.ae_title,
-        "dicom_allowed_aets": args.allowed_aets,
-        "dicom_send": args.dicom_send,
-        "retain_days": args.retain_days,
-        "lang": args.lang,
-        "allow_shutdown": not getattr(args, "no_stop_button", False),
-    }
+    config = {s.name: getattr(args, s.name) for s in SETTINGS if s.flag}
+    config["model_path"] = args.model or _default_model()
     config.update(overrides)
     return config
 
@@ -183,75 +165,31 @@ def _cmd_history_purge(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_clinic_name_option(p: argparse.ArgumentParser) -> None:
-    """--clinic-name (shared with the pneumo-edge launcher; default from config.DEFAULTS)."""
-    p.add_argument("--clinic-name", default=DEFAULTS["clinic_name"], metavar="NAME",
-                   help="clinic name shown on the page and on printed reports "
-                        "(default: none)")
-
-
 def add_serve_arguments(p: argparse.ArgumentParser, *, executable: bool = False) -> None:
     """The serving flags of `pneumo serve` and the `pneumo-edge` executable (one declaration).
 
-    Defaults come from config.DEFAULTS. --port and --model default to None: the port used
-    last time with the data folder (else the default one, else a free one) and the model
-    installed in the data folder (else the bundled one).
+    Each flag, its default and its help come from config.SETTINGS. --port and --model default
+    to None: the port used last time with the data folder (else the default one, else a free
+    one) and the model installed in the data folder (else the bundled one).
     """
-    port = DEFAULTS["port"]
-    p.add_argument("--host", default=DEFAULTS["host"],
-                   help="address to bind; any other than the default needs a token "
-                        "(default: %(default)s)")
-    p.add_argument("--port", type=int, default=None,
-                   help=f"TCP port (default: the one used last time with this data folder, "
-                        f"else {port}, else a free one; 0 = any free port)")
-    if executable:
-        p.add_argument("--model", default=None,
-                       help="ONNX model file (default: the one installed with --install-model "
-                            "in the data folder, else the model inside the executable)")
-    else:
-        p.add_argument("--model", default=None,
-                       help="ONNX model file (default: the one installed with `pneumo model "
-                            "install` in the data folder, else the bundled model)")
-    p.add_argument("--data-dir", default=None,
-                   help=f"history folder (default: ${DATA_DIR_ENV} or the user's data folder)")
-    p.add_argument("--keep-images", action="store_true",
-                   help="also store uploaded images in the history database")
-    p.add_argument("--token", default=None,
-                   help="access token (required off-loopback; generated and printed if absent)")
-    p.add_argument("--threads", type=int, default=DEFAULTS["threads"],
-                   help="worker threads (default: %(default)s)")
-    p.add_argument("--require-pin", action="store_true",
-                   help="shared computer: every request needs an access PIN (set on first use "
-                        "from $PNEUMO_PIN or the console; stored hashed in the data folder)")
-    p.add_argument("--max-large-decodes", type=int, default=DEFAULTS["max_large_decodes"],
-                   metavar="N",
-                   help="images over 8 MB of pixels decoded at once; others wait (memory) "
-                        "(default: %(default)s)")
-    add_clinic_name_option(p)
-    p.add_argument("--lang", default=DEFAULTS["lang"], metavar="CODE",
-                   help="the page's language for every browser (en, fr, es, pt, sw, ar; "
-                        "default: each browser's own, or $PNEUMO_LANG)")
-    p.add_argument("--no-stop-button", action="store_true",
-                   help="no \"Stop the app\" button on the page (POST /api/v1/shutdown is "
-                        "refused); stop with Ctrl+C or by closing the console window")
-    p.add_argument("--retain-days", type=int, default=DEFAULTS["retain_days"], metavar="N",
-                   help="delete records (with heatmaps and kept images) older than N days, at "
-                        "start and every hour; each purge is audited (default: keep all)")
-    d = p.add_argument_group("DICOM receiver (off unless --dicom-port is given)")
-    d.add_argument("--dicom-port", type=int, default=DEFAULTS["dicom_port"], metavar="PORT",
-                   help="receive images from X-ray units and PACS (C-ECHO, C-STORE of CR/DX) "
-                        "on this TCP port, e.g. 11112 (0 = any free)")
-    d.add_argument("--dicom-host", default=DEFAULTS["dicom_host"], metavar="ADDRESS",
-                   help="address the DICOM receiver binds (default: the same as --host; "
-                        "0.0.0.0 for a unit on the network)")
-    d.add_argument("--ae-title", default=DEFAULTS["dicom_ae_title"], metavar="AET",
-                   help="this receiver's AE title (default: %(default)s)")
-    d.add_argument("--allowed-aets", default=DEFAULTS["dicom_allowed_aets"], metavar="A,B",
-                   help="only these calling AE titles may send (default: any)")
-    d.add_argument("--dicom-send", default=DEFAULTS["dicom_send"], metavar="AET@HOST:PORT",
-                   help="send each result back as a DICOM Secondary Capture (heatmap, result "
-                        "and \"decision support, not a diagnosis\" burned in) to this "
-                        "PACS or viewer, in the image's study")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for s in SETTINGS:
+        if s.flag is None:
+            continue
+        where = p if s.group is None else groups.setdefault(s.group,
+                                                              p.add_argument_group(s.group))
+        kwargs = {"dest": s.name, "help": s.help}
+        if s.action:
+            kwargs["action"] = s.action
+        else:
+            kwargs.update(default=s.cli_default, type=s.type, metavar=s.metavar)
+        where.add_argument(s.flag, **kwargs)
+        if s.name == "port":  # the model file right after the address, as always
+            where.add_argument("--model", default=None, help=(
+                "ONNX model file (default: the one installed with --install-model in the data "
+                "folder, else the model inside the executable)" if executable else
+                "ONNX model file (default: the one installed with `pneumo model install` in "
+                "the data folder, else the bundled model)"))
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:

@@ -37,7 +37,7 @@ MAX_NOTE = 500
 MAX_BY = 64
 
 bp = Blueprint("site", __name__, url_prefix=f"/api/{API_VERSION}")
-"""Confirmations, audit, site calibration and status; under /api/v1 like the rest."""
+"""Confirmations, audit, site thresholds and status; under /api/v1 like the rest."""
 
 SITE_JS_STRINGS = {
     "guard_lowers": N_("%(mode)s: the threshold goes down (%(current)s to %(proposed)s), so "
@@ -124,7 +124,7 @@ def _latest_per_image(cases: list[dict]) -> list[dict]:
     return list(by_image.values())
 
 
-def calibration_state(st: AppState) -> dict:
+def site_thresholds_state(st: AppState) -> dict:
     """Which thresholds answers use now, and why (also shown on the page)."""
     site = site_thresholds(st)
     profile = st.site.profile
@@ -152,13 +152,13 @@ def calibration_state(st: AppState) -> dict:
 
 
 @bp.get("/calibration")
-def calibration_get() -> Response:
+def site_thresholds_get() -> Response:
     """The thresholds in use: this clinic's (source 'site') or the model's (source 'model')."""
-    return jsonify(calibration_state(get_state()))
+    return jsonify(site_thresholds_state(get_state()))
 
 
 @bp.post("/calibration/proposal")
-def calibration_proposal() -> Response:
+def site_thresholds_proposal() -> Response:
     """Propose thresholds from the confirmed normal/pneumonia cases of the loaded model.
 
     Optional ``prevalence`` (0 < share < 1): the clinic's pneumonia share for the figures per
@@ -210,7 +210,7 @@ def _override(body: dict) -> dict | None:
 
 
 @bp.post("/calibration")
-def calibration_accept() -> Response:
+def site_thresholds_accept() -> Response:
     """Accept a proposal: its thresholds become this clinic's (saved, audited).
 
     A proposal the guard rail blocks (it raises a threshold without enough confirmed
@@ -228,7 +228,7 @@ def calibration_accept() -> Response:
     if proposal["model_sha256"] != st.model.sha256:
         raise ApiError(409, "model_changed", N_("This proposal was made for another model. Make "
                                                 "a new one."))
-    old = calibration_state(st)
+    old = site_thresholds_state(st)
     try:
         accept(st.site, st.history, proposal, model_sha256=st.model.sha256,
                model_version=st.model.version, by=_text(body, "by", MAX_BY),
@@ -241,11 +241,11 @@ def calibration_accept() -> Response:
             "enough pneumonias. Confirm more pneumonia cases, or use it anyway with an "
             "override: a reason and your initials, kept in the audit trail."),
                        blocked=exc.blocked) from exc
-    return jsonify(calibration_state(st))
+    return jsonify(site_thresholds_state(st))
 
 
 @bp.delete("/calibration")
-def calibration_revert() -> Response:
+def site_thresholds_revert() -> Response:
     """Forget this clinic's thresholds: the model's own apply again (audited)."""
     st = get_state()
     by = request.args.get("by")
@@ -256,14 +256,14 @@ def calibration_revert() -> Response:
                              {"source": "site", "thresholds": old.get("thresholds"),
                               "model_sha256": old.get("model_sha256")},
                              {"source": "model", "thresholds": model_thresholds(st)}, by=by)
-    return jsonify(calibration_state(st))
+    return jsonify(site_thresholds_state(st))
 
 
 @bp.get("/status")
 def status() -> Response:
     """Model, the thresholds in use and the drift check (for the page and for monitoring)."""
     st = get_state()
-    cal = calibration_state(st)
+    cal = site_thresholds_state(st)
     return jsonify({"model": {"name": st.model.name, "version": st.model.version,
                               "sha256": st.model.sha256},
                     "threshold_source": cal["source"], "thresholds": cal["thresholds"],

@@ -20,7 +20,7 @@ from bombs import retag_dicom
 from dicom_peers import echoscu, needs_dcmtk, storescu
 from PIL import Image
 
-from pneumo.app.dicom.receiver import STORAGE_CLASSES, DicomReceiver, patient_ref_from
+from pneumo.app.dicom.receiver import DicomReceiver, patient_ref_from, storage_class_uids
 from pneumo.bench.dicom_decode import SYNTAXES, EncoderMissing, compress, xray_dicom
 
 DX = "1.2.840.10008.5.1.4.1.1.1.1"
@@ -197,7 +197,7 @@ def test_other_storage_classes_are_refused_at_association(receiver, caplog):
     accepted, status = _scu_store(rx.port, ds, sop_class="1.2.840.10008.5.1.4.1.1.2")
     assert not accepted or status is None
     assert "offers no CR/DX image" in caplog.text and "CT Image Storage" in caplog.text
-    assert set(STORAGE_CLASSES) == {CR, DX, DX_FOR_PROCESSING}
+    assert storage_class_uids() == {CR, DX, DX_FOR_PROCESSING}
 
 
 def test_cr_storage_class_is_analysed(receiver):

@@ -17,13 +17,13 @@ import pytest
 from apptools import XRAY_PNEUMONIA
 from dicom_peers import free_port, needs_orthanc, start_orthanc
 from PIL import Image
+from pydicom.uid import SecondaryCaptureImageStorage
 
 from pneumo.app.analysis import analyse
 from pneumo.app.dicom.receiver import DicomReceiver
 from pneumo.app.dicom.send import (
     DISCLAIMER,
     MIN_WIDTH,
-    SECONDARY_CAPTURE,
     SendError,
     result_capture,
     send,
@@ -46,7 +46,7 @@ def test_secondary_capture_has_the_result_burned_in_and_joins_the_study(app):
     _, record = analyse(state, data, source="dicom", study_uid=STUDY,
                         sop_uid=str(header.SOPInstanceUID), patient_ref="PID-9")
     ds = result_capture(state, record, header)
-    assert ds.SOPClassUID == SECONDARY_CAPTURE and ds.Modality == "OT"
+    assert ds.SOPClassUID == SecondaryCaptureImageStorage and ds.Modality == "OT"
     assert ds.StudyInstanceUID == STUDY and ds.PatientID == "PID-9"
     assert ds.PatientName == "Roe^Ann"  # the PACS files it with the patient's study
     assert ds.SeriesInstanceUID != header.SeriesInstanceUID
@@ -104,7 +104,7 @@ def test_orthanc_forwards_a_study_and_gets_the_result_back(app_config, tmp_path,
         [sc] = [s for s in series if s["MainDicomTags"].get("Modality") == "OT"]
         assert sc["MainDicomTags"]["SeriesDescription"].endswith("not a diagnosis")
         tags = orthanc.rest("GET", f"/instances/{sc['Instances'][0]}/simplified-tags")
-        assert tags["SOPClassUID"] == SECONDARY_CAPTURE
+        assert tags["SOPClassUID"] == SecondaryCaptureImageStorage
         assert tags["StudyInstanceUID"] == STUDY and tags["PatientID"] == "PID-9"
         assert tags["BurnedInAnnotation"] == "YES"
         png = orthanc.rest("GET", f"/instances/{sc['Instances'][0]}/preview")

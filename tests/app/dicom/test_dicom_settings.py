@@ -30,7 +30,7 @@ def test_the_executable_gets_the_same_dicom_flags():
     from installer.entry import build_parser as launcher
 
     args = launcher().parse_args(["--dicom-port", "104", "--allowed-aets", "A"])
-    assert args.dicom_port == 104 and args.allowed_aets == "A"
+    assert args.dicom_port == 104 and args.dicom_allowed_aets == "A"
     p = argparse.ArgumentParser()
     add_serve_arguments(p, executable=True)
     flags = {s for a in p._actions for s in a.option_strings}

@@ -52,7 +52,9 @@ def test_predict_reads_everything_from_the_model(model):
 
 def test_predict_refusals(model):
     p = Predictor(model)
-    with pytest.raises(BadMode):
+    with pytest.raises(BadMode):  # checked once, at the edge
+        p.check_mode("fast")
+    with pytest.raises(KeyError):  # past the edge an unknown setting is a caller's bug
         p.predict(XRAY_NORMAL.read_bytes(), "fast")
     with pytest.raises(NotAChestXray) as exc:
         p.predict(noise_png())

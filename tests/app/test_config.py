@@ -40,3 +40,29 @@ def test_resolve_validates():
         resolve({"threads": 0})
     cfg = resolve({"threads": "8", "data_dir": "/tmp/x"})
     assert cfg["threads"] == 8 and cfg["host"] == "127.0.0.1" and cfg["token"] is None
+
+
+def test_one_settings_table_makes_the_defaults_the_serve_flags_and_the_docs_table():
+    import argparse
+
+    from pneumo.app.config import DEFAULTS, SETTINGS, settings_markdown
+    from pneumo.app.runtime.cli import add_serve_arguments, serve_config
+
+    assert DEFAULTS == {s.name: s.default for s in SETTINGS}
+    assert len({s.name for s in SETTINGS}) == len(SETTINGS)
+    for executable in (False, True):
+        p = argparse.ArgumentParser()
+        add_serve_arguments(p, executable=executable)
+        flags = {a.option_strings[0]: a for a in p._actions if a.option_strings[0] != "-h"}
+        table_flags = {s.flag: s for s in SETTINGS if s.flag}
+        assert set(flags) == set(table_flags) | {"--model"}
+        for flag, s in table_flags.items():
+            assert flags[flag].dest == s.name and flags[flag].help == s.help
+        config = serve_config(p.parse_args([]))
+        for s in table_flags.values():  # absent flags give the table's defaults
+            assert config[s.name] == s.cli_default
+    table = settings_markdown()
+    for s in SETTINGS:
+        assert f"| `{s.name}` |" in table
+        assert "%(default)s" not in s.help_text()
+    assert "| `threads` | `--threads` | `4` | worker threads (default: 4) |" in table
