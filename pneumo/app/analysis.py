@@ -50,7 +50,7 @@ def drift_state(state: AppState, new: dict | None = None) -> dict:
 def analyse(state: AppState, data: bytes, *, mode: str = DEFAULT_SETTING, preview: bool = False,
             patient_ref: str | None = None, file_name: str | None = None,
             source: str = "upload", study_uid: str | None = None,
-            sop_uid: str | None = None) -> tuple[Prediction, dict]:
+            sop_uid: str | None = None, orient: str | None = None) -> tuple[Prediction, dict]:
     """Analyse image bytes and commit the record before returning (prediction, record).
 
     Raises what `Predictor.predict` raises (nothing is stored then) and StorageFull.
@@ -61,7 +61,7 @@ def analyse(state: AppState, data: bytes, *, mode: str = DEFAULT_SETTING, previe
         result = state.predictor.predict(
             data, mode, heatmap=True, preview=preview, site_thresholds=site,
             site_thresholds_at=(profile or {}).get("created_at"),
-            clinic_share=state.site.prevalence_for(state.model.sha256))
+            clinic_share=state.site.prevalence_for(state.model.sha256), orient=orient)
     except NotAChestXray as exc:  # counted for the drift check (reason codes only)
         state.history.add_refusal([r.code for r in exc.reasons], source)
         raise

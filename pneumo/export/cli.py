@@ -34,8 +34,44 @@ def _cmd_drift_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_orientation_check(args: argparse.Namespace) -> int:
+    from pneumo.export.orientation import add_orientation_check
+
+    figures = add_orientation_check(args.model, args.images, args.external_val, args.report,
+                                    beside=args.beside)
+    for name in ("held_out_training_patients", "external_validation"):
+        for head, f in figures.get(name, {}).items():
+            if "detected" not in f:
+                continue
+            print(f"{name}: {head}: upright flagged {f['false_alarms_upright']:.4%}, detected "
+                  + ", ".join(f"{k} {v:.2%}" for k, v in f["detected"].items()))
+    if args.beside:
+        print(f"{args.model}: orientation check stored beside it (the file is unchanged)")
+    else:
+        print(f"{args.model}: orientation check stored; the file's sha256 changed, so site "
+              "thresholds made for the old file no longer apply")
+    return 0
+
+
 def add_subcommands(sub) -> None:
-    """Register `pneumo export` and `pneumo drift-reference`."""
+    """Register `pneumo export`, `pneumo drift-reference` and `pneumo orientation-check`."""
+    o = sub.add_parser("orientation-check",
+                       help="fit the upside-down / mirrored check and store it in an ONNX model")
+    o.add_argument("model", help="the .onnx file to update in place")
+    o.add_argument("--images", required=True, metavar="DIR",
+                   help="the training images (NORMAL/, PNEUMONIA/), e.g. "
+                        "../shared/data/chest_xray/train")
+    o.add_argument("--external-val", metavar="DIR", default=None,
+                   help="also report the figures on this labelled folder (scored, never "
+                        "fitted on), e.g. ../shared/data/external_val")
+    o.add_argument("--report", metavar="DIR", default=None,
+                   help="write orientation.md/.json/.png there (e.g. reports/orientation)")
+    o.add_argument("--beside", action="store_true",
+                   help="leave the model file as signed and write MODEL.orientation.json beside "
+                        "it (read by the app only for its bundled model)")
+    o.set_defaults(func=_cmd_orientation_check)
+    extras.needs_train_extra(o, ("onnx", "sklearn", "matplotlib"))
+
     d = sub.add_parser("drift-reference",
                        help="store the app's drift reference in an exported ONNX model")
     d.add_argument("model", help="the .onnx file to update in place")

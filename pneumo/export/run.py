@@ -427,6 +427,7 @@ def export_model(model_path: str | Path | Sequence[str | Path], calib_data: str 
     import keras
 
     from pneumo.export.drift_reference import add_drift_reference
+    from pneumo.export.orientation import add_orientation_check
     from pneumo.export.parity_report import write_parity_report
 
     # int8 calibration images are fitted on: never the external validation set
@@ -448,6 +449,9 @@ def export_model(model_path: str | Path | Sequence[str | Path], calib_data: str 
                                     cross_fit_seed=cross_fit_seed, n_boot=n_boot)
                for name, path in files.items()}
     parity, probs = parity_figures(target, data, files, results, ops)
+    train_dir = resolve_split_dirs(calib_data).get("train") or Path(calib_data)
+    parity["orientation"] = {name: add_orientation_check(path, train_dir, external_val)
+                             for name, path in files.items()}  # rebuilt at every export
     if external_val:  # the app's drift check compares clinics' images with these
         parity["drift_reference"] = {
             name: {k: v for k, v in add_drift_reference(path, external_val, DRIFT_SOURCE).items()

@@ -32,12 +32,20 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 from PIL import Image
 
-from pneumo.app.i18n import N_, translate
-from pneumo.app.pipeline.decoded import DATASET_SIZE, DecodedImage, ImageError
+from pneumo.app.i18n import N_
+from pneumo.app.pipeline.decoded import (  # noqa: F401 - Finding, NotAChestXray, SCOPE: here too
+    DATASET_SIZE,
+    SCOPE,
+    DecodedImage,
+    Finding,
+    ImageError,
+    NotAChestXray,
+)
 from pneumo.app.pipeline.preprocess import squash
 
 # --- rejection thresholds (feature ranges over 1000 real training X-rays in brackets) ---
@@ -119,34 +127,6 @@ CHEST_TEMPLATE = np.array([
 SIDEWAYS_TEMPLATES = (np.rot90(CHEST_TEMPLATE, 1), np.rot90(CHEST_TEMPLATE, -1))
 """The chest template turned by 90 degrees each way (a film lying on its side)."""
 
-SCOPE = N_("This app only judges pediatric frontal chest X-rays.")
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One check result: a stable code and a sentence for people (English, and its template)."""
-
-    code: str
-    message: str
-    template: str | None = field(default=None, compare=False, repr=False)
-    params: tuple = field(default=(), compare=False, repr=False)
-
-    @classmethod
-    def of(cls, code: str, template: str, **params: object) -> Finding:
-        """A finding whose message is ``template`` (a message id) filled with ``params``."""
-        return cls(code, template % params if params else template, template,
-                   tuple(sorted(params.items())))
-
-    def localized(self) -> str:
-        """The message in the request's language (English outside a request)."""
-        params = {k: translate(v) if isinstance(v, str) else v for k, v in self.params}
-        return translate(self.template or self.message, params)
-
-    def to_json(self) -> dict:
-        """The finding as a JSON-ready dict (message in the request's language)."""
-        return {"code": self.code, "message": self.localized()}
-
-
 @dataclass
 class CheckResult:
     """Rejections (any one refuses the image), warnings, and the measured features."""
@@ -159,28 +139,6 @@ class CheckResult:
     def ok(self) -> bool:
         """True when no rule rejected the image."""
         return not self.rejections
-
-
-class NotAChestXray(ImageError):
-    """The image is not something the model may judge (HTTP 422)."""
-
-    status = 422
-    code = "not_a_chest_xray"
-
-    def __init__(self, reasons: list[Finding], *,
-                 lead: str = N_("This does not look like a chest X-ray:")):
-        first = reasons[0].message if reasons else FALLBACK_REASON
-        super().__init__(f"{lead} {first} {SCOPE}")
-        self.reasons = reasons
-        self.lead = lead
-
-    def localized(self) -> str:
-        """The message in the request's language."""
-        first = self.reasons[0].localized() if self.reasons else translate(FALLBACK_REASON)
-        return f"{translate(self.lead)} {first} {translate(SCOPE)}"
-
-
-FALLBACK_REASON = N_("it does not look like a chest X-ray.")
 
 
 # --- DICOM header rules (decided before any pixel is decoded) ---
@@ -201,26 +159,43 @@ MODALITY_NAMES = {
 }
 
 SOP_CLASS_MODALITY = {
-    "1.2.840.10008.5.1.4.1.1.1": "CR",
-    "1.2.840.10008.5.1.4.1.1.1.1": "DX", "1.2.840.10008.5.1.4.1.1.1.1.1": "DX",
-    "1.2.840.10008.5.1.4.1.1.1.2": "MG", "1.2.840.10008.5.1.4.1.1.1.2.1": "MG",
-    "1.2.840.10008.5.1.4.1.1.1.3": "IO", "1.2.840.10008.5.1.4.1.1.1.3.1": "IO",
-    "1.2.840.10008.5.1.4.1.1.2": "CT", "1.2.840.10008.5.1.4.1.1.2.1": "CT",
-    "1.2.840.10008.5.1.4.1.1.2.2": "CT",
-    "1.2.840.10008.5.1.4.1.1.4": "MR", "1.2.840.10008.5.1.4.1.1.4.1": "MR",
-    "1.2.840.10008.5.1.4.1.1.4.2": "MR",
-    "1.2.840.10008.5.1.4.1.1.20": "NM",
-    "1.2.840.10008.5.1.4.1.1.3.1": "US", "1.2.840.10008.5.1.4.1.1.6.1": "US",
-    "1.2.840.10008.5.1.4.1.1.6.2": "US",
-    "1.2.840.10008.5.1.4.1.1.128": "PT", "1.2.840.10008.5.1.4.1.1.130": "PT",
-    "1.2.840.10008.5.1.4.1.1.12.1": "XA", "1.2.840.10008.5.1.4.1.1.12.1.1": "XA",
-    "1.2.840.10008.5.1.4.1.1.12.2": "RF", "1.2.840.10008.5.1.4.1.1.12.2.1": "RF",
-    "1.2.840.10008.5.1.4.1.1.104.1": "DOC",
+    "ComputedRadiographyImageStorage": "CR",
+    "DigitalXRayImageStorageForPresentation": "DX", "DigitalXRayImageStorageForProcessing": "DX",
+    "DigitalMammographyXRayImageStorageForPresentation": "MG",
+    "DigitalMammographyXRayImageStorageForProcessing": "MG",
+    "DigitalIntraOralXRayImageStorageForPresentation": "IO",
+    "DigitalIntraOralXRayImageStorageForProcessing": "IO",
+    "CTImageStorage": "CT", "EnhancedCTImageStorage": "CT",
+    "LegacyConvertedEnhancedCTImageStorage": "CT",
+    "MRImageStorage": "MR", "EnhancedMRImageStorage": "MR", "MRSpectroscopyStorage": "MR",
+    "NuclearMedicineImageStorage": "NM",
+    "UltrasoundMultiFrameImageStorage": "US", "UltrasoundImageStorage": "US",
+    "EnhancedUSVolumeStorage": "US",
+    "PositronEmissionTomographyImageStorage": "PT", "EnhancedPETImageStorage": "PT",
+    "XRayAngiographicImageStorage": "XA", "EnhancedXAImageStorage": "XA",
+    "XRayRadiofluoroscopicImageStorage": "RF", "EnhancedXRFImageStorage": "RF",
+    "EncapsulatedPDFStorage": "DOC",
 }
-"""Storage SOP classes that imply a modality (checked as well as the Modality attribute)."""
+"""Storage SOP classes (by their `pydicom.uid` names) that imply a modality (checked as well
+as the Modality attribute)."""
 
-FOR_PROCESSING_CLASSES = ("1.2.840.10008.5.1.4.1.1.1.1.1",)
+FOR_PROCESSING_CLASSES = ("DigitalXRayImageStorageForProcessing",)
 """Digital X-Ray Image Storage - For Processing: raw detector data, not meant for viewing."""
+
+
+NOT_IMAGE_CLASSES = ("MediaStorageDirectoryStorage",)
+"""A DICOMDIR: the index of a disc or folder, never an image."""
+
+
+@cache
+def _sop_classes_by_uid() -> tuple[dict[str, str], frozenset[str], frozenset[str]]:
+    """The three tables above by UID (pydicom is loaded by then: only DICOM files have one)."""
+    from pydicom import uid
+
+    return ({getattr(uid, name): m for name, m in SOP_CLASS_MODALITY.items()},
+            frozenset(getattr(uid, name) for name in FOR_PROCESSING_CLASSES),
+            frozenset(getattr(uid, name) for name in NOT_IMAGE_CLASSES))
+
 
 LATERAL_VIEWS = ("LL", "RL", "LATERAL", "LAT", "LLAT", "RLAT")
 OBLIQUE_VIEWS = ("LLO", "RLO", "LAO", "RAO", "LPO", "RPO", "OBLIQUE")
@@ -276,14 +251,15 @@ def dicom_header_checks(ds) -> list[Finding]:
     warn: list[Finding] = []
     modality = _dicom_text(ds, "Modality")
     sop_class = _dicom_text(ds, "SOPClassUID")
-    implied = SOP_CLASS_MODALITY.get(sop_class)
+    modality_by_uid, for_processing, _ = _sop_classes_by_uid()
+    implied = modality_by_uid.get(sop_class)
     for m in dict.fromkeys(x for x in (modality, implied) if x):
         if m not in XRAY_MODALITIES:
             name = MODALITY_NAMES.get(m, N_("an image of another kind"))
             rej.append(Finding.of(f"modality_{m.lower()}",
                                   "its DICOM header says it is %(name)s (modality %(modality)s), "
                                   "not a plain radiograph (CR or DX).", name=name, modality=m))
-    if sop_class in FOR_PROCESSING_CLASSES:
+    if sop_class in for_processing:
         rej.append(Finding.of("for_processing_image",
                            "it is raw detector data (\"for processing\"), not an image meant "
                            "for viewing; send the \"for presentation\" image."))
@@ -321,6 +297,24 @@ def dicom_header_checks(ds) -> list[Finding]:
         n_frames = int(float(frames)) if frames else 1
     except ValueError:
         n_frames = 1
+    if n_frames < 1:  # normalised: the pixel data must then hold exactly one frame
+        warn.append(Finding.of("dicom_frames_mismatch",
+                               "The DICOM header says it holds %(frames)s frames; its one image "
+                               "was read.", frames=frames))
+    photometric = _dicom_text(ds, "PhotometricInterpretation")
+    samples = _dicom_text(ds, "SamplesPerPixel") or "1"
+    if photometric == "PALETTE COLOR":
+        rej.append(Finding.of("palette_color",
+                              "it is a colour-palette image, not a grayscale radiograph."))
+    elif samples == "1" and photometric and not photometric.startswith("MONOCHROME"):
+        warn.append(Finding.of("dicom_photometric_mismatch",
+                               "The DICOM header says the image is in colour (%(photometric)s) "
+                               "but it holds one value per pixel: it was read as grayscale.",
+                               photometric=photometric))
+    if sop_class in _sop_classes_by_uid()[2]:
+        rej.append(Finding.of("dicomdir",
+                              "it is a DICOMDIR (the index of a disc or folder), not an image: "
+                              "send the image files it lists."))
     if n_frames > 1:
         rej.append(Finding.of("multi_frame",
                               "it holds %(frames)s frames (a series or a moving sequence), not a "

@@ -15,8 +15,10 @@ from pneumo.app.pipeline.decoded import (
     DATASET_SIZE,
     N_,
     DecodedImage,
+    Finding,
     ImageError,
     ImageTooLarge,
+    NotAChestXray,
     UnsupportedImage,
     colorfulness,
 )
@@ -156,6 +158,32 @@ def _load_gray(img: Image.Image) -> tuple[Image.Image, float, int, int]:
                          source), orientation
 
 
+THUMBNAIL_SHARE = 0.25
+"""A page or frame with at most this share of the largest one's pixels is a thumbnail."""
+
+
+def _one_frame(img: Image.Image) -> list[str]:
+    """One image per file, whatever the format (multi-frame DICOM has the same rule in its
+    header check): a multi-page TIFF whose other pages are thumbnails is read from its
+    largest page (noted); any other file with several frames or pages is refused (422)."""
+    n = int(getattr(img, "n_frames", 1) or 1)
+    if n <= 1:
+        return []
+    sizes = []
+    if img.format == "TIFF":
+        for i in range(min(n, 64)):
+            img.seek(i)
+            sizes.append(img.size[0] * img.size[1])
+    largest = max(sizes) if sizes else 0
+    full = [i for i, a in enumerate(sizes) if a > THUMBNAIL_SHARE * largest]
+    if img.format == "TIFF" and n <= 64 and len(full) == 1:
+        img.seek(full[0])
+        return [f"TIFF: page {full[0] + 1} of {n} read; the others are thumbnails"]
+    raise NotAChestXray([Finding.of(
+        "multi_frame", "it holds %(frames)s frames (a series or a moving sequence), not a "
+        "single radiograph.", frames=n)], lead=N_("This is not a frontal chest X-ray:"))
+
+
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                  gate: DecodeGate | None = None,
                  dicom_header_check: Callable | None = None) -> DecodedImage:
@@ -178,6 +206,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
+            notes = _one_frame(img)
             width, height = img.size
             if width * height > max_pixels:
                 raise ImageTooLarge(
@@ -208,4 +237,5 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         original_size=(width, height),
         colorfulness=colour,
         bit_depth=depth,
+        notes=notes,
     )

@@ -1,10 +1,14 @@
 """What a decoded image is: 8-bit grayscale pixels plus what decoding learnt, and the
 errors an unusable input raises (with an HTTP status and a stable code)."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
+
+from pneumo.app.i18n import translate
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".dic"}
 """Files taken from folders: these suffixes, or no suffix at all (DICOM exports)."""
@@ -41,8 +45,6 @@ class ImageError(ValueError):
 
     def localized(self) -> str:
         """The message in the request's language (English outside a request)."""
-        from pneumo.app.i18n import translate
-
         return translate(self.template, self.params)
 
 
@@ -55,6 +57,58 @@ class ImageTooLarge(ImageError):
 
     status = 413
     code = "image_too_large"
+
+
+SCOPE = N_("This app only judges pediatric frontal chest X-rays.")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check result: a stable code and a sentence for people (English, and its template)."""
+
+    code: str
+    message: str
+    template: str | None = field(default=None, compare=False, repr=False)
+    params: tuple = field(default=(), compare=False, repr=False)
+
+    @classmethod
+    def of(cls, code: str, template: str, **params: object) -> Finding:
+        """A finding whose message is ``template`` (a message id) filled with ``params``."""
+        return cls(code, template % params if params else template, template,
+                   tuple(sorted(params.items())))
+
+    def localized(self) -> str:
+        """The message in the request's language (English outside a request)."""
+        params = {k: translate(v) if isinstance(v, str) else v for k, v in self.params}
+        return translate(self.template or self.message, params)
+
+    def to_json(self) -> dict:
+        """The finding as a JSON-ready dict (message in the request's language)."""
+        return {"code": self.code, "message": self.localized()}
+
+
+class NotAChestXray(ImageError):
+    """The image is not something the model may judge (HTTP 422)."""
+
+    status = 422
+    code = "not_a_chest_xray"
+
+    def __init__(self, reasons: list[Finding], *,
+                 lead: str = N_("This does not look like a chest X-ray:"),
+                 fix: str | None = None):
+        first = reasons[0].message if reasons else FALLBACK_REASON
+        super().__init__(f"{lead} {first} {SCOPE}")
+        self.reasons = reasons
+        self.lead = lead
+        self.fix = fix  # a transform that would make it analysable ("Rotate and analyse")
+
+    def localized(self) -> str:
+        """The message in the request's language."""
+        first = self.reasons[0].localized() if self.reasons else translate(FALLBACK_REASON)
+        return f"{translate(self.lead)} {first} {translate(SCOPE)}"
+
+
+FALLBACK_REASON = N_("it does not look like a chest X-ray.")
 
 
 @dataclass

@@ -6,8 +6,10 @@ import io
 import logging
 import math
 import struct
+import threading
 import zlib
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image
@@ -30,6 +32,39 @@ from pneumo.app.pipeline.memory import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class _DecoderNoise(logging.Filter):
+    """Holds back pydicom's own records (ERROR with a traceback per decoder tried) while this
+    thread decodes pixel data: the decode then logs one WARNING line of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(self.local, "decoding", False):
+            self.local.last = record.getMessage().splitlines()[0][:200] if record.msg else ""
+            return False
+        return True
+
+
+_NOISE = _DecoderNoise()
+_DECODER_LOGGERS = ("pydicom", "pydicom.pixels.decoders.base")
+
+
+@contextmanager
+def _quiet_decoders():
+    """Within: pydicom's decoder records are held back (the filter is added on first use)."""
+    for name in _DECODER_LOGGERS:  # a logger's filter sees only its own records
+        logger = logging.getLogger(name)
+        if _NOISE not in logger.filters:
+            logger.addFilter(_NOISE)
+    _NOISE.local.decoding, _NOISE.local.last = True, None
+    try:
+        yield _NOISE.local
+    finally:
+        _NOISE.local.decoding = False
 
 
 MAX_BYTES_PER_PIXEL = 2
@@ -339,6 +374,47 @@ def _check_codestream(ds, rows: int, cols: int) -> None:
             params={"width": size[0], "height": size[1], "columns": cols, "rows": rows})
 
 
+def _check_pixel_length(ds, header, tsyntax) -> None:
+    """Refuse uncompressed pixel data longer than the header declares (another image, more
+    frames or colour hiding behind the header); shorter data are damage (pydicom says so)."""
+    data = ds.get("PixelData")
+    if not isinstance(data, bytes) or (tsyntax is not None and tsyntax.is_compressed):
+        return
+    declared = _declared_bytes(header)[3]
+    if len(data) > declared + 1:  # one byte of padding to an even length
+        raise UnsupportedImage(
+            N_("This DICOM file holds more pixel data than its header describes (%(found)s "
+               "bytes for %(declared)s); it cannot be read safely. Export it again."),
+            code="dicom_pixel_mismatch", params={"found": len(data), "declared": declared})
+
+
+def _has_decoder(tsyntax) -> bool:
+    """True when an installed plugin decodes this transfer syntax (so a failure is damage)."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        return bool(get_decoder(tsyntax).is_available)
+    except Exception:  # no decoder class at all for this syntax
+        return False
+
+
+def _plain_8bit(ds) -> int | None:
+    """BitsStored when the pixels are already display values: at most 8 bits, unsigned, no
+    rescale and no modality LUT (the caller has no usable window or VOI LUT); else None.
+
+    Such pixels keep their values, as the same image's PNG or JPEG does: stretching them to
+    their own min..max would change the image the one preprocessing definition keeps.
+    """
+    bits = _int_attr(ds, "BitsStored", 16)
+    slope = _first_number(ds.get("RescaleSlope"))
+    intercept = _first_number(ds.get("RescaleIntercept"))
+    if not 1 <= bits <= 8 or _int_attr(ds, "PixelRepresentation", 0) != 0 \
+            or "ModalityLUTSequence" in ds or slope not in (None, 1.0) \
+            or intercept not in (None, 0.0):
+        return None
+    return bits
+
+
 def _dicom_pixels(data: bytes, meta, header, inflater: _Inflater | None, rows: int, cols: int,
                   warnings_out: list[tuple[str, str]]) -> tuple[Image.Image, float]:
     """Decode the first frame: modality LUT, VOI LUT / window, reduced; (8-bit image, colour)."""
@@ -360,10 +436,21 @@ def _dicom_pixels(data: bytes, meta, header, inflater: _Inflater | None, rows: i
         raise UnsupportedImage(N_("This DICOM file holds no image."), code="undecodable_image")
     _check_codestream(ds, rows, cols)
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    _check_pixel_length(ds, header, tsyntax)
+    if _int_attr(ds, "SamplesPerPixel", 1) == 1 and not str(
+            ds.get("PhotometricInterpretation") or "MONOCHROME2").upper().startswith("MONO"):
+        ds.PhotometricInterpretation = "MONOCHROME2"  # one value a pixel: gray (warned)
     try:
-        arr = pixel_array(ds, index=0, view_only=True)
+        with _quiet_decoders() as noise:
+            arr = pixel_array(ds, index=0, view_only=True)
     except Exception as exc:
-        if tsyntax is not None and getattr(tsyntax, "is_compressed", False):
+        log.warning("DICOM pixel data not decoded (%s): %s", getattr(tsyntax, "name", tsyntax),
+                    noise.last or f"{type(exc).__name__}: {str(exc)[:200]}")
+        compressed = tsyntax is not None and getattr(tsyntax, "is_compressed", False)
+        if compressed and _has_decoder(tsyntax):
+            raise UnsupportedImage(N_("The compressed image in this DICOM file is damaged or "
+                                      "incomplete."), code="undecodable_image") from exc
+        if compressed:
             raise UnsupportedImage(
                 N_("This DICOM file uses a compression this app cannot decode "
                    "(%(compression)s). Export it uncompressed or as PNG/JPEG and try again."),
@@ -400,7 +487,12 @@ def _dicom_pixels(data: bytes, meta, header, inflater: _Inflater | None, rows: i
         band = apply_modality_lut(band, ds)
         return apply_voi_lut(band, ds) if use_voi else band
 
-    out = to_uint8(reduce_array(arr, f, transform))
+    bits = _plain_8bit(ds) if not use_voi else None
+    if bits is not None:  # already display values: kept (scaled to 0..255 when < 8 bits)
+        scale = 255.0 / ((1 << bits) - 1)
+        out = np.clip(np.round(reduce_array(arr, f) * scale), 0, 255).astype(np.uint8)
+    else:
+        out = to_uint8(reduce_array(arr, f, transform))
     if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
         out = 255 - out
     return Image.fromarray(out, mode="L"), 0.0

@@ -30,7 +30,22 @@ from pneumo.app.pipeline.checks import (
 from pneumo.app.pipeline.decode import decode_image
 from pneumo.app.pipeline.memory import DecodeGate
 from pneumo.app.pipeline.onnx_model import OnnxModel
+from pneumo.app.pipeline.orientation import (
+    TRANSFORM_NOTES,
+    OrientationCheck,
+    apply_transform,
+    features,
+)
 from pneumo.app.pipeline.outcome import decide
+
+LAYOUT_CODES = frozenset({"not_chest_layout"})
+"""Refusals an upside-down film may cause: held until the orientation heads have spoken."""
+TURNED_LEAD = N_("This chest X-ray cannot be analysed the way it is turned:")
+UPSIDE_DOWN = N_("it appears to be upside down (rotated 180 degrees or flipped top to "
+                 "bottom). Use \"Rotate and analyse\", or correct the image and send it again.")
+MIRRORED = N_("The image appears mirrored (left and right swapped, the heart on the wrong "
+              "side). Check the film's side marker; if the film was read from the wrong side, "
+              "mirror it and analyse it again.")
 
 
 class BadMode(ValueError):
@@ -78,6 +93,7 @@ class Prediction:
     drift: bool = False  # the drift check warned when this answer was given
     calibration_share: float | None = None  # pneumonia share of the calibration images
     clinic_share: float | None = None  # this clinic's pneumonia share, as its lead entered it
+    orientation: dict = field(default_factory=lambda: {"checked": False})  # the heads' verdict
 
     @property
     def calibrated(self) -> bool:
@@ -123,6 +139,7 @@ class Prediction:
                       "bit_depth": self.bit_depth},
             "quality": [w.to_json() for w in self.quality],  # messages in the request's language
             "ood_distance": None if self.ood_distance is None else round(self.ood_distance, 3),
+            "orientation": self.orientation,
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
             "intended_use": _(wording.INTENDED_USE),
             **self._clinic_chance(),
@@ -193,6 +210,8 @@ class Predictor:
         self.calibrated_on = calibration_source(model)
         self.calibration_share = wording.calibration_share(model.metadata) \
             if self.calibrated_on else None
+        self.orientation = OrientationCheck.for_model(model.metadata, model.path,
+                                                      model.sha256)  # None: unchecked
 
     @property
     def modes(self) -> list[str]:
@@ -208,20 +227,29 @@ class Predictor:
 
     def predict(self, data: bytes, mode: str = DEFAULT_SETTING, *, heatmap: bool = True,
                 preview: bool = False, site_thresholds: dict[str, float] | None = None,
-                site_thresholds_at: str | None = None, clinic_share: float | None = None
-                ) -> Prediction:
-        """Analyse image bytes; raises ImageError (415/413), NotAChestXray (422) or BadMode.
+                site_thresholds_at: str | None = None, clinic_share: float | None = None,
+                orient: str | None = None) -> Prediction:
+        """Analyse image bytes; raises ImageError (415/413) or NotAChestXray (422).
 
-        ``site_thresholds`` (this clinic's operating points, same modes and scale as the
+        ``mode`` is checked once at the edge (`check_mode`: the API, the batch command); an
+        unknown one here is a caller's bug (KeyError from `decide`). ``site_thresholds`` (this clinic's operating points, same modes and scale as the
         model's, set at ``site_thresholds_at``) replace the model's for the outcome and label.
+        ``orient`` (one of orientation.TRANSFORMS, checked at the edge) turns the image first
+        ("Rotate and analyse"); the answer says so.
         """
-        self.check_mode(mode)
         laps = Laps()
         decoded = laps("decode", decode_image(data, max_pixels=self.max_pixels, gate=self.gate,
                                               dicom_header_check=dicom_header_checks))
-        warnings = laps("checks", self._checked(decoded))
+        if orient:
+            decoded.gray = apply_transform(decoded.gray, orient)
+        warnings, held = laps("checks", self._checked(decoded))
+        if orient:
+            warnings.append(Finding.of("orientation_corrected", TRANSFORM_NOTES[orient]))
         x = laps("preprocess", self.model.model_input(decoded.gray))  # size, intensity step
         out = laps("inference", self.model.run(x[None]))
+        turned = laps("orientation", self._orientation(x, out, warnings))
+        if held:  # an odd layout, and not because the film is upside down
+            raise NotAChestXray(held)
         ood_distance = self._out_of_distribution(out, warnings)
         decision = laps("ood_and_label", decide(float(out.probability[0]),
                                                 site_thresholds or self.model.thresholds,
@@ -243,17 +271,35 @@ class Predictor:
             positive=self.model.class_names[1],
             threshold_source="site" if site_thresholds else "model",
             site_thresholds_at=site_thresholds_at if site_thresholds else None,
-            calibration_share=self.calibration_share, clinic_share=clinic_share)
+            calibration_share=self.calibration_share, clinic_share=clinic_share,
+            orientation=turned)
         prediction.message = prediction.history_record()["message"]  # English, for the history
         return prediction
 
-    @staticmethod
-    def _checked(decoded) -> list[Finding]:
-        """The image checks' warnings; NotAChestXray when a check refuses the image."""
+    def _checked(self, decoded) -> tuple[list[Finding], list[Finding]]:
+        """(the image checks' warnings, a layout refusal held back); NotAChestXray when a
+        check refuses the image. A refusal for the chest layout alone waits for the
+        orientation heads: an upside-down film is told so (and how to turn it)."""
         checks = cheap_checks(decoded)
         if not checks.ok:
-            raise NotAChestXray(checks.rejections)
-        return list(checks.warnings)
+            if self.orientation is None or any(r.code not in LAYOUT_CODES
+                                               for r in checks.rejections):
+                raise NotAChestXray(checks.rejections)
+            return list(checks.warnings), list(checks.rejections)
+        return list(checks.warnings), []
+
+    def _orientation(self, x, out, warnings: list[Finding]) -> dict:
+        """The orientation heads' verdict (the answer's ``orientation`` block): refuses an
+        upside-down film (its fix named), warns on a mirrored one; unchecked without heads."""
+        if self.orientation is None:
+            return {"checked": False}
+        verdict = self.orientation.verdict(features(x, out.cam[0], out.embedding[0]))
+        if verdict.upside_down_flagged:
+            raise NotAChestXray([Finding.of("upside_down_image", UPSIDE_DOWN)],
+                                lead=TURNED_LEAD, fix=verdict.fix)
+        if verdict.mirrored_flagged:
+            warnings.append(Finding.of("mirrored_image", MIRRORED))
+        return verdict.to_json()
 
     def _out_of_distribution(self, out, warnings: list[Finding]) -> float | None:
         """The embedding's distance to the training images; refuses or warns (into

@@ -201,6 +201,15 @@
       });
       box.appendChild(ul);
     }
+    if (err.fix && T["fix_" + err.fix] && chosen) {  // e.g. upside down: offer to turn it
+      var fix = document.createElement("button");
+      fix.type = "button";
+      fix.id = "error-fix";
+      fix.className = "button";
+      fix.textContent = t("fix_" + err.fix);
+      fix.addEventListener("click", function () { analyseChosen(err.fix); });
+      box.appendChild(fix);
+    }
     box.hidden = false;
     $("result-empty").hidden = true;
     reveal(box);
@@ -281,11 +290,18 @@
 
   form.addEventListener("submit", function (ev) {
     ev.preventDefault();
+    analyseChosen(null);
+  });
+
+  // Send the chosen file; `orient` (rotate_180, flip_vertical, flip_horizontal) asks the app
+  // to turn it first: the "Rotate and analyse" button of an upside-down refusal.
+  function analyseChosen(orient) {
     if (!chosen) { return; }
     var data = new FormData();
     data.append("image", chosen, chosen.name);
     data.append("patient_ref", refInput.value);
     data.append("preview", "1");
+    if (orient) { data.append("orient", orient); }
     var mine = generation;
     var ref = refInput.value;
     clearResult();
@@ -309,7 +325,7 @@
     }).then(function () {
       if (mine === generation) { submit.disabled = !chosen; $("busy").hidden = true; }
     });
-  });
+  }
 
   // The clinician's finding: PUT /api/v1/history/<id>/confirmation (audited server-side).
   var findingLabels = {};

@@ -23,6 +23,7 @@ from pneumo.app.config import DEFAULT_SETTING, MAX_PATIENT_REF, clean_text, is_l
 from pneumo.app.history.schema import FIELDS, is_record_id, parse_bound
 from pneumo.app.i18n import N_, _
 from pneumo.app.pipeline import heatmap as hm
+from pneumo.app.pipeline.orientation import TRANSFORMS
 from pneumo.app.pipeline.wording import INTENDED_USE, answer
 from pneumo.app.web.errors import ApiError
 from pneumo.app.web.state import SHUTDOWN_HOOK, get_state
@@ -101,6 +102,16 @@ def _flag(name: str) -> bool:
     return (request.form.get(name) or request.args.get(name) or "").lower() in ("1", "true", "yes")
 
 
+def _orient() -> str | None:
+    """The optional ``orient`` field ("Rotate and analyse"): checked here, once."""
+    value = (request.form.get("orient") or "").strip()
+    if value and value not in TRANSFORMS:
+        raise ApiError(400, "bad_orient", _("Unknown orient '%(orient)s'. Use one of: "
+                                            "%(choices)s.", orient=clean_text(value)[:40],
+                                            choices=", ".join(TRANSFORMS)))
+    return value or None
+
+
 @bp.post("/predict")
 def predict() -> Response:
     """Analyse one uploaded image (multipart field 'image')."""
@@ -108,15 +119,21 @@ def predict() -> Response:
     mode = (request.form.get("mode") or DEFAULT_SETTING).strip()
     st.predictor.check_mode(mode)
     upload = request.files.get("image")
+    if upload is None and not request.files and not request.form and request.content_length \
+            and request.mimetype == "multipart/form-data":  # the parser gave up on the body
+        raise ApiError(400, "unreadable_upload", N_(
+            "The upload could not be read: the file name or another form field is not valid "
+            "text. Rename the file (letters and digits only) and send it again."))
     if upload is None:
         raise ApiError(400, "missing_image", N_("Send the X-ray as a multipart/form-data file "
                                                 "in the field 'image'."))
     patient_ref = _patient_ref()
+    orient = _orient()
     data = upload.read()
     upload.close()  # frees the parsed copy of the upload before decoding (memory)
     file_name = _file_name(upload.filename)
     result, record = analyse(st, data, mode=mode, preview=_flag("preview"),
-                             patient_ref=patient_ref, file_name=file_name)
+                             patient_ref=patient_ref, file_name=file_name, orient=orient)
     body = {"id": record["id"], "created_at": record["created_at"], "patient_ref": patient_ref,
             "file_name": file_name, **result.to_json(),
             "heatmap_url": url_for("api.history_heatmap", record_id=record["id"]),

@@ -57,6 +57,8 @@ def _image_error(e: ImageError):
     extra = {}
     if isinstance(e, NotAChestXray):
         extra["reasons"] = [r.to_json() for r in e.reasons]
+        if e.fix:
+            extra["fix"] = e.fix  # the page offers it ("Rotate and analyse"): orient=<fix>
     return error_response(e.status, e.code, e.localized(), **extra)
 
 

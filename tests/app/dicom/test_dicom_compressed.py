@@ -145,3 +145,37 @@ def test_jpeg_lossless_process_14_decodes_exactly(tmp_path):
     ts = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta.TransferSyntaxUID
     assert ts == "1.2.840.10008.1.2.4.57" and ts in COMPRESSED_SYNTAXES
     assert np.array_equal(_pixels(data), _pixels(plain))
+
+
+LOSSLESS = ("explicit_le", "rle", "jpeg_lossless_sv1", "jpeg_ls_lossless", "j2k_lossless")
+
+
+@pytest.mark.parametrize("name", LOSSLESS)
+def test_eight_bit_dicom_keeps_its_values_and_gives_the_png_answer(client, name):
+    """8-bit pixels with no window keep their values: one image, one answer (issue 25)."""
+    img = Image.open(XRAY_PNEUMONIA).convert("L")
+    png = io.BytesIO()
+    img.save(png, format="PNG")
+    try:
+        body = compress(xray_dicom(img, bits=8), name)
+    except EncoderMissing as exc:
+        pytest.skip(f"cannot make {name}: {exc}")
+    assert np.array_equal(_pixels(body), np.asarray(img, dtype=np.int16))  # not stretched
+    answers = []
+    for data, file in ((png.getvalue(), "x.png"), (body, "x.dcm")):
+        resp = client.post("/api/v1/predict", data={"image": (io.BytesIO(data), file)},
+                           content_type="multipart/form-data")
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        answers.append(resp.get_json())
+    assert answers[1]["input"]["format"] == "DICOM" and answers[1]["input"]["bit_depth"] == 8
+    assert abs(answers[1]["probability"] - answers[0]["probability"]) < 0.005
+
+
+def test_six_bit_dicom_is_scaled_over_its_declared_range_not_its_own():
+    """Fewer than 8 bits: 0..63 maps to 0..255 by the declared depth, not min..max."""
+    from pneumo.app.dicom.samples import encode_dicom
+
+    arr = np.full((64, 64), 10, dtype=np.uint8)
+    arr[:, 32:] = 40
+    got = _pixels(encode_dicom(arr, bits_stored=6, bits_allocated=8))
+    assert set(np.unique(got)) == {round(10 * 255 / 63), round(40 * 255 / 63)}

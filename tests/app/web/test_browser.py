@@ -223,3 +223,24 @@ def test_times_are_local_with_the_zone(new_page, server):
                             ".map(i => i.getBoundingClientRect().top)")
     assert abs(boxes[0] - boxes[1]) < 2
     assert report.problems == [] and page.problems == [], page.problems + report.problems
+
+
+def test_an_upside_down_film_is_refused_and_rotate_and_analyse_answers_it(page, server,
+                                                                         tmp_path):
+    """Issue 25: the refusal says what is wrong and its button analyses the turned image."""
+    from PIL import Image
+
+    turned = tmp_path / "upside-down.png"
+    Image.open(XRAY_PNEUMONIA).convert("L").transpose(Image.Transpose.ROTATE_180).save(turned)
+    page.goto(server.url)
+    _analyse(page, turned, "TURNED-1")
+    assert page.is_visible("#error") and "upside down" in page.inner_text("#error")
+    assert page.is_visible("#error-fix") and page.inner_text("#error-fix") == "Rotate and analyse"
+    page.click("#error-fix")
+    page.wait_for_selector("#result:not([hidden])")
+    assert page.is_hidden("#error")
+    assert "rotated 180 degrees" in page.inner_text("#r-warnings")
+    rec = _latest(server)["items"][0]
+    assert rec["patient_ref"] == "TURNED-1"
+    assert "orientation_corrected" in [w["code"] for w in rec["warnings"]]
+    assert page.problems == [], page.problems
