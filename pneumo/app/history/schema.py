@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 
 DB_NAME = "history.sqlite3"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 SCHEMA_SQL = """
@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     finding_at TEXT DEFAULT NULL,
     outcome TEXT DEFAULT NULL,
     drift INTEGER DEFAULT NULL,
-    site_thresholds_at TEXT DEFAULT NULL
+    site_thresholds_at TEXT DEFAULT NULL,
+    orientation TEXT DEFAULT NULL
 );
 CREATE INDEX IF NOT EXISTS predictions_created ON predictions(created_at);
 CREATE TABLE IF NOT EXISTS heatmaps (
@@ -88,7 +89,7 @@ FIELDS = ("id", "created_at", "file_name", "sha256", "patient_ref", "outcome", "
           "model_version", "model_sha256", "width", "height", "format", "bit_depth",
           "ood_distance", "warnings", "message", "threshold_source", "source", "study_uid",
           "sop_uid", "finding", "finding_note", "finding_by", "finding_at", "drift",
-          "site_thresholds_at")
+          "site_thresholds_at", "orientation")
 """Columns of a history record, in CSV order."""
 
 ADDED_COLUMNS = {
@@ -108,6 +109,7 @@ ADDED_COLUMNS = {
     "outcome": "TEXT DEFAULT NULL",  # schema 5
     "drift": "INTEGER DEFAULT NULL",
     "site_thresholds_at": "TEXT DEFAULT NULL",
+    "orientation": "TEXT DEFAULT NULL",  # schema 6: the orientation heads' verdict (JSON)
 }
 """Columns added after schema 1: name -> SQL type and default, added to old databases."""
 

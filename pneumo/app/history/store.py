@@ -216,6 +216,8 @@ class HistoryStore:
         rec["created_at"] = rec["created_at"] or utc_now_iso()
         warnings = rec["warnings"] or []
         rec["warnings"] = warnings if isinstance(warnings, str) else json.dumps(warnings)
+        if isinstance(rec["orientation"], dict):
+            rec["orientation"] = json.dumps(rec["orientation"], sort_keys=True)
         try:
             self._insert(rec, heatmap, image)
         except (sqlite3.OperationalError, OSError) as exc:
@@ -251,6 +253,10 @@ class HistoryStore:
             rec["warnings"] = json.loads(rec["warnings"] or "[]")
         except ValueError:
             rec["warnings"] = []
+        try:
+            rec["orientation"] = json.loads(rec["orientation"]) if rec["orientation"] else None
+        except ValueError:
+            rec["orientation"] = None
         return rec
 
     def get(self, record_id: str) -> dict | None:

@@ -177,6 +177,7 @@ class Prediction:
             "calibrated_on": self.calibrated_on,
             "ood_distance": self.ood_distance, "message": self.message,
             "warnings": [w.to_json() for w in self.quality],
+            "orientation": self.orientation,
         }
 
     def preview_data_url(self) -> str | None:
@@ -248,6 +249,8 @@ class Predictor:
         x = laps("preprocess", self.model.model_input(decoded.gray))  # size, intensity step
         out = laps("inference", self.model.run(x[None]))
         turned = laps("orientation", self._orientation(x, out, warnings))
+        if orient:
+            turned = {**turned, "turned": orient}  # kept with the record: what was analysed
         if held:  # an odd layout, and not because the film is upside down
             raise NotAChestXray(held)
         ood_distance = self._out_of_distribution(out, warnings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -198,6 +199,8 @@ def _csv_cell(value) -> str:
         return "true" if value else "false"
     if isinstance(value, list):
         value = "; ".join(w.get("code", "") for w in value)
+    if isinstance(value, dict):
+        value = json.dumps(value, sort_keys=True)
     text = str(value)
     if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
         try:

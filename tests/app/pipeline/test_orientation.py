@@ -77,6 +77,9 @@ def test_rotate_and_analyse_gives_the_upright_answer(client):
     assert body["label"] == upright["label"]
     assert "orientation_corrected" in [w["code"] for w in body["quality"]]
     assert any("rotated 180 degrees" in w["message"] for w in body["quality"])
+    stored = client.get(f"/api/v1/history/{body['id']}").get_json()["orientation"]
+    assert stored["turned"] == "rotate_180" and stored == body["orientation"]
+    assert "turned" not in client.get(f"/api/v1/history/{upright['id']}").get_json()["orientation"]
 
 
 def test_an_unknown_orient_is_a_400(client):
