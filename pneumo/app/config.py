@@ -92,6 +92,13 @@ SETTINGS: tuple[Setting, ...] = (
             flag="--require-pin", action="store_true"),
     Setting("pin_hash", None,
             "the PIN's scrypt hash; None with require_pin -> <data_dir>/access-pin"),
+    Setting("pin_free_failures", 4,
+            "wrong PINs in a row answered at once; each further one pauses all PIN checks"),
+    Setting("pin_delay_s", 1.0,
+            "the first pause after the free wrong PINs (seconds); it doubles with each one more"),
+    Setting("pin_max_delay_s", 30.0,
+            "the longest pause (seconds): the right PIN works this long after the last wrong "
+            "one; the 8-character minimum PIN assumes it (lower it only in tests)"),
     Setting("max_upload_bytes", 30 * 1024 * 1024, "request body limit (HTTP 413)"),
     Setting("max_pixels", DEFAULT_MAX_PIXELS,
             "decoded image pixel limit (HTTP 413); also the batch command and the self-test"),
@@ -101,6 +108,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_large_uploads", 1,
             "request bodies over 8 MB handled at once; others wait (memory)"),
     Setting("heatmap_keep", 200, "heatmaps kept in the history database (the most recent)"),
+    Setting("history_busy_timeout_s", 10.0,
+            "seconds a history read or write waits while another program (a backup or sync "
+            "tool, an antivirus scan) holds the database locked; then an upload is answered "
+            "503 (retry) and start-up says it is in use (default: %(default)s)",
+            flag="--history-busy-timeout", type=float, metavar="SECONDS"),
     Setting("clinic_name", "",
             "clinic name shown on the page and on printed reports (default: none)",
             flag="--clinic-name", metavar="NAME"),
@@ -136,7 +148,16 @@ SETTINGS: tuple[Setting, ...] = (
             "send each result back as a DICOM Secondary Capture (heatmap, result and "
             "\"decision support, not a diagnosis\" burned in) to this PACS or viewer, in the "
             "image's study", flag="--dicom-send", metavar="AET@HOST:PORT", group=DICOM_GROUP),
-    Setting("dicom_max_associations", 4, "DICOM associations at once (more are rejected, busy)"),
+    Setting("dicom_max_associations", 8,
+            "DICOM associations at once, all addresses together (more are rejected, busy)"),
+    Setting("dicom_max_per_address", 2,
+            "DICOM connections one address may hold at once (more are closed at once); raise "
+            "it for an X-ray unit that sends over more associations in parallel "
+            "(default: %(default)s)",
+            flag="--dicom-max-per-address", type=int, metavar="N", group=DICOM_GROUP),
+    Setting("dicom_request_timeout_s", 5.0,
+            "a DICOM connection that has not sent its association request within this is "
+            "closed (seconds)"),
     Setting("dicom_max_pdu", 65536,
             "largest DICOM PDU received (bytes; bounds memory per association)"),
     Setting("dicom_timeout_s", 30.0, "DICOM ACSE and DIMSE timeouts (seconds)"),
@@ -257,6 +278,9 @@ def resolve(config: dict | None) -> dict:
         raise ValueError("max_large_decodes must be at least 1")
     if cfg["max_large_uploads"] < 1:
         raise ValueError("max_large_uploads must be at least 1")
+    cfg["history_busy_timeout_s"] = float(cfg["history_busy_timeout_s"])
+    if not 0 < cfg["history_busy_timeout_s"] <= 600:
+        raise ValueError("--history-busy-timeout must be between 0 and 600 seconds")
     cfg["clinic_name"] = clean_text(str(cfg["clinic_name"] or ""))
     if len(cfg["clinic_name"]) > MAX_CLINIC_NAME:
         raise ValueError(f"the clinic name must have at most {MAX_CLINIC_NAME} characters")
@@ -283,11 +307,11 @@ def resolve(config: dict | None) -> dict:
         dicom_destination(cfg["dicom_send"])
     else:
         cfg["dicom_send"] = None
-    for key in ("dicom_max_associations", "dicom_max_pdu"):
+    for key in ("dicom_max_associations", "dicom_max_pdu", "dicom_max_per_address"):
         cfg[key] = int(cfg[key])
         if cfg[key] < 1:
             raise ValueError(f"{key} must be at least 1")
-    for key in ("dicom_timeout_s", "dicom_network_timeout_s"):
+    for key in ("dicom_timeout_s", "dicom_network_timeout_s", "dicom_request_timeout_s"):
         cfg[key] = float(cfg[key])
         if not cfg[key] > 0:
             raise ValueError(f"{key} must be positive")

@@ -21,6 +21,7 @@ import os
 import threading
 from pathlib import Path
 
+from pneumo.app import bounded_json
 from pneumo.app.clinic.site_thresholds import GuardRailBlocked, guard
 from pneumo.app.config import clean_text
 from pneumo.app.history.schema import utc_now_iso
@@ -60,7 +61,7 @@ class SiteProfile:
         if not self.path.exists():
             return None
         try:
-            profile = json.loads(self.path.read_text(encoding="utf-8"))
+            profile = bounded_json.load_file(self.path)
             thresholds = profile["thresholds"]
             if not all(0.0 <= float(v) <= 1.0 for v in thresholds.values()):
                 raise ValueError("a threshold outside [0, 1]")

@@ -22,7 +22,11 @@ What a C-STORE does, in order:
    logged with its reason and gets no diagnosis. Whatever the analysis does, the C-STORE
    status was already sent. With ``dicom_send`` the result goes back as a Secondary Capture
    (`pneumo.app.dicom.send`). The spool file is deleted once handled; files left by a crash
-   are analysed at the next start.
+   are analysed at the next start. While another program holds the history locked, the
+   image stays spooled and is analysed again BUSY_RETRY_S later.
+
+Connections are admitted by `pneumo.app.dicom.connections` first (a per-address cap, a short
+timeout for the association request), so that idle sockets cannot jam the port.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from typing import TYPE_CHECKING
 
 from pneumo.app.analysis import AppState, analyse
 from pneumo.app.config import MAX_PATIENT_REF, clean_text
+from pneumo.app.history.store import StorageBusy, StorageError, is_busy
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -67,7 +72,14 @@ STATUS_OUT_OF_RESOURCES = 0xA700
 DATASET_SLACK = 1 << 20
 """Bytes allowed beyond max_upload_bytes for one data set on the wire (PDU headers, meta)."""
 
+BUSY_RETRY_S = 5.0
+"""Seconds before a spooled image is analysed again when the history was in use."""
+
 _STOP = object()
+
+
+class HistoryBusy(Exception):
+    """The history is locked by another program: the image is analysed again shortly."""
 
 
 class ListenError(OSError):
@@ -128,12 +140,14 @@ class DicomReceiver:
 
     def _make_ae(self):
         """The pynetdicom AE: contexts, AE title rules, limits and timeouts."""
-        from pynetdicom import AE, _config, sop_class
+        from pynetdicom import _config, sop_class
 
+        from pneumo.app.dicom.connections import GuardedAE
         from pneumo.app.dicom.samples import decodable_syntaxes
 
         _config.STORE_RECV_CHUNKED_DATASET = True  # data sets go to a file, not to memory
-        ae = AE(ae_title=self.ae_title)
+        ae = GuardedAE(self.ae_title, max_per_address=self.config["dicom_max_per_address"],
+                       request_timeout_s=self.config["dicom_request_timeout_s"])
         syntaxes = decodable_syntaxes()
         for name in STORAGE_CLASSES:
             ae.add_supported_context(getattr(sop_class, name), syntaxes)
@@ -143,7 +157,6 @@ class DicomReceiver:
             ae.require_calling_aet = list(self.config["dicom_allowed_aets"])
         ae.maximum_associations = self.config["dicom_max_associations"]
         ae.maximum_pdu_size = self.config["dicom_max_pdu"]
-        ae.acse_timeout = self.config["dicom_timeout_s"]
         ae.dimse_timeout = self.config["dicom_timeout_s"]
         ae.network_timeout = self.config["dicom_network_timeout_s"]
         return ae
@@ -152,10 +165,14 @@ class DicomReceiver:
         """Listen (in pynetdicom's threads), start the worker; returns (host, port) bound."""
         from pynetdicom import evt
 
+        from pneumo.app.dicom.connections import quiet_peer_tracebacks
+
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # one line per event is ours
+        quiet_peer_tracebacks()
         self.spool.mkdir(parents=True, exist_ok=True)
         ae = self._make_ae()
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, self._on_echo),
+                    (evt.EVT_REQUESTED, self._on_requested),
                     (evt.EVT_ACCEPTED, self._on_accepted), (evt.EVT_REJECTED, self._on_rejected),
                     (evt.EVT_DATA_RECV, self._on_data)]
         try:
@@ -191,6 +208,13 @@ class DicomReceiver:
         """'AET@address' of the association's requestor."""
         req = event.assoc.requestor
         return f"{req.ae_title}@{req.address}"
+
+    def _on_requested(self, event) -> None:
+        """An A-ASSOCIATE-RQ arrived in time: from now on the usual ACSE and socket timeouts."""
+        from pneumo.app.dicom.connections import accept_request
+
+        accept_request(event.assoc, acse_timeout_s=self.config["dicom_timeout_s"],
+                       network_timeout_s=self.config["dicom_network_timeout_s"])
 
     def _on_accepted(self, event) -> None:
         """Log an association; one that offers no CR/DX image class at all says what it had."""
@@ -287,6 +311,12 @@ class DicomReceiver:
                 return
             try:
                 keep = self.process(path)
+            except HistoryBusy:  # another program holds the history: try again shortly
+                log.warning("DICOM image %s: the history is in use by another program; "
+                            "analysed again in %.0f s (the image stays in %s)", path.name,
+                            BUSY_RETRY_S, self.spool)
+                self._retry_later(path)
+                continue
             except Exception:  # never let one image stop the worker
                 log.exception("DICOM image %s: analysis failed", path.name)
                 keep = False
@@ -295,6 +325,12 @@ class DicomReceiver:
             with self._handled:
                 self.handled += 1
                 self._handled.notify_all()
+
+    def _retry_later(self, path: Path) -> None:
+        """Queue a spooled file again after BUSY_RETRY_S (after a stop: at the next start)."""
+        timer = threading.Timer(BUSY_RETRY_S, self._queue.put, (path,))
+        timer.daemon = True
+        timer.start()
 
     def wait_handled(self, n: int, timeout: float = 60.0) -> bool:
         """Wait until `n` spool files have been handled in total (tests, shutdown)."""
@@ -305,7 +341,6 @@ class DicomReceiver:
         """Analyse one spooled file; True when it must stay spooled (retry at next start)."""
         import pydicom
 
-        from pneumo.app.history.store import StorageError
         from pneumo.app.pipeline.decoded import ImageError
 
         data = path.read_bytes()
@@ -317,7 +352,13 @@ class DicomReceiver:
         sop_uid = _uid(header, "SOPInstanceUID") or _uid(
             getattr(header, "file_meta", {}), "MediaStorageSOPInstanceUID")
         study_uid = _uid(header, "StudyInstanceUID")
-        if sop_uid and self.state.history.find_sop(sop_uid) is not None:
+        try:
+            seen = sop_uid is not None and self.state.history.find_sop(sop_uid) is not None
+        except (StorageBusy, sqlite3.OperationalError) as exc:
+            if isinstance(exc, StorageBusy) or is_busy(exc):
+                raise HistoryBusy(str(exc)) from exc
+            raise
+        if seen:
             log.info("DICOM image %s already analysed: not analysed again", sop_uid)
             return False
         try:
@@ -332,6 +373,8 @@ class DicomReceiver:
         except sqlite3.IntegrityError:  # the same SOPInstanceUID committed meanwhile
             log.info("DICOM image %s already analysed: not analysed again", sop_uid)
             return False
+        except StorageBusy as exc:
+            raise HistoryBusy(str(exc)) from exc
         except StorageError as exc:
             log.error("DICOM image %s: the result could not be saved (%s); it stays in %s "
                       "and is analysed again at the next start", sop_uid, exc, self.spool)

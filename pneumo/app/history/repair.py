@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pneumo.app.history.store import HistoryStore, file_problem, read_only_uri
+from pneumo.app.history.store import (
+    SAVED_SUFFIX,
+    HistoryStore,
+    accept_missing,
+    file_problem,
+    missing_message,
+    missing_records,
+    read_only_uri,
+    saved_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +55,15 @@ class RepairResult:
     recovered: dict[str, int] = field(default_factory=dict)
     lost: dict[str, int | None] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
+    missing: int | None = None  # acknowledged records the repaired file no longer holds
 
 
 def check(path: Path) -> CheckResult:
     """Judge the history file at ``path`` without changing it."""
+    if not path.exists() or path.stat().st_size == 0:
+        gap = missing_records(path)
+        if gap is not None:
+            return CheckResult(path, False, "records missing: " + missing_message(path, *gap))
     if not path.exists():
         return CheckResult(path, True, f"no history at {path} (a new one is created at start)")
     if path.stat().st_size == 0:
@@ -65,9 +79,20 @@ def check(path: Path) -> CheckResult:
     except sqlite3.DatabaseError as exc:
         why = f"it is damaged or not a database ({exc})"
     if why:
+        if _journal(path).exists() and "readonly" in why.replace("-", "").replace(" ", ""):
+            return CheckResult(path, False, f"{path}: a write was interrupted (its -journal "
+                                            "file is beside it). Start the app once (SQLite "
+                                            "finishes it), then check again.")
         return CheckResult(path, False, f"damaged: {path}: {why}. Run `pneumo history repair` "
                                         "(it keeps a backup of the file).")
+    gap = missing_records(path)
+    if gap is not None:
+        return CheckResult(path, False, "records missing: " + missing_message(path, *gap))
     return CheckResult(path, True, f"ok: {path} ({n} records)")
+
+
+def _journal(path: Path) -> Path:
+    return path.with_name(path.name + "-journal")
 
 
 def _backup(path: Path) -> Path:
@@ -182,9 +207,11 @@ def repair(path: Path) -> RepairResult:
     backup = _backup(path)
     result = RepairResult(path, backup)
     tmp = path.with_name(path.name + ".repairing")
-    for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+    for leftover in (tmp, *(tmp.with_name(tmp.name + side)
+                            for side in ("-wal", "-shm", "-journal", SAVED_SUFFIX))):
         leftover.unlink(missing_ok=True)
     HistoryStore(tmp).close()  # the current schema, made by the app itself
+    saved_path(tmp).unlink(missing_ok=True)
     dst = sqlite3.connect(tmp)
     try:
         dst.execute("PRAGMA foreign_keys=ON")
@@ -201,9 +228,12 @@ def repair(path: Path) -> RepairResult:
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
     except OSError:
-        return result  # Windows: no directory fsync
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        dir_fd = None  # Windows: no directory fsync
+    if dir_fd is not None:
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    # The rows lost are counted above; the app starts with what was salvaged.
+    result.missing = accept_missing(path, why="pneumo history repair")
     return result

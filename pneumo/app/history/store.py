@@ -1,7 +1,15 @@
-"""Prediction history in SQLite (stdlib sqlite3, WAL, one connection per thread).
+"""Prediction history in SQLite (stdlib sqlite3, a rollback journal, one connection per thread).
 
-Every answered prediction is committed (``synchronous=FULL``) before the HTTP response is
-sent, so a server killed hard loses no acknowledged record. The recent heatmaps (packed CAM +
+Every answered prediction is committed (``synchronous=FULL``) into the main database file
+before the HTTP response is sent, so a server killed hard loses no acknowledged record, and
+there is no ``-wal`` file whose loss could take acknowledged records with it (journal mode
+DELETE, chosen by measurement: tests/app/history/measure_commit_cost.py; a database made in
+WAL mode by an older version is switched on open). The highest record number acknowledged is
+also kept outside the database (``history.sqlite3.saved``): a file that holds fewer records
+than were acknowledged (an older copy put back, the file emptied or replaced) is refused at
+start-up with what happened in plain words (`RecordsMissing`), and `pneumo history check`
+says the same. A database locked by another program is "in use" (`StorageBusy`), never
+"damaged". The recent heatmaps (packed CAM +
 small grayscale copy, drawn as PNG on request) are kept
 in the same database (the last ``heatmap_keep``); uploaded images only with ``keep_images``.
 
@@ -30,6 +38,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from pneumo.app.config import DEFAULTS
 from pneumo.app.history.schema import (
     ADDED_COLUMNS,
     AUDIT_FIELDS,
@@ -55,6 +64,93 @@ class StorageFull(StorageError):
     """A write failed because the disk (or the database's size limit) is full."""
 
 
+class StorageBusy(StorageError):
+    """Another program holds the history locked right now (trying again later may work)."""
+
+
+class RecordsMissing(StorageError):
+    """The database file holds fewer records than this app acknowledged."""
+
+
+BUSY_CODES = (5, 6)
+"""SQLITE_BUSY and SQLITE_LOCKED (primary result codes)."""
+
+SAVED_SUFFIX = ".saved"
+"""Beside the database: the highest record number (seq) acknowledged, as JSON."""
+
+IN_USE_ADVICE = ("Another program is holding it open: usually a backup or file-sync tool "
+                 "(OneDrive, Dropbox, Google Drive, a backup job), an antivirus scan, or a "
+                 "second copy of this app. Close that program or wait for it to finish, then "
+                 "try again. Do not move or delete the file: it is not damaged.")
+"""What to do when the history is locked (start-up and the log)."""
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether an sqlite3 error means that another connection holds a lock."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in BUSY_CODES
+    text = str(exc)
+    return "database is locked" in text or "database table is locked" in text
+
+
+def raise_storage_error(exc: BaseException, path: Path) -> None:
+    """Raise the StorageFull / StorageBusy a failed write means (returns when neither)."""
+    if is_disk_full(exc):
+        log.error("history %s: disk full, the change was not saved (%s)", path, exc)
+        raise StorageFull(f"no space left for {path}") from exc
+    if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+        log.warning("history %s is in use by another program; the change was not saved. %s",
+                    path, IN_USE_ADVICE)
+        raise StorageBusy(f"the history {path} is in use by another program") from exc
+
+
+def saved_path(path: Path) -> Path:
+    """The acknowledged-records file of the database at ``path``."""
+    return path.with_name(path.name + SAVED_SUFFIX)
+
+
+def read_saved(path: Path) -> int | None:
+    """The highest record number acknowledged for the database at ``path`` (None: unknown)."""
+    try:
+        return int(json.loads(saved_path(path).read_text(encoding="utf-8"))["seq"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("history %s: %s is unreadable (%s); it is written again",
+                    path, saved_path(path).name, exc)
+        return None
+
+
+def write_saved(path: Path, seq: int, record_id: str | None = None) -> None:
+    """Record ``seq`` as the highest record number acknowledged (atomic replace)."""
+    target = saved_path(path)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"seq": int(seq), "id": record_id, "at": utc_now_iso()}, f)
+    os.replace(tmp, target)
+
+
+def highest_seq(conn: sqlite3.Connection) -> int:
+    """The highest record number the database ever gave (purged records count)."""
+    row = conn.execute("SELECT name FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
+    seq = (conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'predictions'").fetchone()
+           if row else None)
+    top = conn.execute("SELECT MAX(seq) FROM predictions").fetchone()[0]
+    return max(int(seq[0]) if seq else 0, int(top or 0))
+
+
+def missing_message(path: Path, have: int, saved: int) -> str:
+    """The plain words for a history that holds fewer records than were acknowledged."""
+    return (f"the history database {path} holds records up to number {have}, but this app "
+            f"had saved records up to number {saved}: {saved - have} saved records are "
+            "missing from it (an older copy was put back, or the file was emptied, replaced "
+            "or lost its recent changes). Put back the newest backup of the history if you have one "
+            "(`pneumo history backup` makes them), or, to go on with the records the file "
+            "holds, run `pneumo history check --accept-missing` (recorded in the audit table).")
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """Whether an sqlite3/OS error means that no space is left."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -67,19 +163,41 @@ def is_disk_full(exc: BaseException) -> bool:
 
 def read_only_uri(path: Path) -> str:
     """An sqlite3 URI that reads ``path`` without changing it (no -wal/-shm made if avoidable)."""
-    # "immutable" (no -wal/-shm files made) unless a -wal holds recent commits.
+    # A WAL database (made by an older version) is read "immutable" (no -wal/-shm files
+    # made) unless a -wal holds recent commits; other files are read with SQLite's locks, so
+    # that a lock held by another program is seen as such.
     wal = path.with_name(path.name + "-wal").exists()
-    query = "mode=ro" if wal else "mode=ro&immutable=1"
+    query = "mode=ro&immutable=1" if _wal_header(path) and not wal else "mode=ro"
     return f"{path.resolve().as_uri()}?{query}"
 
 
-def file_problem(path: Path, *, full: bool = False) -> str | None:
+def _hot_journal(path: Path) -> bool:
+    """Whether a rollback journal beside the file holds an interrupted write."""
+    journal = path.with_name(path.name + "-journal")
+    try:
+        return journal.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _wal_header(path: Path) -> bool:
+    """Whether the file's SQLite header says WAL mode (read/write versions 2)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return False
+    return head[:16] == b"SQLite format 3\x00" and head[18:20] == b"\x02\x02"
+
+
+def file_problem(path: Path, *, full: bool = False,
+                 timeout: float = DEFAULTS["history_busy_timeout_s"]) -> str | None:
     """Why an existing, non-empty history file cannot be used (None: it can); read-only.
 
     The start-up check (``full=False``: quick_check) and ``pneumo history check``
     (``full=True``: integrity_check). Raises sqlite3.DatabaseError if SQLite cannot read it.
     """
-    ro = sqlite3.connect(read_only_uri(path), uri=True)
+    ro = sqlite3.connect(read_only_uri(path), uri=True, timeout=timeout)
     try:
         tables = {r[0] for r in ro.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         cols = ({r[1] for r in ro.execute("PRAGMA table_info(predictions)")}
@@ -95,13 +213,50 @@ def file_problem(path: Path, *, full: bool = False) -> str | None:
     return None
 
 
+def missing_records(path: Path) -> tuple[int, int] | None:
+    """(records up to, acknowledged up to) when the file lost acknowledged records, else None."""
+    saved = read_saved(path)
+    if saved is None or not path.is_file() or path.stat().st_size == 0:
+        return (0, saved) if saved else None
+    ro = sqlite3.connect(read_only_uri(path), uri=True)
+    try:
+        have = highest_seq(ro)
+    finally:
+        ro.close()
+    return (have, saved) if saved > have else None
+
+
+def accept_missing(path: Path, *, by: str | None = None, why: str = "accepted") -> int | None:
+    """Go on with the records the file holds: audit the loss, record the file's highest number.
+
+    Returns how many acknowledged records were missing (None when none were)."""
+    gap = missing_records(path)
+    if gap is None:
+        return None
+    have, saved = gap
+    store = HistoryStore(path, check_saved=False)  # opened without the check it would fail
+    try:
+        store.add_audit("missing_records_accepted", {"saved_up_to": saved},
+                        {"file_up_to": have, "missing": saved - have, "why": why}, by=by)
+        write_saved(path, have)
+    finally:
+        store.close()
+    log.warning("history %s: %d missing acknowledged records accepted (%s)", path,
+                saved - have, why)
+    return saved - have
+
+
 class HistoryStore:
     """The history database; safe to share between threads (each gets its own connection)."""
 
-    def __init__(self, path: str | Path, *, heatmap_keep: int = 200, keep_images: bool = False):
+    def __init__(self, path: str | Path, *, heatmap_keep: int = DEFAULTS["heatmap_keep"],
+                 keep_images: bool = False,
+                 busy_timeout_s: float = DEFAULTS["history_busy_timeout_s"],
+                 check_saved: bool = True):
         self.path = Path(path)
         self.heatmap_keep = int(heatmap_keep)
         self.keep_images = bool(keep_images)
+        self.busy_timeout_s = float(busy_timeout_s)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
@@ -111,9 +266,26 @@ class HistoryStore:
             conn = self._conn()
             conn.executescript(SCHEMA_SQL)
             self._migrate(conn)
+            self._saved = self._check_saved(conn) if check_saved else highest_seq(conn)
         except sqlite3.DatabaseError as exc:
             self.close()
             raise self._open_error(exc) from exc
+        except StorageError:
+            self.close()
+            raise
+
+    def _check_saved(self, conn: sqlite3.Connection) -> int:
+        """The highest acknowledged record number; RecordsMissing if the file lost some."""
+        have = highest_seq(conn)
+        saved = read_saved(self.path)
+        if saved is not None and saved > have:
+            log.error("history %s: %d acknowledged records are missing (file up to %d, saved "
+                      "up to %d)", self.path, saved - have, have, saved)
+            raise RecordsMissing(missing_message(self.path, have, saved)
+                                 + " The app did not start, so nothing more is lost.")
+        if saved is None or saved < have:  # first start with this version, or an unreadable file
+            write_saved(self.path, have)
+        return have
 
     def _prepare_folder(self) -> None:
         """Create the data folder and an empty database file (this user only), or StorageError."""
@@ -139,12 +311,25 @@ class HistoryStore:
         """Refuse (StorageError) a file that is not a pneumo history, without changing it."""
         if self.path.stat().st_size == 0:
             return  # new: the schema is created next
+        if _hot_journal(self.path):
+            self._recover()
         try:
-            why = file_problem(self.path)
+            why = file_problem(self.path, timeout=self.busy_timeout_s)
         except sqlite3.DatabaseError as exc:
             raise self._open_error(exc) from exc
         if why:
             raise self._damaged(why)
+
+    def _recover(self) -> None:
+        """Let SQLite roll back a write interrupted by a crash (its -journal) before checks."""
+        log.info("history %s: a write was interrupted; SQLite rolls it back", self.path)
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s)
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._open_error(exc) from exc
+        finally:
+            conn.close()
 
     def _damaged(self, why: str) -> StorageError:
         """The start-up error for a history file we must not use."""
@@ -156,6 +341,12 @@ class HistoryStore:
     def _open_error(self, exc: sqlite3.DatabaseError) -> StorageError:
         """A StorageError for an sqlite3 error met while opening the history."""
         text = str(exc)
+        if is_busy(exc):
+            log.error("history %s is in use by another program (locked for more than %g s)",
+                      self.path, self.busy_timeout_s)
+            return StorageBusy(f"the history database {self.path} is in use by another "
+                               f"program (it stayed locked for {self.busy_timeout_s:g} s). "
+                               + IN_USE_ADVICE)
         if is_disk_full(exc):
             return StorageError(f"the disk holding {self.path} is full. Free some space and "
                                 "start again.")
@@ -197,12 +388,18 @@ class HistoryStore:
         """This thread's connection (opened on first use)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s,
+                                   check_same_thread=False)
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
+            try:
+                conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+                # A commit is in the main file (no -wal to lose): see the module docstring.
+                conn.execute("PRAGMA journal_mode=DELETE")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+            except sqlite3.DatabaseError:
+                conn.close()  # never left open: it would hold the file for the next try
+                raise
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
@@ -219,20 +416,27 @@ class HistoryStore:
         if isinstance(rec["orientation"], dict):
             rec["orientation"] = json.dumps(rec["orientation"], sort_keys=True)
         try:
-            self._insert(rec, heatmap, image)
+            seq = self._insert(rec, heatmap, image)
         except (sqlite3.OperationalError, OSError) as exc:
-            if is_disk_full(exc):
-                log.error("history %s: disk full, the result was not saved (%s)", self.path, exc)
-                raise StorageFull(f"no space left for {self.path}") from exc
+            raise_storage_error(exc, self.path)
             raise
+        with self._lock:  # acknowledged: kept outside the database too
+            if seq > self._saved:
+                self._saved = seq
+                try:
+                    write_saved(self.path, seq, rec["id"])
+                except OSError as exc:
+                    log.warning("history %s: %s not updated (%s)", self.path,
+                                saved_path(self.path).name, exc)
         return self._decode(rec)
 
-    def _insert(self, rec: dict, heatmap: bytes | None, image: bytes | None) -> None:
-        """The INSERTs of one prediction, in one committed transaction."""
+    def _insert(self, rec: dict, heatmap: bytes | None, image: bytes | None) -> int:
+        """The INSERTs of one prediction, in one committed transaction; its record number."""
         conn = self._conn()
         with conn:  # one transaction, committed on exit
-            conn.execute(f"INSERT INTO predictions ({', '.join(FIELDS)}) "
-                         f"VALUES ({', '.join('?' * len(FIELDS))})", [rec[k] for k in FIELDS])
+            seq = conn.execute(f"INSERT INTO predictions ({', '.join(FIELDS)}) "
+                               f"VALUES ({', '.join('?' * len(FIELDS))})",
+                               [rec[k] for k in FIELDS]).lastrowid
             if heatmap is not None and self.heatmap_keep > 0:
                 conn.execute("INSERT INTO heatmaps(id, png) VALUES (?, ?)", (rec["id"], heatmap))
                 conn.execute("DELETE FROM heatmaps WHERE rowid <= (SELECT rowid FROM heatmaps "
@@ -240,6 +444,7 @@ class HistoryStore:
             if image is not None and self.keep_images:
                 conn.execute("INSERT INTO images(id, format, data) VALUES (?, ?, ?)",
                              (rec["id"], rec.get("format"), image))
+        return int(seq)
 
     @staticmethod
     def _decode(row) -> dict:
@@ -296,8 +501,7 @@ class HistoryStore:
                              (finding, note, by, now, record_id))
                 self._audit(conn, "confirmation", record_id, old, new, by, now)
         except (sqlite3.OperationalError, OSError) as exc:
-            if is_disk_full(exc):
-                raise StorageFull(f"no space left for {self.path}") from exc
+            raise_storage_error(exc, self.path)
             raise
         return self.get(record_id)
 
@@ -317,8 +521,7 @@ class HistoryStore:
             with conn:
                 self._audit(conn, action, record_id, old, new, by, utc_now_iso())
         except (sqlite3.OperationalError, OSError) as exc:
-            if is_disk_full(exc):
-                raise StorageFull(f"no space left for {self.path}") from exc
+            raise_storage_error(exc, self.path)
             raise
 
     def purge(self, before: str, *, by: str | None = None) -> dict:
@@ -350,8 +553,7 @@ class HistoryStore:
                 counts = {k: done[k] for k in ("predictions", "heatmaps", "images", "refusals")}
                 self._audit(conn, "purge", None, span, counts, by, utc_now_iso())
         except (sqlite3.OperationalError, OSError) as exc:
-            if is_disk_full(exc):
-                raise StorageFull(f"no space left for {self.path}") from exc
+            raise_storage_error(exc, self.path)
             raise
         finally:
             conn.execute("PRAGMA secure_delete=OFF")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pneumo.app import bounded_json
 from pneumo.app.config import DEFAULT_MODEL, DEFAULT_SETTING
 from pneumo.app.pipeline.calibration import apply_calibration, calibration_params
 from pneumo.app.pipeline.outcome import CONFIDENCE, decide
@@ -43,6 +43,8 @@ METADATA_KEY = "pneumo"
 MODEL_CARD_KEY = "model_card"
 INPUT_NAME = "image"
 OUTPUTS = ("probability", "cam", "embedding")
+MAX_METADATA_BYTES = 64 * 1024 * 1024
+"""Characters of the "pneumo" metadata (the bundled model's: 0.8 MB, mostly the OOD arrays)."""
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +72,17 @@ def read_metadata(path: str | Path) -> tuple[dict, str]:
     except Exception as exc:  # noqa: BLE001 - ORT raises its own types for unreadable files
         raise ValueError(f"{path} cannot be read as an ONNX model: {exc}") from exc
     props = session.get_modelmeta().custom_metadata_map
+    return parse_metadata(props, path), props.get(MODEL_CARD_KEY, "")
+
+
+def parse_metadata(props: dict[str, str], path: str | Path) -> dict:
+    """The "pneumo" metadata of a model's properties, parsed within bounds; ValueError if none."""
     if METADATA_KEY not in props:
         raise ValueError(f"{path} carries no '{METADATA_KEY}' metadata: not a pneumo model")
-    return json.loads(props[METADATA_KEY]), props.get(MODEL_CARD_KEY, "")
+    try:
+        return bounded_json.loads(props[METADATA_KEY], max_bytes=MAX_METADATA_BYTES)
+    except bounded_json.BadJson as exc:
+        raise ValueError(f"{path}: its '{METADATA_KEY}' metadata cannot be read: {exc}") from exc
 
 
 def file_sha256(path: str | Path) -> str:
@@ -109,9 +119,7 @@ class OnnxModel:
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
         props = self.session.get_modelmeta().custom_metadata_map
-        if METADATA_KEY not in props:
-            raise ValueError(f"{path} carries no '{METADATA_KEY}' metadata: not a pneumo model")
-        self.metadata: dict = json.loads(props[METADATA_KEY])
+        self.metadata: dict = parse_metadata(props, path)
         self.model_card: str = props.get(MODEL_CARD_KEY, "")
         self.input_size = int(self.metadata["input_size"])
         self.class_names: list[str] = list(self.metadata.get("class_names",

@@ -18,18 +18,20 @@ Numpy only: a dot product per head, no extra model run.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from pneumo.app import bounded_json
 from pneumo.app.config import DEFAULT_MODEL
 from pneumo.app.i18n import N_
 from pneumo.app.pipeline.onnx_model import decode_array
 
 METADATA_KEY = "orientation"
+MAX_SIDE_FILE_BYTES = 4 * 1024 * 1024
+"""Bytes of a bundled side file (the bundled model's: 19 kB)."""
 THUMB = 16
 """The thumbnail's side (the model input averaged over blocks)."""
 
@@ -120,7 +122,7 @@ class OrientationCheck:
             return cls(block)
         side = side_file(BUNDLED_MODELS / path.name)
         if side.is_file():
-            block = json.loads(side.read_text(encoding="utf-8"))
+            block = bounded_json.load_file(side, max_bytes=MAX_SIDE_FILE_BYTES)
             if block.get("model_sha256") == sha256:
                 return cls(block)
         return None

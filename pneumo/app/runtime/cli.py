@@ -88,8 +88,20 @@ def _history_path(args: argparse.Namespace):
 
 
 def _cmd_history_check(args: argparse.Namespace) -> int:
-    from pneumo.app.history.repair import check
+    import getpass
 
+    from pneumo.app.history.repair import check
+    from pneumo.app.history.store import StorageError, accept_missing
+
+    if args.accept_missing:
+        try:
+            missing = accept_missing(_history_path(args), by=getpass.getuser())
+        except StorageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print("no acknowledged record is missing: nothing to accept" if missing is None else
+              f"accepted: {missing} acknowledged records are missing from the file; the app "
+              "goes on with the records it holds (recorded in the audit table)")
     verdict = check(_history_path(args))
     print(verdict.message, file=sys.stdout if verdict.ok else sys.stderr)
     return 0 if verdict.ok else 2
@@ -218,7 +230,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     hsub = h.add_subparsers(dest="history_command", metavar="ACTION", required=True)
     for name, func, text in (
             ("check", _cmd_history_check,
-             "read-only integrity and schema check (exit 0 ok, 2 damaged)"),
+             "read-only integrity, schema and missing-records check (exit 0 ok, 2 damaged "
+             "or records missing)"),
             ("repair", _cmd_history_repair,
              "back the file up, salvage the readable rows into a fresh database (stop the "
              "server first)"),
@@ -229,6 +242,10 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         c = hsub.add_parser(name, help=text)
         c.add_argument("--data-dir", default=None,
                        help=f"history folder (default: ${DATA_DIR_ENV} or the user's data folder)")
+        if name == "check":
+            c.add_argument("--accept-missing", action="store_true",
+                           help="the file holds fewer records than the app saved (a backup "
+                           "put back, a lost file): go on with what it holds (audited)")
         if name == "backup":
             c.add_argument("--out", required=True, metavar="FILE", help="the backup file")
         if name == "purge":

@@ -22,7 +22,7 @@ import webbrowser
 from pathlib import Path
 from typing import TextIO
 
-from pneumo.app import i18n
+from pneumo.app import bounded_json, i18n
 from pneumo.app.i18n import _
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class InstanceLock:
     def info(self) -> dict:
         """The last published instance.json ({} if none or unreadable)."""
         try:
-            return json.loads(self.info_path.read_text())
+            return bounded_json.load_file(self.info_path)
         except (OSError, ValueError):
             return {}
 

@@ -3,9 +3,9 @@
 `run_server` is what `pneumo serve` and the packaged executable call. The lines it prints
 (start-up, stop) are in the server's language (``lang`` setting or PNEUMO_LANG, else English);
 the first one always ends with the page's URL, which scripts read.
-It stops on Ctrl+C (KeyboardInterrupt, also the launcher's SIGTERM) or when the page's "Stop
-the app" asks (`Stopper`): both leave through the same clean-up (DICOM receiver, retention,
-Waitress, history, the data folder's lock).
+It stops on Ctrl+C (KeyboardInterrupt), on SIGTERM (what service managers and `kill` send)
+or when the page's "Stop the app" asks (`Stopper`): all leave through the same clean-up
+(DICOM receiver, retention, Waitress, history, the data folder's lock).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -42,6 +43,7 @@ class Stopper:
 
     def __init__(self) -> None:
         self.requested = threading.Event()
+        self.by_signal = False
         self._servers: list = []
 
     def attach(self, server) -> None:
@@ -256,6 +258,18 @@ def _banner(cfg: dict, *, url: str, open_url: str, state, receiver, generated: s
     return lines
 
 
+def _stop_on_sigterm(stopper: Stopper):
+    """SIGTERM stops like Ctrl+C (main thread only); the handler it replaced, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_sigterm(signum, frame) -> None:
+        stopper.by_signal = True
+        stopper.request(0.0)
+
+    return signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def _serve(cfg: dict, *, generated: str | None, lock: InstanceLock, open_browser: bool,
            out: TextIO, ready: threading.Event | None) -> int:
     """run_server once this process holds the data folder's lock."""
@@ -317,15 +331,18 @@ def _serve(cfg: dict, *, generated: str | None, lock: InstanceLock, open_browser
         if open_browser:  # the timer's thread prints in the same language
             threading.Timer(0.5, contextvars.copy_context().run,
                             args=(open_in_browser, open_url, out)).start()
+    previous = _stop_on_sigterm(stopper)
     if ready is not None:
         ready.set()
     try:
         stopper.run(server)
         if stopper.requested.is_set():
-            log.info("stop asked from the page")
+            log.info("stop asked %s", "by SIGTERM" if stopper.by_signal else "from the page")
     except KeyboardInterrupt:
         pass
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         with i18n.console(cfg["lang"]):
             print(_("stopping"), file=out, flush=True)
         if retention is not None:

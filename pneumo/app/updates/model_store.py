@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pneumo.app import PACKAGE_DIR
+from pneumo.app import PACKAGE_DIR, bounded_json
 from pneumo.app.pipeline.decoded import N_  # the gettext marker without Flask (pneumo.app.i18n.N_)
 from pneumo.app.pipeline.onnx_model import DEFAULT_MODEL, OUTPUTS, file_sha256
 
@@ -67,7 +67,7 @@ def _read_state(data_dir: str | Path) -> list[dict]:
     if not path.is_file():
         return []
     try:
-        stack = json.loads(path.read_text())["installed"]
+        stack = bounded_json.load_file(path)["installed"]
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelStoreError(f"{path} is damaged ({exc}); move it aside to return to the "
                               "bundled model") from exc

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pneumo.app import PACKAGE_DIR
+from pneumo.app import PACKAGE_DIR, bounded_json
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,8 @@ PRIVATE_NAME = "pneumo-signing.key"
 PUBLIC_NAME = "pneumo-signing.pub"
 SIG_SUFFIX = ".sig"
 ALGORITHM = "ed25519"
+MAX_SIG_BYTES = 64 * 1024
+"""Bytes of a signature file (ours are under 300)."""
 
 
 class SignatureError(Exception):
@@ -145,7 +147,7 @@ def verify_model(model: str | Path, public_key: str | Path = RELEASE_PUBLIC_KEY,
                              "(sign it with `pneumo model sign`, or install with "
                              "--allow-unsigned)")
     try:
-        sig = json.loads(sig_file.read_text())
+        sig = bounded_json.load_file(sig_file, max_bytes=MAX_SIG_BYTES)
         raw = base64.b64decode(sig["signature"], validate=True)
         if sig.get("algorithm") != ALGORITHM:
             raise ValueError(f"algorithm {sig.get('algorithm')!r}, not {ALGORITHM}")

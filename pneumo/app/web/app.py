@@ -19,6 +19,7 @@ from pneumo.app.pipeline.predictor import Predictor
 from pneumo.app.updates.model_store import describe as describe_model_source
 from pneumo.app.web import api, errors, pages, security, site_api
 from pneumo.app.web import i18n as web_i18n
+from pneumo.app.web.pin import PinGuard
 from pneumo.app.web.state import set_state
 
 LARGE_UPLOAD_BYTES = 8 * 1024 * 1024
@@ -71,7 +72,8 @@ def _state(cfg: dict) -> AppState:
     model = cfg["model"] or OnnxModel(cfg["model_path"], intra_op_threads=1, inter_op_threads=1)
     cfg["model_source"] = describe_model_source(model.path, cfg["data_dir"])
     history = HistoryStore(cfg["data_dir"] / DB_NAME, heatmap_keep=cfg["heatmap_keep"],
-                           keep_images=cfg["keep_images"])
+                           keep_images=cfg["keep_images"],
+                           busy_timeout_s=cfg["history_busy_timeout_s"])
     return AppState(config=cfg, model=model,
                     predictor=Predictor(model, max_pixels=cfg["max_pixels"],
                                         large_decodes=cfg["max_large_decodes"]),
@@ -81,9 +83,7 @@ def _state(cfg: dict) -> AppState:
 def _pin(app: Flask, cfg: dict) -> None:
     """The opt-in access PIN of a shared computer."""
     if cfg["require_pin"] and cfg["token"] is None:
-        from pneumo.app.web.pin import PinGuard, load_or_set
-
-        app.extensions["pneumo_pin"] = PinGuard(cfg["pin_hash"] or load_or_set(cfg["data_dir"]))
+        app.extensions["pneumo_pin"] = PinGuard.from_config(cfg)
 
 
 def _upload_memory(app: Flask, cfg: dict) -> None:

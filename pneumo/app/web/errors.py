@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 
 from flask import Flask, Response, current_app, jsonify
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
-from pneumo.app.history.store import StorageFull
+from pneumo.app.history.store import StorageBusy, StorageFull, is_busy
 from pneumo.app.i18n import N_, _, translate
 from pneumo.app.pipeline.checks import NotAChestXray
 from pneumo.app.pipeline.decoded import ImageError
@@ -119,6 +120,29 @@ def _storage_full(e: StorageFull):
                                                "IT contact), then try again."))
 
 
+BUSY_RETRY_AFTER_S = 5
+"""The Retry-After of a 503 answered while another program holds the history locked."""
+
+
+def _storage_busy(e: StorageBusy):
+    resp = error_response(503, "history_busy", N_(
+        "The result could not be saved: another program is using the app's history right now "
+        "(usually a backup or file-sync tool, or an antivirus scan). Nothing in the history "
+        "was lost. Send the X-ray again in a few seconds; if this keeps happening, ask your IT "
+        "contact."),
+        retry_after_s=BUSY_RETRY_AFTER_S)
+    resp.headers["Retry-After"] = str(BUSY_RETRY_AFTER_S)
+    return resp
+
+
+def _database_error(e: sqlite3.OperationalError):
+    """A history read that stayed locked (busy) is a 503 too; any other is a 500."""
+    if is_busy(e):
+        log.warning("history in use by another program: %s", e)
+        return _storage_busy(StorageBusy(str(e)))
+    return _internal(e)
+
+
 HTTP_MESSAGES = {
     NotFound: N_("There is nothing at this address."),
     MethodNotAllowed: N_("This address does not accept this kind of request."),
@@ -153,5 +177,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(BadMode, _bad_mode)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
     app.register_error_handler(StorageFull, _storage_full)
+    app.register_error_handler(StorageBusy, _storage_busy)
+    app.register_error_handler(sqlite3.OperationalError, _database_error)
     app.register_error_handler(HTTPException, _http)
     app.register_error_handler(Exception, _internal)

@@ -6,7 +6,10 @@
   or the HttpOnly cookie set by visiting ``/?token=...`` once.
 - Opt-in on loopback (``--require-pin``, for a shared computer): every request must carry
   the access PIN (``X-Access-PIN``) or the HttpOnly cookie set by visiting ``/?pin=...``
-  once (``/healthz`` excepted); five wrong PINs in a row pause PIN checks for 30 s.
+  once (``/healthz`` excepted). A PIN sent from another site (``Sec-Fetch-Site``, ``Origin``
+  or ``Referer``: the same rule as for unsafe requests) is refused (403 ``cross_site_pin``)
+  and not counted; repeated wrong PINs pause PIN checks, growing to at most 30 s (429 with
+  Retry-After; pneumo.app.web.pin says how).
 - Unsafe requests (POST, ...) from browsers must be same-origin: ``Sec-Fetch-Site``, and
   ``Origin`` (or, without one, ``Referer``) must match this server's scheme, host and port.
   When they carry one of our cookies they must also send the per-session CSRF token in
@@ -20,17 +23,34 @@ import hmac
 import secrets
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, redirect, request, session
+from flask import (
+    Flask,
+    Response,
+    abort,
+    after_this_request,
+    current_app,
+    redirect,
+    request,
+    session,
+)
+from markupsafe import escape
 
+from pneumo.app import i18n
 from pneumo.app.config import LOOPBACK_NAMES
 from pneumo.app.i18n import N_, _
-from pneumo.app.web.errors import ApiError
+from pneumo.app.web.errors import ApiError, error_response
+from pneumo.app.web.pin import MIN_PIN, PIN_FILE, SHORT_PIN_NOTICE, PinGuard, PinPaused
 from pneumo.app.web.state import get_state
 
 TOKEN_COOKIE = "pneumo_access"
 SESSION_COOKIE = "pneumo_session"
 CSRF_HEADER = "X-CSRF-Token"
 PIN_HEADER = "X-Access-PIN"
+PIN_NOTICE_HEADER = "X-Access-PIN-Notice"
+"""On a right PIN that is too short (legacy): SHORT_PIN_NOTICE, in English."""
+CROSS_SITE_PIN = N_("The PIN was not checked because the request came from another website or "
+                    "program. Open the clinic app by typing its address or using its shortcut, "
+                    "then enter the PIN there.")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -123,24 +143,49 @@ def _same_origin(url: str) -> bool:
     return _origin_of(url) == _origin_of(f"{request.scheme}://{request.host}")
 
 
-def _pin_ok(guard, pin: str) -> bool:
-    """Check a presented PIN (429 while paused after repeated wrong PINs)."""
-    wait = guard.locked_for()
-    if wait > 0:
-        raise ApiError(429, "too_many_pin_attempts", _("Too many wrong PINs. Wait %(seconds)s "
-                                                       "seconds and try again.",
-                                                       seconds=f"{wait:.0f}"))
-    return guard.check(pin)
+def _pin_ok(guard: PinGuard, pin: str) -> bool:
+    """Check a presented PIN: 403 from another site and 429 while paused (neither counted)."""
+    if _cross_site():
+        raise ApiError(403, "cross_site_pin", CROSS_SITE_PIN)
+    try:
+        ok = guard.check(pin)
+    except PinPaused as paused:
+        resp = error_response(429, "too_many_pin_attempts",
+                              _("Too many wrong PINs. Wait %(seconds)s seconds and try again.",
+                                seconds=str(paused.retry_after)),
+                              retry_after_s=paused.retry_after)
+        resp.headers["Retry-After"] = str(paused.retry_after)
+        abort(resp)
+    if ok and guard.short_pin:
+        after_this_request(_short_pin_header)
+    return ok
 
 
-def _check_pin(guard) -> Response | None:
+def _short_pin_header(resp: Response) -> Response:
+    """The notice header on the answer to a right but too short (legacy) PIN."""
+    with i18n.english():
+        resp.headers[PIN_NOTICE_HEADER] = _(SHORT_PIN_NOTICE, min=MIN_PIN, file=PIN_FILE)
+    return resp
+
+
+def _short_pin_page() -> Response:
+    """The answer to `/?pin=` with a right but too short PIN: the notice, then a link in."""
+    lang = i18n.current()
+    body = (f'<!doctype html><html lang="{escape(lang)}" dir="{escape(i18n.direction())}">'
+            f'<meta charset="utf-8"><title>pneumo</title>'
+            f'<p>{escape(_(SHORT_PIN_NOTICE, min=MIN_PIN, file=PIN_FILE))}</p>'
+            f'<p><a href="/">{escape(_("Continue to the app"))}</a></p></html>')
+    return Response(body, status=200, mimetype="text/html")
+
+
+def _check_pin(guard: PinGuard) -> Response | None:
     """--require-pin: `/?pin=...` once (sets the HttpOnly cookie), or `X-Access-PIN`."""
     wrong = ApiError(401, "bad_pin", N_("The access PIN is wrong."))
     url_pin = request.args.get("pin") if request.method == "GET" else None
     if url_pin is not None and request.path == "/":
         if not _pin_ok(guard, url_pin):
             raise wrong
-        resp = redirect("/", code=303)
+        resp = _short_pin_page() if guard.short_pin else redirect("/", code=303)
         resp.set_cookie(TOKEN_COOKIE, guard.session_secret, httponly=True, samesite="Strict",
                         path="/")
         return resp
@@ -157,19 +202,28 @@ def _check_pin(guard) -> Response | None:
                                           "header '%(header)s'.", header=PIN_HEADER))
 
 
-def _check_unsafe() -> None:
-    """Refuse cross-site writes; require the CSRF token when our cookies are present."""
-    refused = ApiError(403, "cross_site_request", N_("Requests from other sites are refused."))
+def _cross_site() -> bool:
+    """Whether the browser says this request comes from another site (or origin).
+
+    ``Sec-Fetch-Site`` other than same-origin/none (same-site too: on loopback every other
+    port of this computer is the same site), else an ``Origin`` (or, without one, a
+    ``Referer``) that is not this server's scheme, host and port. Clients that send none of
+    them (curl, scripts) are not browsers on another site.
+    """
     site = request.headers.get("Sec-Fetch-Site")
     if site and site not in ("same-origin", "none"):
-        raise refused
+        return True
     origin = request.headers.get("Origin")
-    referer = request.headers.get("Referer")
     if origin is not None:
-        if not _same_origin(origin):  # "null" and other opaque origins too
-            raise refused
-    elif referer is not None and not _same_origin(referer):
-        raise refused  # no Origin: the Referer must then name this server
+        return not _same_origin(origin)  # "null" and other opaque origins too
+    referer = request.headers.get("Referer")
+    return referer is not None and not _same_origin(referer)
+
+
+def _check_unsafe() -> None:
+    """Refuse cross-site writes; require the CSRF token when our cookies are present."""
+    if _cross_site():
+        raise ApiError(403, "cross_site_request", N_("Requests from other sites are refused."))
     if SESSION_COOKIE in request.cookies or TOKEN_COOKIE in request.cookies:
         sent = request.headers.get(CSRF_HEADER, "")
         expected = session.get("csrf", "")

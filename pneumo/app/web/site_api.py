@@ -9,9 +9,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
+from pneumo.app import bounded_json
 from pneumo.app.analysis import AppState, drift_state, model_thresholds, site_thresholds
 from pneumo.app.clinic.site_profile import (
     MAX_OVERRIDE_BY,
@@ -35,6 +38,10 @@ from pneumo.app.web.state import get_state
 
 MAX_NOTE = 500
 MAX_BY = 64
+MAX_JSON_BODY = 64 * 1024
+"""Bytes of a JSON request body (a confirmation or an accept with an override: under 2 kB)."""
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("site", __name__, url_prefix=f"/api/{API_VERSION}")
 """Confirmations, audit, site thresholds and status; under /api/v1 like the rest."""
@@ -70,12 +77,44 @@ SITE_JS_STRINGS = {
 the page with the page's own (pneumo.app.web.pages.js_strings)."""
 
 
+NOT_A_JSON_OBJECT = N_("Send a JSON object (Content-Type: application/json).")
+
+
+def _too_complex() -> ApiError:
+    """The `bad_json` refusal of a body over MAX_JSON_BODY or nested over MAX_DEPTH."""
+    return ApiError(400, "bad_json", _(
+        "The request is too large or too deeply nested: send a JSON object of at most "
+        "%(size)s kB, nested at most %(depth)s levels deep.", size=MAX_JSON_BODY // 1024,
+        depth=bounded_json.MAX_DEPTH))
+
+
+def _read_body(limit: int) -> bytes:
+    """At most limit + 1 bytes of the request body (a longer one is never read whole)."""
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = request.stream.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def _json_body() -> dict:
-    """The request's JSON object (400 when the body is not one)."""
-    body = request.get_json(silent=True)
+    """The request's JSON object, parsed within bounds (400 `bad_json` when not one)."""
+    if not request.is_json:
+        raise ApiError(400, "bad_json", NOT_A_JSON_OBJECT)
+    if (request.content_length or 0) > MAX_JSON_BODY:
+        raise _too_complex()
+    try:
+        body = bounded_json.loads(_read_body(MAX_JSON_BODY), max_bytes=MAX_JSON_BODY)
+    except bounded_json.BadJson as exc:
+        if exc.reason == "invalid":
+            raise ApiError(400, "bad_json", NOT_A_JSON_OBJECT) from exc
+        log.info("JSON body refused on %s: %s", request.path, exc)
+        raise _too_complex() from exc
     if not isinstance(body, dict):
-        raise ApiError(400, "bad_json", N_("Send a JSON object (Content-Type: "
-                                           "application/json)."))
+        raise ApiError(400, "bad_json", NOT_A_JSON_OBJECT)
     return body
 
 

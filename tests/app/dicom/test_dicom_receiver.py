@@ -7,7 +7,6 @@ a real fixture X-ray as DX DICOM, compressed here in every transfer syntax.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import subprocess
@@ -31,28 +30,6 @@ CR = "1.2.840.10008.5.1.4.1.1.1"
 def xray(path=XRAY_PNEUMONIA, **attrs) -> bytes:
     """A fixture X-ray as an uncompressed DX DICOM of patient PID-7 (name Doe^Jane)."""
     return xray_dicom(Image.open(path), patient_id="PID-7", patient_name="Doe^Jane", **attrs)
-
-
-@pytest.fixture
-def receiver(app_config, caplog):
-    """Start DicomReceivers on free loopback ports (settings as keyword arguments)."""
-    from pneumo.app.web.app import create_app
-    from pneumo.app.web.state import get_state
-
-    caplog.set_level(logging.INFO, logger="pneumo.app.dicom.receiver")
-    started = []
-
-    def start(**settings) -> DicomReceiver:
-        app = create_app({**app_config, "dicom_port": 0, **settings})
-        rx = DicomReceiver(get_state(app))
-        rx.start()
-        started.append(rx)
-        return rx
-
-    yield start
-    for rx in started:
-        rx.stop()
-        rx.state.history.close()
 
 
 def _records(rx: DicomReceiver) -> list[dict]:
@@ -281,7 +258,7 @@ def test_association_limit_and_idle_timeout(receiver, caplog):
 
     from pynetdicom import AE
 
-    rx = receiver(dicom_max_associations=1, dicom_timeout_s=1.0)
+    rx = receiver(dicom_max_associations=1, dicom_timeout_s=1.0, dicom_request_timeout_s=1.0)
     ae = AE(ae_title="SCU")
     ae.add_requested_context("1.2.840.10008.1.1")
     first = ae.associate("127.0.0.1", rx.port, ae_title="PNEUMO")
@@ -292,7 +269,7 @@ def test_association_limit_and_idle_timeout(receiver, caplog):
         assert "refused: 1 associations are already open" in caplog.text
     finally:
         first.release()
-    # a peer that connects and says nothing is dropped after the ACSE timeout
+    # a peer that connects and says nothing is dropped after the request timeout
     with socket.create_connection(("127.0.0.1", rx.port), timeout=10) as s:
         t0 = time.monotonic()
         assert s.recv(1024) == b""

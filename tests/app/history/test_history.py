@@ -32,10 +32,10 @@ def test_add_get_page(tmp_path):
     store.close()
 
 
-def test_wal_and_durable_settings(tmp_path):
+def test_rollback_journal_and_durable_settings(tmp_path):
     store = HistoryStore(tmp_path / "h.sqlite3")
     conn = store._conn()
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # no -wal to lose
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     store.close()
 

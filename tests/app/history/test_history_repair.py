@@ -160,17 +160,23 @@ def test_repair_keeps_commits_still_in_the_wal(tmp_path):
 
     live = tmp_path / "live" / DB_NAME
     live.parent.mkdir()
-    store = HistoryStore(live, heatmap_keep=0)
+    HistoryStore(live, heatmap_keep=0).close()
+    conn = sqlite3.connect(live)  # as a version before issue 26 wrote it: WAL
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
     try:
         for i in range(5):
-            store.add({"sha256": f"{i}", "label": "NORMAL", "probability": 0.1,
-                       "threshold": 0.5, "mode": "balanced", "model_version": "t"})
+            with conn:
+                conn.execute("INSERT INTO predictions(id, created_at, sha256, label, "
+                             "probability, threshold, mode, model_version) "
+                             "VALUES (?, '2026-01-01T00:00:00Z', ?, 'NORMAL', 0.1, 0.5, "
+                             "'balanced', 't')", (f"r{i}", f"{i}"))
         path = tmp_path / "copy" / DB_NAME
         path.parent.mkdir()
         for side in ("", "-wal"):
             shutil.copyfile(str(live) + side, str(path) + side)
     finally:
-        store.close()
+        conn.close()
     assert path.with_name(DB_NAME + "-wal").stat().st_size > 0
     done = repair(path)
     assert done.recovered["predictions"] == 5

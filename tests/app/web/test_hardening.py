@@ -367,12 +367,12 @@ def test_multipart_helper_roundtrip_sanity(live_server):
 
 # --- opt-in access PIN ------------------------------------------------------------------------
 
-PIN = "2468"
+PIN = "24681357"
 
 
 @pytest.fixture
 def pin_client(app_config):
-    """A test client of an app started with require_pin (PIN 2468)."""
+    """A test client of an app started with require_pin (PIN 24681357)."""
     from pneumo.app.web.app import create_app
     from pneumo.app.web.pin import hash_pin
 
@@ -392,7 +392,7 @@ def test_require_pin_guards_every_request(pin_client):
 
     r = pin_client.get("/api/v1/history")
     assert r.status_code == 401 and r.get_json()["error"]["code"] == "pin_required"
-    r = pin_client.get("/api/v1/history", headers={PIN_HEADER: "1111"})
+    r = pin_client.get("/api/v1/history", headers={PIN_HEADER: "11111111"})
     assert r.status_code == 401 and r.get_json()["error"]["code"] == "bad_pin"
     assert pin_client.get("/api/v1/history", headers={PIN_HEADER: PIN}).status_code == 200
     r = pin_client.get(f"/?pin={PIN}")  # the token's cookie flow
@@ -402,13 +402,16 @@ def test_require_pin_guards_every_request(pin_client):
 
 
 def test_wrong_pins_pause_checks(pin_client):
-    """Five wrong PINs in a row: 429 for a while, even for the right PIN."""
+    """Four wrong PINs are answered at once; the fifth pauses checks (429 + Retry-After), and
+    during the pause the right PIN is not checked either (nor counted)."""
     from pneumo.app.web.security import PIN_HEADER
 
     for _ in range(5):
-        assert pin_client.get("/api/v1/model", headers={PIN_HEADER: "0000"}).status_code == 401
+        r = pin_client.get("/api/v1/model", headers={PIN_HEADER: "00000000"})
+        assert r.status_code == 401
     r = pin_client.get("/api/v1/model", headers={PIN_HEADER: PIN})
     assert r.status_code == 429 and r.get_json()["error"]["code"] == "too_many_pin_attempts"
+    assert r.headers["Retry-After"] == "1" and r.get_json()["error"]["retry_after_s"] == 1
 
 
 @pytest.mark.slow
