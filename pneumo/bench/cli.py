@@ -28,6 +28,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if missing:  # the base install: say what to install, never a traceback
             print(extras.hint("bench", missing), file=sys.stderr)
             return 2
+    if args.architectures:
+        return _cmd_architectures(args)
     from pneumo.bench import results_report
     from pneumo.bench.suite import Options, exit_code, run
 
@@ -48,6 +50,29 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     res = run(opts)
     print(results_report.summary(res), end="", flush=True)  # the one thing on stdout
     return exit_code(res)
+
+
+def _cmd_architectures(args: argparse.Namespace) -> int:
+    """`pneumo bench --architectures`: the cost table of the CAM-ready architectures."""
+    missing = [n for n in ("tensorflow", "keras", "tf2onnx", "onnx", "matplotlib")
+               if importlib.util.find_spec(n) is None]
+    if missing:
+        print(extras.hint("bench", missing), file=sys.stderr)
+        return 2
+    import logging
+
+    from pneumo.bench import architectures
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    candidates = architectures.CANDIDATES
+    if args.quick:
+        candidates = (("stem4", 96), ("mobile", 96))
+        settings = architectures.Settings(warmup=1, repeat=5, min_repeat=2, max_seconds=1.0)
+    else:
+        settings = None
+    res = architectures.run(Path(args.out), candidates=candidates, settings=settings)
+    print(architectures.markdown(res), end="", flush=True)
+    return 0
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -81,6 +106,10 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                         "packages)")
     p.add_argument("--exe", default=None,
                    help="packaged executable for the cold-start test (default: dist/pneumo-edge)")
+    p.add_argument("--architectures", action="store_true",
+                   help="instead: what each CAM-ready architecture (cnn and the students) "
+                        "costs next to the shipped model, in one run (MACs, parameters, int8 "
+                        "size, ms on 1 and 2 threads): architectures.md/.json/.png in --out")
     p.add_argument("--skip", action="append", choices=SKIPPABLE, metavar="SECTION",
                    help=f"skip a section (repeatable): {', '.join(SKIPPABLE)}")
     p.set_defaults(func=_cmd_bench)

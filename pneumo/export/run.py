@@ -440,7 +440,7 @@ def export_model(model_path: str | Path | Sequence[str | Path], calib_data: str 
                             external_val=external_val)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    models = [keras.models.load_model(r.model_path) for r in runs]
+    models = [keras.models.load_model(r.model_path, compile=False) for r in runs]
     target = models if data.ensemble else models[0]
 
     fp32, int8, ops = convert_and_quantize(target, data, out)

@@ -102,7 +102,7 @@ def predict_run(run_dir: Path, samples, cache_dir: str | Path | None) -> np.ndar
     meta = json.loads((run_dir / "model.json").read_text())
     x, _ = cached_arrays(samples, int(meta["input_size"]), cache_dir)
     x = normalize_intensity(x, meta.get("intensity", "none"))
-    model = keras.models.load_model(run_dir / "model.keras")
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
     p = model.predict(x.astype(np.float32)[..., None] / 255.0, batch_size=64, verbose=0)
     return np.asarray(p, dtype=np.float64).reshape(len(samples))
 

@@ -18,7 +18,7 @@ BACKENDS = ("tensorflow", "jax")
 GAN_SIZES = (32, 64, 96, 128, 160, 192, 224, 256)
 """Image sides (px) the GANs can generate."""
 
-IMG_SIZE = {"cnn": 224, "seed": 148}
+IMG_SIZE = {"cnn": 224, "seed": 148, "stem4": 224, "mobile": 224, "resnet": 224}
 """The input side each architecture trains at unless --img-size says otherwise."""
 
 
@@ -36,9 +36,9 @@ class TrainConfig:
     epochs: int = field(default=25, metadata=cli(
         'training epochs, at most (--patience may stop earlier) (default: %(default)s)'))
     img_size: int | None = field(default=None, metadata=cli(
-        'input side in pixels (default: 224 for cnn, 148 for seed)', type=int))
+        'input side in pixels (default: 148 for seed, else 224)', type=int))
     arch: str = field(default='cnn', metadata=cli(
-        "cnn: the project's CAM-ready CNN; seed: the seed paper's small baseline (default: %(default)s)", choices=('cnn', 'seed')))
+        "cnn: the project's CAM-ready CNN; stem4, mobile, resnet: cheaper CAM-ready students (stride-4 stem; VGG, inverted-residual or residual blocks; pneumo/train/model.py); seed: the seed paper's small baseline (default: %(default)s)", choices=('cnn', 'seed', 'stem4', 'mobile', 'resnet')))
     seed: int = field(default=42, metadata=cli(
         'seed of the weights, shuffling and augmentation, and of the validation split unless --split-seed (default: %(default)s)'))
     batch_size: int = field(default=32, metadata=cli(
@@ -83,6 +83,14 @@ class TrainConfig:
         'burned-in unit text (kV, time, markers) in the corners of a training image, with probability P, on both classes (pneumo/train/overlays.py) (default: %(default)s)', metavar='P'))
     backend: str = field(default='tensorflow', metadata=cli(
         'Keras backend: jax trains on a GPU machine without TensorFlow (same model and recipe; the model file exports as usual) (default: %(default)s)', choices=BACKENDS))
+    teacher: str | None = field(default=None, metadata=cli(
+        'distil from this ONNX model (e.g. the bundled pair, pneumo/app/models/pneumo.int8.onnx): the student learns from its logits on --teacher-views views of every training image, cached once under the cache folder (pneumo/train/distill.py)', metavar='MODEL.onnx'))
+    teacher_views: int = field(default=4, metadata=cli(
+        'with --teacher: views per training image (the image itself, then augmented ones) (default: %(default)s)', metavar='K'))
+    temperature: float = field(default=2.0, metadata=cli(
+        "with --teacher: softening temperature of the teacher's and the student's logits (default: %(default)s)", metavar='T'))
+    distill_alpha: float = field(default=0.5, metadata=cli(
+        "with --teacher: weight of the teacher's soft targets against the hard labels, 0..1 (default: %(default)s)", metavar='A'))
     init_from: str | None = field(default=None, metadata=cli(
         'start from the weights of another run (its folder or model.keras), e.g. to fine-tune a 224 px run at a smaller --img-size', metavar='RUN'))
 

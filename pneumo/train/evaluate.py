@@ -118,7 +118,7 @@ def load_predictor(model_path: str | Path) -> tuple[PredictFn, dict]:
         raise FileNotFoundError(f"{meta_path} not found: a Keras model needs its model.json")
     import keras
 
-    model = keras.models.load_model(path)
+    model = keras.models.load_model(path, compile=False)
 
     def predict(batch: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(batch, batch_size=64, verbose=0)).reshape(len(batch))

@@ -117,14 +117,17 @@ def external_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 def _compile(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
     import keras
 
+    from pneumo.train.distill import DistillLoss, HardLabelAUC
+
     schedule = keras.optimizers.schedules.CosineDecay(
         cfg.learning_rate * 0.1, decay_steps=cfg.epochs * steps_per_epoch,
         warmup_target=cfg.learning_rate, warmup_steps=steps_per_epoch,
     )
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay),
-        loss=keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing),
-        metrics=[keras.metrics.AUC(name="auc")],
+        loss=(DistillLoss(cfg.temperature, cfg.distill_alpha) if cfg.teacher else
+              keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing)),
+        metrics=[HardLabelAUC(name="auc") if cfg.teacher else keras.metrics.AUC(name="auc")],
     )
 
 
@@ -154,6 +157,7 @@ class RunData:
     x_ov: np.ndarray | None = None
     x_ext: np.ndarray | None = None
     y_ext: np.ndarray | None = None
+    teacher: Any = None  # pneumo.train.distill.TeacherViews with --teacher
 
 
 def _run_split(cfg: TrainConfig, out: Path, resuming: bool) -> Split:
@@ -212,6 +216,8 @@ def build_or_resume(cfg: TrainConfig, out: Path, resuming: bool, steps_per_epoch
         import jax  # the only other backend trained with (see check_backend)
 
         scope, where = nullcontext(), f"{cfg.backend} on {jax.devices()[0].device_kind}"
+    if cfg.teacher:
+        import pneumo.train.distill  # noqa: F401 - registers the loss a checkpoint names
     with scope:
         if resuming:
             model = keras.models.load_model(out / "checkpoint.keras")
@@ -275,10 +281,17 @@ def train_epoch(model: Any, cfg: TrainConfig, data: RunData, augment: Any, epoch
 
     epoch_input, _ = input_functions(cfg.backend)
     t0 = time.time()
-    ds = epoch_input(data.x_tr, data.y_tr, data.weights, batch_size=cfg.batch_size,
-                     epoch=epoch, seed=cfg.seed, augment=augment, mixup=cfg.mixup,
-                     balanced_sampling=cfg.balance == "sampling", x_alt=data.x_ov,
-                     alt_prob=cfg.overlays)
+    if data.teacher is not None:  # the cached views are the augmentation
+        from pneumo.train.distill import DistillBatches
+
+        ds = DistillBatches(data.teacher, data.y_tr, data.weights, batch_size=cfg.batch_size,
+                            epoch=epoch, seed=cfg.seed,
+                            balanced_sampling=cfg.balance == "sampling")
+    else:
+        ds = epoch_input(data.x_tr, data.y_tr, data.weights, batch_size=cfg.batch_size,
+                         epoch=epoch, seed=cfg.seed, augment=augment, mixup=cfg.mixup,
+                         balanced_sampling=cfg.balance == "sampling", x_alt=data.x_ov,
+                         alt_prob=cfg.overlays)
     hist = model.fit(ds, epochs=1, verbose=0, shuffle=False)
     p_val = model.predict(val_ds, verbose=0).ravel()
     val_auc = float(roc_auc_score(data.y_va, p_val))
@@ -305,7 +318,7 @@ def finish_run(cfg: TrainConfig, out: Path, state: dict, data: RunData, augment:
     """Step 4: the best (or last) epoch's model judged again; model.json written."""
     import keras
 
-    best = keras.models.load_model(out / MODEL_FILE)
+    best = keras.models.load_model(out / MODEL_FILE, compile=False)
     p_val = best.predict(val_ds, verbose=0).ravel()
     meta = _run_metadata(cfg, state, data.split, data.train_samples, data.synthetic,
                          data.weights, augment, data.y_va, p_val, best.count_params())
@@ -327,6 +340,33 @@ def finish_run(cfg: TrainConfig, out: Path, state: dict, data: RunData, augment:
     return meta
 
 
+def check_distillation(cfg: TrainConfig) -> None:
+    """Refuse --teacher settings that cannot work, before any data is loaded."""
+    if not cfg.teacher:
+        return
+    if not Path(cfg.teacher).is_file():
+        raise SystemExit(f"--teacher {cfg.teacher}: no such model file")
+    if not 0.0 <= cfg.distill_alpha <= 1.0 or cfg.temperature <= 0 or cfg.teacher_views < 1:
+        raise SystemExit("--teacher needs 0 <= --distill-alpha <= 1, --temperature > 0 and "
+                         "--teacher-views >= 1")
+    if cfg.mixup or cfg.overlays or cfg.label_smoothing:
+        raise SystemExit("--teacher: the teacher's soft targets replace --mixup, --overlays "
+                         "and --label-smoothing; leave them at 0")
+
+
+def teacher_views(cfg: TrainConfig, data: RunData, augment: Any, out: Path) -> Any:
+    """The teacher's cached views and logits of the training images (made now, or resumed)."""
+    from pneumo.train.distill import Teacher, build_cache
+
+    teacher = Teacher(cfg.teacher)
+    folder = Path(cfg.cache_dir or out / "cache") / (
+        f"teacher-{teacher.sha256[:12]}-{cfg.img_size}px-k{cfg.teacher_views}-s{cfg.seed}")
+    log.info(f"teacher {teacher.path.name} ({teacher.metadata.get('version')}): logits of "
+             f"{cfg.teacher_views} view(s) of {len(data.y_tr)} training images in {folder}")
+    return build_cache(teacher, data.x_tr, augment, folder, views=cfg.teacher_views,
+                       seed=cfg.seed)
+
+
 def check_backend(requested: str) -> None:
     """Refuse a run whose Keras backend is not the one Keras was imported with."""
     import keras
@@ -343,6 +383,7 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
     """Train (or resume) a run; returns the final metadata written to model.json."""
     refuse_external_val(cfg.data, "training data", external=cfg.external_val)
     refuse_external_val(cfg.synthetic, "synthetic training images", external=cfg.external_val)
+    check_distillation(cfg)
     import keras
 
     from pneumo.train.augment import AugmentConfig
@@ -366,6 +407,8 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
                .with_values(cfg.augment_set))
 
     data = load_run_data(cfg, out, resuming)
+    if cfg.teacher:
+        data.teacher = teacher_views(cfg, data, augment, out)
     val_ds = eval_dataset(data.x_va)
     ext_ds = eval_dataset(data.x_ext) if data.x_ext is not None else None
     steps_per_epoch = int(np.ceil(len(data.y_tr) / cfg.batch_size))
@@ -429,6 +472,7 @@ def _run_metadata(cfg: TrainConfig, state: dict, split: Split, train_samples: li
             "overlays": cfg.overlays,
             "backend": cfg.backend,
             "init_from": _init_source(cfg.init_from),
+            "distillation": _distillation(cfg),
             "epochs": cfg.epochs,
             "batch_size": cfg.batch_size,
             "learning_rate": cfg.learning_rate,
@@ -439,6 +483,16 @@ def _run_metadata(cfg: TrainConfig, state: dict, split: Split, train_samples: li
         },
         "data": str(cfg.data),
     }
+
+
+def _distillation(cfg: TrainConfig) -> dict | None:
+    """The teacher and the distillation recipe of a --teacher run (None otherwise)."""
+    if not cfg.teacher:
+        return None
+    from pneumo.train.distill import Teacher
+
+    return {"teacher": Teacher(cfg.teacher, threads=1).describe(), "views": cfg.teacher_views,
+            "temperature": cfg.temperature, "alpha": cfg.distill_alpha}
 
 
 def _init_source(source: str | None) -> dict | None:
