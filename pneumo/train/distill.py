@@ -45,9 +45,10 @@ VIEW_STREAM = 7919
 
 @dataclass
 class TeacherViews:
-    """K views of every training image (uint8, K x N x S x S) and the teacher's logits (K x N)."""
+    """K views of every training image (K memory-mapped uint8 N x S x S arrays) and the
+    teacher's logits (K x N)."""
 
-    views: np.ndarray
+    views: list[np.ndarray]
     logits: np.ndarray
     teacher: dict
 
@@ -57,34 +58,17 @@ class TeacherViews:
         return int(self.logits.shape[0])
 
 
-def file_sha256(path: str | Path) -> str:
-    """The sha256 of a file (the teacher's identity in the cache and the model card)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class Teacher:
-    """An ONNX teacher in ONNX Runtime: logits of uint8 images."""
+    """An ONNX teacher (the app's OnnxModel, all cores): logits of uint8 images."""
 
     def __init__(self, path: str | Path, threads: int | None = None):
-        import onnxruntime as ort
+        from pneumo.app.pipeline.onnx_model import OnnxModel
 
-        from pneumo.app.pipeline.onnx_model import read_metadata
-
-        self.path = Path(path)
-        self.metadata, _ = read_metadata(self.path)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or os.cpu_count() or 1
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.path), opts,
-                                            providers=["CPUExecutionProvider"])
-        self.outputs = [o.name for o in self.session.get_outputs()]
-        self.input_size = int(self.metadata["input_size"])
-        self.intensity = str(self.metadata.get("intensity") or "none")
-        self.sha256 = file_sha256(self.path)
+        self.model = OnnxModel(path, intra_op_threads=threads or os.cpu_count() or 1)
+        self.path, self.sha256 = self.model.path, self.model.sha256
+        self.metadata, self.input_size = self.model.metadata, self.model.input_size
+        self.intensity = self.model.intensity
+        self.outputs = [o.name for o in self.model.session.get_outputs()]
 
     def describe(self) -> dict:
         """What the model card says about the teacher."""
@@ -99,7 +83,8 @@ class Teacher:
         if x.shape[1] != self.input_size:
             x = ops.convert_to_numpy(ops.image.resize(x, (self.input_size, self.input_size),
                                                       interpolation="bilinear"))
-        out = dict(zip(self.outputs, self.session.run(None, {"image": x.astype("float32")}),
+        out = dict(zip(self.outputs,
+                       self.model.session.run(None, {"image": x.astype("float32")}),
                        strict=True))
         if "cam" in out:
             return out["cam"].reshape(len(x), -1).mean(axis=1).astype("float32")
@@ -164,7 +149,7 @@ def build_cache(teacher: Teacher, x: np.ndarray, augment: AugmentConfig, folder:
 def load_cache(folder: Path, teacher: dict) -> TeacherViews:
     """The cached views (memory-mapped) and logits of a finished cache."""
     k = json.loads((Path(folder) / MANIFEST).read_text())["views"]
-    views = np.stack([np.load(folder / f"view{i}.npy", mmap_mode="r") for i in range(k)])
+    views = [np.load(folder / f"view{i}.npy", mmap_mode="r") for i in range(k)]
     logits = np.stack([np.load(folder / f"logits{i}.npy") for i in range(k)])
     return TeacherViews(views, logits, teacher)
 
@@ -189,7 +174,10 @@ class DistillBatches(keras.utils.PyDataset):
     def __getitem__(self, i: int):
         idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
         v = self.view[idx]
-        images = to_float(np.stack([self.cache.views[a, b] for a, b in zip(v, idx, strict=True)]))
+        raw = np.empty((len(idx), *self.cache.views[0].shape[1:]), dtype=np.uint8)
+        for k in np.unique(v):  # one gather per view file
+            raw[v == k] = self.cache.views[k][idx[v == k]]
+        images = to_float(raw)
         targets = np.stack([self.y[idx], self.cache.logits[v, idx]], axis=1)
         return images, targets, self.w[idx]
 

@@ -321,7 +321,8 @@ def finish_run(cfg: TrainConfig, out: Path, state: dict, data: RunData, augment:
     best = keras.models.load_model(out / MODEL_FILE, compile=False)
     p_val = best.predict(val_ds, verbose=0).ravel()
     meta = _run_metadata(cfg, state, data.split, data.train_samples, data.synthetic,
-                         data.weights, augment, data.y_va, p_val, best.count_params())
+                         data.weights, augment, data.y_va, p_val, best.count_params(),
+                         teacher=data.teacher)
     if ext_ds is not None:
         p_ext = best.predict(ext_ds, verbose=0).ravel()
         write_predictions(out / EXTERNAL_PREDICTIONS_FILE,
@@ -435,7 +436,7 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
 
 def _run_metadata(cfg: TrainConfig, state: dict, split: Split, train_samples: list,
                   synthetic: list, weights: dict, augment, y_va: np.ndarray,
-                  p_val: np.ndarray, parameters: int) -> dict:
+                  p_val: np.ndarray, parameters: int, teacher: Any = None) -> dict:
     """model.json: what the run made, from what, and how it did on internal validation."""
     thresholds = choose_thresholds(y_va, p_val)
     return {
@@ -472,7 +473,7 @@ def _run_metadata(cfg: TrainConfig, state: dict, split: Split, train_samples: li
             "overlays": cfg.overlays,
             "backend": cfg.backend,
             "init_from": _init_source(cfg.init_from),
-            "distillation": _distillation(cfg),
+            "distillation": _distillation(cfg, teacher),
             "epochs": cfg.epochs,
             "batch_size": cfg.batch_size,
             "learning_rate": cfg.learning_rate,
@@ -485,13 +486,11 @@ def _run_metadata(cfg: TrainConfig, state: dict, split: Split, train_samples: li
     }
 
 
-def _distillation(cfg: TrainConfig) -> dict | None:
+def _distillation(cfg: TrainConfig, teacher: Any) -> dict | None:
     """The teacher and the distillation recipe of a --teacher run (None otherwise)."""
-    if not cfg.teacher:
+    if teacher is None:
         return None
-    from pneumo.train.distill import Teacher
-
-    return {"teacher": Teacher(cfg.teacher, threads=1).describe(), "views": cfg.teacher_views,
+    return {"teacher": teacher.teacher, "views": cfg.teacher_views,
             "temperature": cfg.temperature, "alpha": cfg.distill_alpha}
 
 

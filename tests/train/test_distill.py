@@ -46,7 +46,7 @@ def test_the_teacher_logit_is_its_mean_cam_and_agrees_with_its_probability(teach
     t = Teacher(teacher, threads=1)
     x = np.clip(np.rint(fixture_images(224, 4)[..., 0] * 255), 0, 255).astype(np.uint8)
     logits = t.logits(x)
-    out = dict(zip(t.outputs, t.session.run(None, {"image": x[..., None] / np.float32(255)}),
+    out = dict(zip(t.outputs, t.model.session.run(None, {"image": x[..., None] / np.float32(255)}),
                    strict=True))
     p = out["probability"].ravel()
     assert np.allclose(1 / (1 + np.exp(-logits)), p, atol=1e-4)
@@ -54,7 +54,7 @@ def test_the_teacher_logit_is_its_mean_cam_and_agrees_with_its_probability(teach
 
 
 def test_a_distilled_run_records_the_teacher_and_the_recipe(distilled, teacher):
-    from pneumo.train.distill import file_sha256
+    from pneumo.app.pipeline.onnx_model import file_sha256
 
     meta = json.loads((distilled / "model.json").read_text())
     d = meta["recipe"]["distillation"]

@@ -78,10 +78,6 @@ BUSY_RETRY_S = 5.0
 _STOP = object()
 
 
-class HistoryBusy(Exception):
-    """The history is locked by another program: the image is analysed again shortly."""
-
-
 class ListenError(OSError):
     """The DICOM port cannot be listened on (``address`` says which)."""
 
@@ -311,13 +307,13 @@ class DicomReceiver:
                 return
             try:
                 keep = self.process(path)
-            except HistoryBusy:  # another program holds the history: try again shortly
-                log.warning("DICOM image %s: the history is in use by another program; "
-                            "analysed again in %.0f s (the image stays in %s)", path.name,
-                            BUSY_RETRY_S, self.spool)
-                self._retry_later(path)
-                continue
-            except Exception:  # never let one image stop the worker
+            except Exception as exc:  # never let one image stop the worker
+                if is_busy(exc):  # another program holds the history: try again shortly
+                    log.warning("DICOM image %s: the history is in use by another program; "
+                                "analysed again in %.0f s (the image stays in %s)", path.name,
+                                BUSY_RETRY_S, self.spool)
+                    self._retry_later(path)
+                    continue
                 log.exception("DICOM image %s: analysis failed", path.name)
                 keep = False
             if not keep:
@@ -352,13 +348,7 @@ class DicomReceiver:
         sop_uid = _uid(header, "SOPInstanceUID") or _uid(
             getattr(header, "file_meta", {}), "MediaStorageSOPInstanceUID")
         study_uid = _uid(header, "StudyInstanceUID")
-        try:
-            seen = sop_uid is not None and self.state.history.find_sop(sop_uid) is not None
-        except (StorageBusy, sqlite3.OperationalError) as exc:
-            if isinstance(exc, StorageBusy) or is_busy(exc):
-                raise HistoryBusy(str(exc)) from exc
-            raise
-        if seen:
+        if sop_uid and self.state.history.find_sop(sop_uid) is not None:
             log.info("DICOM image %s already analysed: not analysed again", sop_uid)
             return False
         try:
@@ -373,8 +363,8 @@ class DicomReceiver:
         except sqlite3.IntegrityError:  # the same SOPInstanceUID committed meanwhile
             log.info("DICOM image %s already analysed: not analysed again", sop_uid)
             return False
-        except StorageBusy as exc:
-            raise HistoryBusy(str(exc)) from exc
+        except StorageBusy:  # not kept until the next start: _work tries again shortly
+            raise
         except StorageError as exc:
             log.error("DICOM image %s: the result could not be saved (%s); it stays in %s "
                       "and is analysed again at the next start", sop_uid, exc, self.spool)

@@ -86,7 +86,11 @@ IN_USE_ADVICE = ("Another program is holding it open: usually a backup or file-s
 
 
 def is_busy(exc: BaseException) -> bool:
-    """Whether an sqlite3 error means that another connection holds a lock."""
+    """Whether an error (StorageBusy, or an sqlite3 one) means that another program holds a lock."""
+    if isinstance(exc, StorageBusy):
+        return True
+    if not isinstance(exc, sqlite3.Error):
+        return False
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         return code & 0xFF in BUSY_CODES
