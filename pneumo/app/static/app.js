@@ -142,6 +142,8 @@
   }
 
   input.addEventListener("change", function () { setFile(input.files[0]); });
+  // app.js is deferred: an X-ray chosen while the page was still loading has no change event.
+  if (input.files && input.files[0]) { setFile(input.files[0]); }
   refInput.addEventListener("input", hideRefNote);
   $("ref-keep").addEventListener("click", function () {
     if (clearedRef != null) { refInput.value = clearedRef; }

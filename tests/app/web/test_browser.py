@@ -245,3 +245,21 @@ def test_an_upside_down_film_is_refused_and_rotate_and_analyse_answers_it(page, 
     assert "orientation_corrected" in [w["code"] for w in rec["warnings"]]
     # the refused upload's 422 is the answer under test; the browser logs it as a failed load
     assert [p for p in page.problems if "status of 422" not in p] == [], page.problems
+
+
+def test_an_xray_chosen_while_the_page_still_loads_can_be_analysed(page, server):
+    """app.js is deferred: a file picked before it runs (a slow laptop) must still count."""
+    held = []
+    page.route("**/static/app.js*", lambda route: held.append(route))
+    page.goto(server.url, wait_until="commit")
+    page.wait_for_selector("#image-input", state="attached")
+    while not held:  # the browser has asked for the script and is waiting for it
+        page.wait_for_timeout(20)
+    page.set_input_files("#image-input", str(XRAY_NORMAL))
+    assert page.locator("#submit").is_disabled()  # no script yet
+    for route in held:
+        route.continue_()
+    page.wait_for_selector("#submit:not([disabled])")
+    page.click("#submit")
+    page.wait_for_selector("#result:not([hidden])")
+    assert page.problems == []
