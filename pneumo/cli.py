@@ -28,8 +28,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pneumo.train.evaluate_cli import evaluate_cli
 
+    if args.cam_teacher:
+        return _cmd_cam_agreement(args)
     return evaluate_cli(args.model, args.data, json_path=args.json, report_dir=args.report,
                         split=args.split, shifts=args.shifts, external_val=args.external_val)
+
+
+def _cmd_cam_agreement(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from pneumo.train.cam_agreement import cam_agreement
+
+    result = cam_agreement(args.model, args.cam_teacher, args.data)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+    print(f"CAM agreement with {args.cam_teacher} on {result['correlation']['n']} images: "
+          f"correlation mean {result['correlation']['mean']:.3f} (median "
+          f"{result['correlation']['median']:.3f}), top-10 % IoU mean "
+          f"{result['top10_iou']['mean']:.3f} (median {result['top10_iou']['median']:.3f})")
+    return 0
 
 
 def _add_train(sub) -> None:
@@ -55,6 +75,10 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--external-val", metavar="DIR",
                    help="also judge the model on this labelled folder (NORMAL/, PNEUMONIA/), "
                         "reported beside --data as external validation")
+    p.add_argument("--cam-teacher", metavar="MODEL.onnx",
+                   help="instead of metrics: how closely the --model (an .onnx student) heatmap "
+                        "follows this model's on the --data folder (CAM correlation and top-10 %% "
+                        "overlap; pneumo/train/cam_agreement.py)")
     p.set_defaults(func=_cmd_evaluate)
     extras.needs_train_extra(p)
 

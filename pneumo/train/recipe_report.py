@@ -73,6 +73,8 @@ def recipe_summary(meta: dict) -> str:
     r = meta.get("recipe", {})
     epochs = r.get("epochs", meta.get("epochs_run"))
     parts = [f"{meta.get('input_size')} px", f"{epochs} epoch{'' if epochs == 1 else 's'}"]
+    if meta.get("arch", "cnn") != "cnn":
+        parts.append(f"arch {meta['arch']}")
     for key, default in RECIPE_DEFAULTS.items():
         value = r.get(key, meta.get(key, default))
         if value != default:
@@ -86,6 +88,10 @@ def recipe_summary(meta: dict) -> str:
         parts.append(f"erasing {erasing}")
     if r.get("backend", "tensorflow") != "tensorflow":
         parts.append(f"Keras on {r['backend']}")
+    if r.get("distillation"):  # a student: from which teacher, at which T and weight
+        d = r["distillation"]
+        parts.append(f"distilled from {d['teacher']['name']} ({d['views']} views, "
+                     f"T {d['temperature']:g}, alpha {d['alpha']:g})")
     if r.get("init_from"):  # a fine-tune: say from which run, at which learning rate
         parts.append(f"fine-tuned from {Path(r['init_from']['path']).parent.name} at "
                      f"learning rate {r.get('learning_rate', 0):g}")

@@ -75,6 +75,15 @@ def test_a_fine_tune_names_its_starting_run():
                                     "learning rate 0.0001")
 
 
+def test_a_student_names_its_architecture_and_teacher():
+    meta = {"input_size": 224, "arch": "stem4", "recipe": {
+        "epochs": 25, "distillation": {
+            "teacher": {"name": "pneumo-cnn-ensemble2", "sha256": "0" * 64},
+            "views": 4, "temperature": 2.0, "alpha": 0.7}}}
+    assert recipe_summary(meta) == ("224 px, 25 epochs, arch stem4, distilled from "
+                                    "pneumo-cnn-ensemble2 (4 views, T 2, alpha 0.7)")
+
+
 def test_recipes_bad_ensemble_spec(runs, tmp_path):
     with pytest.raises(SystemExit):
         main(["recipes", "--runs", str(runs), "--out", str(tmp_path), "--ensemble", "nope"])

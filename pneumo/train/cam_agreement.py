@@ -1,0 +1,83 @@
+"""How closely a student's heatmap follows its teacher's (issue 27's heatmap criterion).
+
+Both ONNX models read each image of a labelled folder through the app's preprocessing; their
+class activation maps (logit units, any grid) are resized to one common grid and compared:
+
+- ``correlation``: Pearson correlation of the two maps over the grid;
+- ``top10_iou``: intersection over union of the two maps' hottest 10 % of cells (the part a
+  heatmap draws the eye to).
+
+Reported as mean and median over the images, and by the teacher's class. Run it with
+``pneumo evaluate --model STUDENT.onnx --data DIR --cam-teacher TEACHER.onnx``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pneumo.app.pipeline.onnx_model import OnnxModel
+from pneumo.app.pipeline.preprocess import preprocess_path
+from pneumo.train.data import CLASS_NAMES, list_class_folder
+
+log = logging.getLogger(__name__)
+
+GRID = 56  # common comparison grid (cells per side); both maps are resized to it
+TOP_SHARE = 0.10
+
+
+def _resize(cam: np.ndarray, grid: int = GRID) -> np.ndarray:
+    """A (h, w) map bilinearly resized to (grid, grid)."""
+    img = Image.fromarray(np.asarray(cam, np.float32), mode="F")
+    return np.asarray(img.resize((grid, grid), Image.BILINEAR), np.float64)
+
+
+def map_agreement(a: np.ndarray, b: np.ndarray, *, top_share: float = TOP_SHARE
+                  ) -> tuple[float, float]:
+    """(Pearson correlation, IoU of the top `top_share` cells) of two maps on one grid."""
+    a, b = np.ravel(a), np.ravel(b)
+    sa, sb = a.std(), b.std()
+    corr = float(((a - a.mean()) * (b - b.mean())).mean() / (sa * sb)) if sa > 0 and sb > 0 else 0.0
+    k = max(1, int(round(top_share * a.size)))
+    top_a = set(np.argsort(a)[-k:].tolist())
+    top_b = set(np.argsort(b)[-k:].tolist())
+    return corr, len(top_a & top_b) / len(top_a | top_b)
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    v = np.asarray(values, np.float64)
+    return {"mean": float(v.mean()), "median": float(np.median(v)), "n": int(v.size)}
+
+
+def cam_agreement(student: str | Path, teacher: str | Path, folder: str | Path, *,
+                  batch_size: int = 16) -> dict:
+    """Agreement of the student's CAM with the teacher's on every image of `folder`."""
+    models = {"student": OnnxModel(student, intra_op_threads=2),
+              "teacher": OnnxModel(teacher, intra_op_threads=2)}
+    samples = list_class_folder(Path(folder))
+    corr: list[float] = []
+    iou: list[float] = []
+    by_class: dict[str, dict[str, list[float]]] = {}
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start:start + batch_size]
+        cams = {}
+        for role, model in models.items():
+            size = model.input_size
+            cams[role] = model.run(np.stack([preprocess_path(s.path, size) for s in chunk])).cam
+        for i, s in enumerate(chunk):
+            c, o = map_agreement(_resize(cams["student"][i]), _resize(cams["teacher"][i]))
+            corr.append(c)
+            iou.append(o)
+            cls = by_class.setdefault(CLASS_NAMES[s.label], {"correlation": [], "top10_iou": []})
+            cls["correlation"].append(c)
+            cls["top10_iou"].append(o)
+        log.info("CAM agreement: %d/%d images", min(start + batch_size, len(samples)),
+                 len(samples))
+    return {"student": str(student), "teacher": str(teacher),
+            "teacher_version": models["teacher"].version,
+            "student_version": models["student"].version, "grid": GRID, "top_share": TOP_SHARE,
+            "correlation": _summary(corr), "top10_iou": _summary(iou),
+            "by_class": {k: {m: _summary(v) for m, v in d.items()} for k, d in by_class.items()}}
