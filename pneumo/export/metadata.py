@@ -242,6 +242,20 @@ def _external_card(meta: dict) -> list[str]:
     ]
 
 
+def _distillation_lines(d: dict | None) -> list[str]:
+    """The model card's account of a distilled student's teacher and recipe (none if not)."""
+    if not d:
+        return []
+    t = d.get("teacher", {})
+    return [f"Distilled (a student): it learnt from the teacher `{t.get('name')}` "
+            f"{t.get('version')} (sha256 `{t.get('sha256')}`, {t.get('input_size')} px; its "
+            f"logit: the {t.get('logit', 'logit')}) on {d.get('views')} views of every "
+            f"training image (the image and augmented copies), loss (1 - alpha) x BCE(label) "
+            f"+ alpha x T^2 x BCE(teacher, student at T) with alpha {d.get('alpha'):g}, "
+            f"T {d.get('temperature'):g} (pneumo/train/distill.py). The teacher never saw the "
+            "external validation images either."]
+
+
 def model_card(meta: dict) -> str:
     """A human-readable model card (Markdown) from the metadata."""
     vm = meta["val_metrics"]
@@ -293,6 +307,7 @@ def model_card(meta: dict) -> str:
         + ", ".join(f"{k} {v:.2f}" for k, v in (recipe.get("class_weights") or {}).items())
         + f"; {recipe.get('epochs')} epochs, seed {recipe.get('seed')}.",
         f"Training manifest sha256: `{meta.get('train_manifest_sha256')}`.",
+        *_distillation_lines(recipe.get("distillation")),
         "",
         f"## Internal validation metrics (n = {meta.get('val_n')}, 95% bootstrap CIs)"
         + (" at the shipped thresholds, calibrated probabilities" if external else ""),

@@ -79,6 +79,20 @@ def test_model_card_states_use_thresholds_and_metrics():
     assert "## Internal validation metrics (n = 40" in card
 
 
+def test_model_card_of_a_student_names_its_teacher_and_recipe():
+    distillation = {"teacher": {"name": "pneumo-cnn-ensemble2", "version": "2026.11.26",
+                                "sha256": "ab" * 32, "input_size": 224,
+                                "logit": "mean of its CAM"},
+                    "views": 4, "temperature": 2.0, "alpha": 0.7}
+    train_meta = {**TRAIN_META, "recipe": {**TRAIN_META.get("recipe", {}),
+                                           "distillation": distillation}}
+    card = model_card(_meta(train_meta=train_meta))
+    assert ("learnt from the teacher `pneumo-cnn-ensemble2` 2026.11.26 (sha256 `" + "ab" * 32
+            in card)
+    assert "on 4 views" in card and "alpha 0.7, T 2" in card
+    assert "Distilled" not in model_card(_meta())
+
+
 def test_write_metadata_round_trip_keeps_other_properties(tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
