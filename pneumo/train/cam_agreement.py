@@ -39,17 +39,20 @@ def map_agreement(a: np.ndarray, b: np.ndarray, *, top_share: float = TOP_SHARE
                   ) -> tuple[float, float]:
     """(Pearson correlation, IoU of the top `top_share` cells) of two maps on one grid."""
     a, b = np.ravel(a), np.ravel(b)
-    sa, sb = a.std(), b.std()
-    corr = float(((a - a.mean()) * (b - b.mean())).mean() / (sa * sb)) if sa > 0 and sb > 0 else 0.0
+    corr = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
     k = max(1, int(round(top_share * a.size)))
     top_a = set(np.argsort(a)[-k:].tolist())
     top_b = set(np.argsort(b)[-k:].tolist())
     return corr, len(top_a & top_b) / len(top_a | top_b)
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    v = np.asarray(values, np.float64)
-    return {"mean": float(v.mean()), "median": float(np.median(v)), "n": int(v.size)}
+def _summary(rows: list[tuple[str, float, float]]) -> dict[str, dict[str, float]]:
+    """Mean, median and count of each measure over (class, correlation, IoU) rows."""
+    out = {}
+    for col, measure in ((1, "correlation"), (2, "top10_iou")):
+        v = np.asarray([r[col] for r in rows], np.float64)
+        out[measure] = {"mean": float(v.mean()), "median": float(np.median(v)), "n": int(v.size)}
+    return out
 
 
 def cam_agreement(student: str | Path, teacher: str | Path, folder: str | Path, *,
@@ -58,26 +61,23 @@ def cam_agreement(student: str | Path, teacher: str | Path, folder: str | Path, 
     models = {"student": OnnxModel(student, intra_op_threads=2),
               "teacher": OnnxModel(teacher, intra_op_threads=2)}
     samples = list_class_folder(Path(folder))
-    corr: list[float] = []
-    iou: list[float] = []
-    by_class: dict[str, dict[str, list[float]]] = {}
+    rows: list[tuple[str, float, float]] = []  # (class, correlation, IoU) per image
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
+        inputs: dict[int, np.ndarray] = {}  # one preprocessing per input size
         cams = {}
         for role, model in models.items():
             size = model.input_size
-            cams[role] = model.run(np.stack([preprocess_path(s.path, size) for s in chunk])).cam
-        for i, s in enumerate(chunk):
-            c, o = map_agreement(_resize(cams["student"][i]), _resize(cams["teacher"][i]))
-            corr.append(c)
-            iou.append(o)
-            cls = by_class.setdefault(CLASS_NAMES[s.label], {"correlation": [], "top10_iou": []})
-            cls["correlation"].append(c)
-            cls["top10_iou"].append(o)
-        log.info("CAM agreement: %d/%d images", min(start + batch_size, len(samples)),
-                 len(samples))
+            if size not in inputs:
+                inputs[size] = np.stack([preprocess_path(s.path, size) for s in chunk])
+            cams[role] = model.run(inputs[size]).cam
+        rows += [(CLASS_NAMES[s.label],
+                  *map_agreement(_resize(cams["student"][i]), _resize(cams["teacher"][i])))
+                 for i, s in enumerate(chunk)]
+        log.info("CAM agreement: %d/%d images", len(rows), len(samples))
     return {"student": str(student), "teacher": str(teacher),
             "teacher_version": models["teacher"].version,
             "student_version": models["student"].version, "grid": GRID, "top_share": TOP_SHARE,
-            "correlation": _summary(corr), "top10_iou": _summary(iou),
-            "by_class": {k: {m: _summary(v) for m, v in d.items()} for k, d in by_class.items()}}
+            **_summary(rows),
+            "by_class": {c: _summary([r for r in rows if r[0] == c])
+                         for c in CLASS_NAMES if any(r[0] == c for r in rows)}}
