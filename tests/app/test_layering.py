@@ -111,3 +111,21 @@ def test_the_pipeline_loads_neither_flask_nor_sqlite():
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip() == "[] []", res.stdout
     assert len(pipeline) >= 10
+
+
+def _function_lines(path: Path, qualname: str) -> int:
+    """Lines of ``Class.method`` or ``function`` in the module at ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    *owner, name = qualname.split(".")
+    scope = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == owner[0]
+                 ) if owner else tree
+    node = next(n for n in scope.body if isinstance(n, ast.FunctionDef) and n.name == name)
+    return node.end_lineno - node.lineno + 1
+
+
+def test_no_app_module_over_500_lines_and_the_entry_points_stay_short():
+    long = {name: n for name, path in MODULES.items() if name.startswith("pneumo.app")
+            and (n := len(path.read_text(encoding="utf-8").splitlines())) > 500}
+    assert not long, f"split these modules (over 500 lines): {long}"
+    assert _function_lines(MODULES["pneumo.app.pipeline.predictor"], "Predictor.predict") <= 40
+    assert _function_lines(MODULES["pneumo.app.web.app"], "create_app") <= 40

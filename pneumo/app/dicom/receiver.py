@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 
 from pneumo.app.analysis import AppState, analyse
 from pneumo.app.config import MAX_PATIENT_REF, clean_text
-from pneumo.app.history.store import StorageBusy, StorageError, is_busy
+from pneumo.app.history.faults import StorageBusy, StorageError, is_busy
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset

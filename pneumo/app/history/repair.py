@@ -17,16 +17,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pneumo.app.history.store import (
+from pneumo.app.history.integrity import (
     SAVED_SUFFIX,
-    HistoryStore,
-    accept_missing,
     file_problem,
     missing_message,
     missing_records,
     read_only_uri,
     saved_path,
+    write_saved,
 )
+from pneumo.app.history.store import HistoryStore
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,26 @@ TABLES = ("predictions", "heatmaps", "images", "meta", "audit", "refusals")
 
 PROBE_MARGIN = 10_000
 """Row ids probed past the last one seen when the table's highest id cannot be read."""
+
+
+def accept_missing(path: Path, *, by: str | None = None, why: str = "accepted") -> int | None:
+    """Go on with the records the file holds: audit the loss, record the file's highest number.
+
+    Returns how many acknowledged records were missing (None when none were)."""
+    gap = missing_records(path)
+    if gap is None:
+        return None
+    have, saved = gap
+    store = HistoryStore(path, check_saved=False)  # opened without the check it would fail
+    try:
+        store.add_audit("missing_records_accepted", {"saved_up_to": saved},
+                        {"file_up_to": have, "missing": saved - have, "why": why}, by=by)
+        write_saved(path, have)
+    finally:
+        store.close()
+    log.warning("history %s: %d missing acknowledged records accepted (%s)", path,
+                saved - have, why)
+    return saved - have
 
 
 @dataclass

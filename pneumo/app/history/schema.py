@@ -1,6 +1,20 @@
 """What a history record is: the database schema and its migrations' columns, the record
 fields (CSV order), ids, findings, and the UTC times and date bounds records are stored and
-queried with."""
+queried with.
+
+Schema 2 added ``confidence`` ("clear" | "borderline"); schema 3 the uploaded file's name
+(``file_name``), ``bit_depth``, and whether the probability was calibrated (``calibrated``,
+``calibrated_on``); schema 4 where the image came from (``source``: "upload", "dicom";
+``study_uid``/``sop_uid`` for DICOM, unique per SOPInstanceUID), which thresholds the answer
+used (``threshold_source``: "model" | "site") and the clinician's confirmed finding
+(``finding``, ``finding_note``, ``finding_by``, ``finding_at``), with every change kept in the
+append-only ``audit`` table; schema 5 what the answer showed (``outcome``: "pneumonia" |
+"review" | "no_signs", pneumo.app.pipeline.outcome), whether the drift check warned then
+(``drift``) and when this clinic's thresholds in use were set (``site_thresholds_at``): old
+records get their outcome from their ``confidence`` and ``label`` on open, by the same rule;
+schema 6 the orientation verdict (``orientation``, JSON, with ``turned`` when the image was
+turned before analysis).
+"""
 
 from __future__ import annotations
 

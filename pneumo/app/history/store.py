@@ -4,32 +4,18 @@ Every answered prediction is committed (``synchronous=FULL``) into the main data
 before the HTTP response is sent, so a server killed hard loses no acknowledged record, and
 there is no ``-wal`` file whose loss could take acknowledged records with it (journal mode
 DELETE, chosen by measurement: tests/app/history/measure_commit_cost.py; a database made in
-WAL mode by an older version is switched on open). The highest record number acknowledged is
-also kept outside the database (``history.sqlite3.saved``): a file that holds fewer records
-than were acknowledged (an older copy put back, the file emptied or replaced) is refused at
-start-up with what happened in plain words (`RecordsMissing`), and `pneumo history check`
-says the same. A database locked by another program is "in use" (`StorageBusy`), never
-"damaged". The recent heatmaps (packed CAM +
-small grayscale copy, drawn as PNG on request) are kept
-in the same database (the last ``heatmap_keep``); uploaded images only with ``keep_images``.
-
-Schema 2 added ``confidence`` ("clear" | "borderline"); schema 3 the uploaded file's name
-(``file_name``), ``bit_depth``, and whether the probability was calibrated (``calibrated``,
-``calibrated_on``); schema 4 where the image came from (``source``: "upload", "dicom";
-``study_uid``/``sop_uid`` for DICOM, unique per SOPInstanceUID), which thresholds the answer used
-(``threshold_source``: "model" | "site") and the clinician's confirmed finding (``finding``,
-``finding_note``, ``finding_by``, ``finding_at``), with every change kept in the append-only
-``audit`` table; schema 5 what the answer showed (``outcome``: "pneumonia" | "review" |
-"no_signs", pneumo.app.pipeline.outcome), whether the drift check warned then (``drift``) and when this
-clinic's thresholds in use were set (``site_thresholds_at``): old records get their outcome
-from their ``confidence`` and ``label`` on open, by the same rule; refused images leave only a time and the reason codes in ``refusals`` (for
-the drift check: no image, hash or patient data). A database made by an older version gets the missing columns on open (NULL
-for its old records: those facts were never recorded).
+WAL mode by an older version is switched on open). The acknowledged-records counter and the
+read-only checks are in `pneumo.app.history.integrity`, the errors in `.faults`, the columns
+and what each schema version added in `.schema`. The recent heatmaps (packed CAM + small
+grayscale copy, drawn as PNG on request) are kept in the same database (the last
+``heatmap_keep``); uploaded images only with ``keep_images``; refused images leave only a
+time and the reason codes in ``refusals`` (for the drift check: no image, hash or patient
+data). A database made by an older version gets the missing columns on open (NULL for its
+old records: those facts were never recorded).
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -39,13 +25,30 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pneumo.app.config import DEFAULTS
+from pneumo.app.history.faults import (
+    IN_USE_ADVICE,
+    RecordsMissing,
+    StorageBusy,
+    StorageError,
+    is_busy,
+    is_disk_full,
+    raise_storage_error,
+)
+from pneumo.app.history.integrity import (
+    file_problem,
+    highest_seq,
+    hot_journal,
+    missing_message,
+    read_saved,
+    saved_path,
+    write_saved,
+)
 from pneumo.app.history.schema import (
     ADDED_COLUMNS,
     AUDIT_FIELDS,
     FIELDS,
     FINDINGS,
     INDEXES_SQL,
-    REQUIRED_COLUMNS,
     SCHEMA_SQL,
     SCHEMA_VERSION,
     new_id,
@@ -55,199 +58,6 @@ from pneumo.app.history.schema import (
 
 log = logging.getLogger(__name__)
 
-
-class StorageError(Exception):
-    """The history cannot be used (damaged or foreign file, unusable folder, disk full)."""
-
-
-class StorageFull(StorageError):
-    """A write failed because the disk (or the database's size limit) is full."""
-
-
-class StorageBusy(StorageError):
-    """Another program holds the history locked right now (trying again later may work)."""
-
-
-class RecordsMissing(StorageError):
-    """The database file holds fewer records than this app acknowledged."""
-
-
-BUSY_CODES = (5, 6)
-"""SQLITE_BUSY and SQLITE_LOCKED (primary result codes)."""
-
-SAVED_SUFFIX = ".saved"
-"""Beside the database: the highest record number (seq) acknowledged, as JSON."""
-
-IN_USE_ADVICE = ("Another program is holding it open: usually a backup or file-sync tool "
-                 "(OneDrive, Dropbox, Google Drive, a backup job), an antivirus scan, or a "
-                 "second copy of this app. Close that program or wait for it to finish, then "
-                 "try again. Do not move or delete the file: it is not damaged.")
-"""What to do when the history is locked (start-up and the log)."""
-
-
-def is_busy(exc: BaseException) -> bool:
-    """Whether an error (StorageBusy, or an sqlite3 one) means that another program holds a lock."""
-    if isinstance(exc, StorageBusy):
-        return True
-    if not isinstance(exc, sqlite3.Error):
-        return False
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in BUSY_CODES
-    text = str(exc)
-    return "database is locked" in text or "database table is locked" in text
-
-
-def raise_storage_error(exc: BaseException, path: Path) -> None:
-    """Raise the StorageFull / StorageBusy a failed write means (returns when neither)."""
-    if is_disk_full(exc):
-        log.error("history %s: disk full, the change was not saved (%s)", path, exc)
-        raise StorageFull(f"no space left for {path}") from exc
-    if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
-        log.warning("history %s is in use by another program; the change was not saved. %s",
-                    path, IN_USE_ADVICE)
-        raise StorageBusy(f"the history {path} is in use by another program") from exc
-
-
-def saved_path(path: Path) -> Path:
-    """The acknowledged-records file of the database at ``path``."""
-    return path.with_name(path.name + SAVED_SUFFIX)
-
-
-def read_saved(path: Path) -> int | None:
-    """The highest record number acknowledged for the database at ``path`` (None: unknown)."""
-    try:
-        return int(json.loads(saved_path(path).read_text(encoding="utf-8"))["seq"])
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("history %s: %s is unreadable (%s); it is written again",
-                    path, saved_path(path).name, exc)
-        return None
-
-
-def write_saved(path: Path, seq: int, record_id: str | None = None) -> None:
-    """Record ``seq`` as the highest record number acknowledged (atomic replace)."""
-    target = saved_path(path)
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({"seq": int(seq), "id": record_id, "at": utc_now_iso()}, f)
-    os.replace(tmp, target)
-
-
-def highest_seq(conn: sqlite3.Connection) -> int:
-    """The highest record number the database ever gave (purged records count)."""
-    row = conn.execute("SELECT name FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
-    seq = (conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'predictions'").fetchone()
-           if row else None)
-    top = conn.execute("SELECT MAX(seq) FROM predictions").fetchone()[0]
-    return max(int(seq[0]) if seq else 0, int(top or 0))
-
-
-def missing_message(path: Path, have: int, saved: int) -> str:
-    """The plain words for a history that holds fewer records than were acknowledged."""
-    return (f"the history database {path} holds records up to number {have}, but this app "
-            f"had saved records up to number {saved}: {saved - have} saved records are "
-            "missing from it (an older copy was put back, or the file was emptied, replaced "
-            "or lost its recent changes). Put back the newest backup of the history if you have one "
-            "(`pneumo history backup` makes them), or, to go on with the records the file "
-            "holds, run `pneumo history check --accept-missing` (recorded in the audit table).")
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    """Whether an sqlite3/OS error means that no space is left."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None and code == getattr(sqlite3, "SQLITE_FULL", 13):
-        return True
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return True
-    return "disk is full" in str(exc) or "No space left" in str(exc)
-
-
-def read_only_uri(path: Path) -> str:
-    """An sqlite3 URI that reads ``path`` without changing it (no -wal/-shm made if avoidable)."""
-    # A WAL database (made by an older version) is read "immutable" (no -wal/-shm files
-    # made) unless a -wal holds recent commits; other files are read with SQLite's locks, so
-    # that a lock held by another program is seen as such.
-    wal = path.with_name(path.name + "-wal").exists()
-    query = "mode=ro&immutable=1" if _wal_header(path) and not wal else "mode=ro"
-    return f"{path.resolve().as_uri()}?{query}"
-
-
-def _hot_journal(path: Path) -> bool:
-    """Whether a rollback journal beside the file holds an interrupted write."""
-    journal = path.with_name(path.name + "-journal")
-    try:
-        return journal.stat().st_size > 0
-    except OSError:
-        return False
-
-
-def _wal_header(path: Path) -> bool:
-    """Whether the file's SQLite header says WAL mode (read/write versions 2)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(20)
-    except OSError:
-        return False
-    return head[:16] == b"SQLite format 3\x00" and head[18:20] == b"\x02\x02"
-
-
-def file_problem(path: Path, *, full: bool = False,
-                 timeout: float = DEFAULTS["history_busy_timeout_s"]) -> str | None:
-    """Why an existing, non-empty history file cannot be used (None: it can); read-only.
-
-    The start-up check (``full=False``: quick_check) and ``pneumo history check``
-    (``full=True``: integrity_check). Raises sqlite3.DatabaseError if SQLite cannot read it.
-    """
-    ro = sqlite3.connect(read_only_uri(path), uri=True, timeout=timeout)
-    try:
-        tables = {r[0] for r in ro.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        cols = ({r[1] for r in ro.execute("PRAGMA table_info(predictions)")}
-                if "predictions" in tables else set())
-        pragma = "integrity_check(1)" if full else "quick_check(1)"
-        ok = ro.execute(f"PRAGMA {pragma}").fetchone()[0] == "ok"
-    finally:
-        ro.close()
-    if not ok:
-        return "its pages are damaged"
-    if tables and not REQUIRED_COLUMNS <= cols:
-        return "it is an SQLite database of another program"
-    return None
-
-
-def missing_records(path: Path) -> tuple[int, int] | None:
-    """(records up to, acknowledged up to) when the file lost acknowledged records, else None."""
-    saved = read_saved(path)
-    if saved is None or not path.is_file() or path.stat().st_size == 0:
-        return (0, saved) if saved else None
-    ro = sqlite3.connect(read_only_uri(path), uri=True)
-    try:
-        have = highest_seq(ro)
-    finally:
-        ro.close()
-    return (have, saved) if saved > have else None
-
-
-def accept_missing(path: Path, *, by: str | None = None, why: str = "accepted") -> int | None:
-    """Go on with the records the file holds: audit the loss, record the file's highest number.
-
-    Returns how many acknowledged records were missing (None when none were)."""
-    gap = missing_records(path)
-    if gap is None:
-        return None
-    have, saved = gap
-    store = HistoryStore(path, check_saved=False)  # opened without the check it would fail
-    try:
-        store.add_audit("missing_records_accepted", {"saved_up_to": saved},
-                        {"file_up_to": have, "missing": saved - have, "why": why}, by=by)
-        write_saved(path, have)
-    finally:
-        store.close()
-    log.warning("history %s: %d missing acknowledged records accepted (%s)", path,
-                saved - have, why)
-    return saved - have
 
 
 class HistoryStore:
@@ -315,7 +125,7 @@ class HistoryStore:
         """Refuse (StorageError) a file that is not a pneumo history, without changing it."""
         if self.path.stat().st_size == 0:
             return  # new: the schema is created next
-        if _hot_journal(self.path):
+        if hot_journal(self.path):
             self._recover()
         try:
             why = file_problem(self.path, timeout=self.busy_timeout_s)

@@ -22,6 +22,7 @@ from pneumo.app.pipeline.decoded import (
     UnsupportedImage,
     colorfulness,
 )
+from pneumo.app.pipeline.dicom_elements import check_element_count, is_pixel_tag
 from pneumo.app.pipeline.memory import (
     DecodeGate,
     hold,
@@ -76,9 +77,6 @@ MAX_DICOM_HEADER_BYTES = 8 << 20
 TRAILER_SLACK = 1 << 20
 """Bytes allowed after the declared pixel data of a deflated DICOM (padding, signatures)."""
 
-MAX_DICOM_ELEMENTS = 20_000
-"""Data elements and sequence items a DICOM header may hold (a CR/DX header has hundreds; each
-costs pydicom about 700 bytes, so a 30 MB file of tiny elements would need gigabytes)."""
 
 
 def _first_number(value) -> float | None:
@@ -129,101 +127,6 @@ def _dicom_meta(data: bytes):
     return fp.tell(), FileMetaDataset(meta)
 
 
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
-                       b"UR", b"UT", b"UV"})
-_UNDEFINED = 0xFFFFFFFF
-_MAX_DEPTH = 32
-
-
-class _TooManyElements(Exception):
-    """The header holds more elements than MAX_DICOM_ELEMENTS (or nests too deep)."""
-
-
-def _is_sq_tag(tag: int) -> bool:
-    """True when pydicom's dictionary says the tag is a sequence (implicit VR files)."""
-    from pydicom.datadict import dictionary_VR
-
-    try:
-        return dictionary_VR(tag) == "SQ"
-    except KeyError:
-        return False
-
-
-def _walk_elements(buf: bytes, pos: int, end: int, implicit: bool, order: str,
-                   budget: list[int], depth: int = 0) -> int:
-    """Count the data elements and items of buf[pos:end] against budget[0], without parsing.
-
-    Stops at the top-level pixel data, at a delimiter (returning after it) or at `end`;
-    raises _TooManyElements when the budget runs out.
-    """
-    if depth > _MAX_DEPTH:
-        raise _TooManyElements
-    while pos + 8 <= end:
-        budget[0] -= 1
-        if budget[0] < 0:
-            raise _TooManyElements
-        group, elem = struct.unpack_from(order + "HH", buf, pos)
-        if group == 0xFFFE:  # an item or a delimiter: a 4-byte length, no VR
-            length = struct.unpack_from(order + "I", buf, pos + 4)[0]
-            pos += 8
-            if elem in (0xE00D, 0xE0DD):
-                return pos
-            if length == _UNDEFINED:
-                pos = _walk_elements(buf, pos, end, implicit, order, budget, depth + 1)
-            else:
-                _walk_elements(buf, pos, min(end, pos + length), implicit, order, budget,
-                               depth + 1)
-                pos += length
-            continue
-        if depth == 0 and _is_pixel_tag(group << 16 | elem):
-            return pos
-        vr = buf[pos + 4:pos + 6]
-        if implicit:
-            length = struct.unpack_from(order + "I", buf, pos + 4)[0]
-            pos += 8
-            nested = length == _UNDEFINED or _is_sq_tag(group << 16 | elem)
-        elif vr in _LONG_VRS:
-            length = struct.unpack_from(order + "I", buf, pos + 8)[0]
-            pos += 12
-            nested = vr == b"SQ" or length == _UNDEFINED
-        else:
-            length = struct.unpack_from(order + "H", buf, pos + 6)[0]
-            pos += 8
-            nested = False
-        if length == _UNDEFINED:
-            pos = _walk_elements(buf, pos, end, implicit, order, budget, depth + 1)
-        else:
-            if nested:
-                _walk_elements(buf, pos, min(end, pos + length), implicit, order, budget,
-                               depth + 1)
-            pos += length
-    return pos
-
-
-def _check_element_count(buf: bytes, pos: int, tsyntax) -> None:
-    """Refuse (413) a header with more than MAX_DICOM_ELEMENTS elements, before pydicom."""
-    from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
-
-    if tsyntax is None:  # no file meta: guess as pydicom does
-        implicit = not (buf[pos + 4:pos + 6].isalpha() and buf[pos + 4:pos + 6].isupper())
-    else:
-        implicit = tsyntax == ImplicitVRLittleEndian
-    order = ">" if tsyntax == ExplicitVRBigEndian else "<"
-    try:
-        _walk_elements(buf, pos, len(buf), implicit, order, [MAX_DICOM_ELEMENTS])
-    except _TooManyElements:
-        log.warning("DICOM refused: more than %d header elements", MAX_DICOM_ELEMENTS)
-        raise ImageTooLarge(N_("This DICOM file's header holds too many elements to be "
-                               "processed safely.")) from None
-    except (struct.error, IndexError):
-        pass  # damaged: pydicom says so
-
-
-def _is_pixel_tag(tag: int) -> bool:
-    """PixelData, FloatPixelData or DoubleFloatPixelData."""
-    return tag in (0x7FE00010, 0x7FE00008, 0x7FE00009)
-
-
 def _read_body(body: bytes, *, header_only: bool):
     """(data set, offset of its pixel data or None) from explicit-VR little-endian bytes."""
     from pydicom.filereader import read_dataset
@@ -232,7 +135,7 @@ def _read_body(body: bytes, *, header_only: bool):
     fp = io.BytesIO(body)
 
     def stop(tag, vr, length) -> bool:
-        if header_only and _is_pixel_tag(int(tag)):
+        if header_only and is_pixel_tag(int(tag)):
             stopped.append(1)
             return True
         return False
@@ -309,14 +212,14 @@ def _dicom_header(data: bytes, start: int, meta):
 
     tsyntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if tsyntax != DeflatedExplicitVRLittleEndian:
-        _check_element_count(data, start, tsyntax)
+        check_element_count(data, start, tsyntax)
         header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True,
                                  force=data[128:132] != b"DICM")
         return header, None
     inflater = _Inflater(data[start:])
     inflater.fill(MAX_DICOM_HEADER_BYTES, strict=False)
     prefix = inflater.body.getvalue()
-    _check_element_count(prefix, 0, tsyntax)
+    check_element_count(prefix, 0, tsyntax)
     try:
         header, pixel_offset = _read_body(prefix, header_only=True)
     except Exception:

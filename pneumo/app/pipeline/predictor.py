@@ -232,9 +232,9 @@ class Predictor:
                 orient: str | None = None) -> Prediction:
         """Analyse image bytes; raises ImageError (415/413) or NotAChestXray (422).
 
-        ``mode`` is checked once at the edge (`check_mode`: the API, the batch command); an
-        unknown one here is a caller's bug (KeyError from `decide`). ``site_thresholds`` (this clinic's operating points, same modes and scale as the
-        model's, set at ``site_thresholds_at``) replace the model's for the outcome and label.
+        ``mode`` is checked once at the edge (`check_mode`); an unknown one here is a caller's
+        bug (KeyError from `decide`). ``site_thresholds`` (this clinic's operating points, set
+        at ``site_thresholds_at``) replace the model's for the outcome and label.
         ``orient`` (one of orientation.TRANSFORMS, checked at the edge) turns the image first
         ("Rotate and analyse"); the answer says so.
         """
@@ -248,9 +248,7 @@ class Predictor:
             warnings.append(Finding.of("orientation_corrected", TRANSFORM_NOTES[orient]))
         x = laps("preprocess", self.model.model_input(decoded.gray))  # size, intensity step
         out = laps("inference", self.model.run(x[None]))
-        turned = laps("orientation", self._orientation(x, out, warnings))
-        if orient:
-            turned = {**turned, "turned": orient}  # kept with the record: what was analysed
+        turned = laps("orientation", self._orientation(x, out, warnings, orient))
         if held:  # an odd layout, and not because the film is upside down
             raise NotAChestXray(held)
         ood_distance = self._out_of_distribution(out, warnings)
@@ -261,21 +259,26 @@ class Predictor:
                     ) if heatmap else None  # packed now, drawn when its URL is fetched
         shown = laps("preview", hm.png_bytes(hm.display_image(
             decoded.gray, decoded.original_size))) if preview else None
+        return self._prediction(
+            data, decoded, out, decision, mode=mode, quality=warnings, ood_distance=ood_distance,
+            timings_ms=laps.total(), heatmap_source=heat, preview_png=shown, orientation=turned,
+            threshold_source="site" if site_thresholds else "model",
+            site_thresholds_at=site_thresholds_at if site_thresholds else None,
+            clinic_share=clinic_share)
+
+    def _prediction(self, data: bytes, decoded, out, decision, **facts) -> Prediction:
+        """The answer: the decision, the model's and the image's facts, and this request's."""
         prediction = Prediction(
             label=decision.label, probability=float(out.probability[0]),
-            threshold=decision.threshold, mode=mode, outcome=decision.outcome,
+            threshold=decision.threshold, outcome=decision.outcome,
             confidence=decision.confidence, model_name=self.model.name,
             model_version=self.model.version, model_sha256=self.model.sha256,
             sha256=hashlib.sha256(data).hexdigest(), width=int(decoded.original_size[0]),
             height=int(decoded.original_size[1]), format=decoded.format,
-            bit_depth=int(decoded.bit_depth), ood_distance=ood_distance, quality=warnings,
-            message="", timings_ms=laps.total(), heatmap_source=heat, preview_png=shown,
+            bit_depth=int(decoded.bit_depth), message="",
             raw_probability=float(out.raw_probability[0]), calibrated_on=self.calibrated_on,
-            positive=self.model.class_names[1],
-            threshold_source="site" if site_thresholds else "model",
-            site_thresholds_at=site_thresholds_at if site_thresholds else None,
-            calibration_share=self.calibration_share, clinic_share=clinic_share,
-            orientation=turned)
+            positive=self.model.class_names[1], calibration_share=self.calibration_share,
+            **facts)
         prediction.message = prediction.history_record()["message"]  # English, for the history
         return prediction
 
@@ -291,18 +294,20 @@ class Predictor:
             return list(checks.warnings), list(checks.rejections)
         return list(checks.warnings), []
 
-    def _orientation(self, x, out, warnings: list[Finding]) -> dict:
+    def _orientation(self, x, out, warnings: list[Finding], orient: str | None) -> dict:
         """The orientation heads' verdict (the answer's ``orientation`` block): refuses an
-        upside-down film (its fix named), warns on a mirrored one; unchecked without heads."""
+        upside-down film (its fix named), warns on a mirrored one; unchecked without heads.
+        With ``orient`` (the image was turned first) the block says so: what was analysed."""
+        turned = {"turned": orient} if orient else {}
         if self.orientation is None:
-            return {"checked": False}
+            return {"checked": False, **turned}
         verdict = self.orientation.verdict(features(x, out.cam[0], out.embedding[0]))
         if verdict.upside_down_flagged:
             raise NotAChestXray([Finding.of("upside_down_image", UPSIDE_DOWN)],
                                 lead=TURNED_LEAD, fix=verdict.fix)
         if verdict.mirrored_flagged:
             warnings.append(Finding.of("mirrored_image", MIRRORED))
-        return verdict.to_json()
+        return {**verdict.to_json(), **turned}
 
     def _out_of_distribution(self, out, warnings: list[Finding]) -> float | None:
         """The embedding's distance to the training images; refuses or warns (into
@@ -336,3 +341,13 @@ class Laps:
         """The steps and the total."""
         self.ms["total"] = (time.perf_counter() - self.start) * 1000.0
         return self.ms
+
+
+def add_laps(timings_ms: dict[str, float], **seconds: float) -> None:
+    """Add steps timed outside the predictor (in seconds) to an answer's ``timings_ms``; its
+    ``total`` stays the last key and counts them."""
+    total = timings_ms.pop("total", 0.0)
+    for name, s in seconds.items():
+        timings_ms[name] = s * 1000.0
+        total += s * 1000.0
+    timings_ms["total"] = total

@@ -32,7 +32,7 @@ def serve_and_report(config: dict, *, open_browser: bool) -> int:
     2: the settings or the data folder / history database cannot be used (the message says
     which and what to do); 1: the address cannot be listened on.
     """
-    from pneumo.app.history.store import StorageError
+    from pneumo.app.history.faults import StorageError
     from pneumo.app.runtime.server import run_server
 
     try:
@@ -90,8 +90,8 @@ def _history_path(args: argparse.Namespace):
 def _cmd_history_check(args: argparse.Namespace) -> int:
     import getpass
 
-    from pneumo.app.history.repair import check
-    from pneumo.app.history.store import StorageError, accept_missing
+    from pneumo.app.history.faults import StorageError
+    from pneumo.app.history.repair import accept_missing, check
 
     if args.accept_missing:
         try:
@@ -152,7 +152,8 @@ def _cmd_history_backup(args: argparse.Namespace) -> int:
 def _cmd_history_purge(args: argparse.Namespace) -> int:
     import getpass
 
-    from pneumo.app.history.store import HistoryStore, StorageError
+    from pneumo.app.history.faults import StorageError
+    from pneumo.app.history.store import HistoryStore
 
     path = _history_path(args)
     if not path.is_file():

@@ -13,7 +13,7 @@ import sqlite3
 from flask import Flask, Response, current_app, jsonify
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
-from pneumo.app.history.store import StorageBusy, StorageFull, is_busy
+from pneumo.app.history.faults import StorageBusy, StorageFull, is_busy
 from pneumo.app.i18n import N_, _, translate
 from pneumo.app.pipeline.checks import NotAChestXray
 from pneumo.app.pipeline.decoded import ImageError

@@ -206,7 +206,7 @@ def test_deflated_xray_still_decodes():
 
 
 def test_header_with_too_many_elements_is_refused_before_parsing(monkeypatch):
-    from pneumo.app.pipeline.dicom_decode import MAX_DICOM_ELEMENTS
+    from pneumo.app.pipeline.dicom_elements import MAX_DICOM_ELEMENTS
 
     def no_parse(*args, **kwargs):
         raise AssertionError("header parsed")

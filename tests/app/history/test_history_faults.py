@@ -17,16 +17,11 @@ import pytest
 from apptools import XRAY_NORMAL, http, post_image, start_server
 from locktools import Locker
 
+from pneumo.app.history.faults import IN_USE_ADVICE, RecordsMissing, StorageBusy
+from pneumo.app.history.integrity import read_saved, saved_path
 from pneumo.app.history.repair import check
 from pneumo.app.history.schema import DB_NAME
-from pneumo.app.history.store import (
-    IN_USE_ADVICE,
-    HistoryStore,
-    RecordsMissing,
-    StorageBusy,
-    read_saved,
-    saved_path,
-)
+from pneumo.app.history.store import HistoryStore
 from pneumo.cli import main
 
 

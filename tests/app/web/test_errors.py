@@ -6,7 +6,7 @@ import logging
 import pytest
 from flask import Flask, request
 
-from pneumo.app.history.store import StorageFull
+from pneumo.app.history.faults import StorageFull
 from pneumo.app.pipeline.checks import Finding, NotAChestXray
 from pneumo.app.pipeline.decoded import ImageError
 from pneumo.app.pipeline.predictor import BadMode

@@ -18,8 +18,9 @@ from apptools import REPO, XRAY_NORMAL, encode, http, multipart, post_image, rew
 from PIL import Image
 
 from pneumo.app.config import DEFAULT_PORT, DEFAULTS, clean_text
+from pneumo.app.history.faults import StorageError, StorageFull
 from pneumo.app.history.schema import DB_NAME
-from pneumo.app.history.store import HistoryStore, StorageError, StorageFull
+from pneumo.app.history.store import HistoryStore
 from pneumo.app.web.state import get_state
 
 FAR_DATES = [("to", "9999-12-31"), ("from", "0001-01-01T00:00:00+14:00"),
