@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from pneumo.app.clinic import drift
@@ -11,7 +12,7 @@ from pneumo.app.config import DEFAULT_SETTING
 from pneumo.app.history.store import HistoryStore
 from pneumo.app.pipeline.checks import NotAChestXray
 from pneumo.app.pipeline.onnx_model import OnnxModel
-from pneumo.app.pipeline.predictor import Prediction, Predictor
+from pneumo.app.pipeline.predictor import Prediction, Predictor, add_laps
 
 
 @dataclass
@@ -39,7 +40,7 @@ def model_thresholds(state: AppState) -> dict[str, float]:
 def drift_state(state: AppState, new: dict | None = None) -> dict:
     """The drift check of the newest images analysed with the loaded model (and `new`, an
     answer about to be stored, so that it carries what the page shows right after it)."""
-    answers = [r for r in state.history.recent(drift.WINDOW)
+    answers = [r for r in state.history.recent_scores(drift.WINDOW)
                if r["model_sha256"] == state.model.sha256]
     return drift.check(answers, state.history.recent_refusals(drift.WINDOW),
                        state.model.metadata.get("drift_reference"),
@@ -68,9 +69,12 @@ def analyse(state: AppState, data: bytes, *, mode: str = DEFAULT_SETTING, previe
     record = result.history_record()
     record.update(patient_ref=patient_ref, file_name=file_name, source=source,
                   study_uid=study_uid, sop_uid=sop_uid)
+    start = time.perf_counter()
     result.drift = record["drift"] = drift_state(state, record)["status"] == "drift"
+    checked = time.perf_counter()
     # Committed before anyone is answered: an acknowledged result is never lost. The store
     # gives the record its id and time, and returns it as stored.
     stored = state.history.add(record, heatmap=result.heatmap_source,
                                image=data if state.config["keep_images"] else None)
+    add_laps(result.timings_ms, drift=checked - start, save=time.perf_counter() - checked)
     return result, stored

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from pneumo import extras
 
-SKIPPABLE = ("model_latency", "roofline", "preprocessing", "dicom_decode", "http", "executable")
+SKIPPABLE = ("model_latency", "roofline", "preprocessing", "dicom_decode", "http", "request_path",
+             "executable")
 
 
 def keras_packages(export_dir: str | None) -> tuple[str, ...]:
@@ -39,10 +40,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         keras=Path(args.keras) if args.keras else None,
         exe=Path(args.exe) if args.exe else None,
         skip=list(args.skip or []),
+        compare=[Path(m) for m in args.compare or []],
     )
     opts.command = command_line(args)
     if opts.export_dir and not opts.export_dir.is_dir():
         print(f"error: --export-dir {opts.export_dir} is not a folder", file=sys.stderr)
+        return 2
+    missing_models = [m for m in opts.compare if not m.is_file()]
+    if missing_models:
+        print(f"error: --compare {missing_models[0]} not found", file=sys.stderr)
         return 2
     if opts.keras and not opts.keras.exists():
         print(f"error: --keras {opts.keras} not found", file=sys.stderr)
@@ -83,6 +89,8 @@ def command_line(args: argparse.Namespace) -> str:
     for flag in ("export_dir", "keras", "exe"):
         if getattr(args, flag):
             parts += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
+    for m in args.compare or []:
+        parts += ["--compare", m]
     for s in args.skip or []:
         parts += ["--skip", s]
     return shlex.join(parts)
@@ -110,6 +118,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                    help="instead: what each CAM-ready architecture (cnn and the students) "
                         "costs next to the shipped model, in one run (MACs, parameters, int8 "
                         "size, ms on 1 and 2 threads): architectures.md/.json/.png in --out")
+    p.add_argument("--compare", action="append", metavar="MODEL",
+                   help="an ONNX model whose request path is profiled beside the served one "
+                        "in the same run (repeatable; e.g. a student beside the pair)")
     p.add_argument("--skip", action="append", choices=SKIPPABLE, metavar="SECTION",
                    help=f"skip a section (repeatable): {', '.join(SKIPPABLE)}")
     p.set_defaults(func=_cmd_bench)

@@ -8,6 +8,7 @@ import json
 import logging
 from pathlib import Path
 
+from pneumo.bench import request_path
 from pneumo.bench.machine import describe
 from pneumo.bench.model_latency import describe_row
 from pneumo.extras import INSTALL_HINT
@@ -16,7 +17,8 @@ log = logging.getLogger(__name__)
 
 SECTION_TITLES = {"model_latency": "model latency", "roofline": "roofline",
                   "preprocessing": "preprocessing", "dicom_decode": "DICOM decode",
-                  "http": "HTTP end to end", "executable": "executable"}
+                  "http": "HTTP end to end", "request_path": "request path",
+                  "executable": "executable"}
 """results.json section keys, in run order, and their names in the stdout summary."""
 
 LOAD_WARNING = 0.5
@@ -168,6 +170,12 @@ def markdown(res: dict, plots: list[str]) -> str:
                          f"{_mb(lv['rss_before'])} -> {_mb(lv['rss_after'])}"])
         lines += _table(["Clients", "requests", "ok", "errors", "req/s", "p50", "p95", "p99",
                          "min", "max", "RSS MB"], rows)
+
+    sec = secs.get("request_path")
+    if _section_header(lines, "Request path of one upload", sec):
+        lines += [f"- {n}" for n in sec.get("notes", [])]
+        lines += [f"- {name}: `{row['model']}`" for name, row in sec["models"].items()] + [""]
+        lines.append(request_path.markdown(sec))
 
     sec = secs.get("executable")
     if _section_header(lines, "Executable", sec):
@@ -395,6 +403,15 @@ def _summary_http(sec: dict) -> list[str]:
     return [f"HTTP POST /api/v1/predict end to end{upload}, closed loop:", *_aligned(table)]
 
 
+def _summary_request_path(sec: dict) -> list[str]:
+    rows = sec.get("models") or {}
+    return [f"Request path ({name}): client p50 {_ms(r['wall_p50_ms'])} ms = server "
+            f"{_ms(r['laps_p50_ms'].get('total'))} ms (inference lap "
+            f"{_ms(r['laps_p50_ms'].get('inference'))}, bare session "
+            f"{_ms(r['bare_session_p50_ms'])}) + HTTP and framework "
+            f"{_ms(r['http_and_framework_p50_ms'])} ms" for name, r in rows.items()]
+
+
 def _summary_executable(sec: dict) -> list[str]:
     if sec.get("cold_start_median_s") is None:
         return []
@@ -428,7 +445,7 @@ def summary(res: dict) -> str:
     secs = res.get("sections", {})
     blocks = {"model_latency": _summary_latency, "preprocessing": _summary_preprocessing,
               "dicom_decode": _summary_dicom, "http": _summary_http,
-              "executable": _summary_executable}
+              "request_path": _summary_request_path, "executable": _summary_executable}
     for key, block in blocks.items():
         sec = secs.get(key) or {}
         text = block(sec) if sec.get("status") == "ok" else []

@@ -18,6 +18,7 @@ from pneumo.bench import (
     http_load,
     model_latency,
     preprocessing,
+    request_path,
     results_report,
     roofline,
 )
@@ -27,7 +28,8 @@ from pneumo.bench.timing import Settings
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("model_latency", "roofline", "preprocessing", "dicom_decode", "http", "executable")
+SECTIONS = ("model_latency", "roofline", "preprocessing", "dicom_decode", "http", "request_path",
+            "executable")
 
 
 @dataclass
@@ -40,6 +42,8 @@ class Options:
     keras: Path | None = None
     exe: Path | None = None
     skip: list[str] = field(default_factory=list)
+    compare: list[Path] = field(default_factory=list)
+    """Further ONNX models whose request path is profiled beside the served one."""
     command: str = "pneumo bench"
 
 
@@ -57,6 +61,7 @@ class Plan:
     http_max_requests: int
     exe_runs: int
     small_micro: bool
+    path_requests: int
 
 
 def plan(quick: bool) -> Plan:
@@ -68,13 +73,13 @@ def plan(quick: bool) -> Plan:
                     micro=Settings(warmup=1, repeat=5, min_repeat=3, max_seconds=0.3),
                     pre=Settings(warmup=1, repeat=10, min_repeat=3, max_seconds=0.3),
                     http_clients=(1, 4, 8), http_seconds=2.0, http_max_requests=200,
-                    exe_runs=1, small_micro=True)
+                    exe_runs=1, small_micro=True, path_requests=10)
     return Plan(batches=(1, 8, 32), threads=tuple(sorted({1, cores})),
                 model=Settings(warmup=5, repeat=200, min_repeat=10, max_seconds=8.0),
                 micro=Settings(warmup=3, repeat=50, min_repeat=10, max_seconds=3.0),
                 pre=Settings(warmup=3, repeat=100, min_repeat=10, max_seconds=3.0),
                 http_clients=(1, 4, 8), http_seconds=10.0, http_max_requests=5000,
-                exe_runs=5, small_micro=False)
+                exe_runs=5, small_micro=False, path_requests=100)
 
 
 def _guard(name: str, fn: Callable[[], dict]) -> dict:
@@ -114,7 +119,7 @@ def _header(opts: Options, p: Plan) -> dict:
 
 def _prepare(opts: Options, tmp: Path, res: dict) -> ModelSet:
     """The models to time (none when every section that needs them is skipped)."""
-    if not {"model_latency", "roofline", "http"} - set(opts.skip):
+    if not {"model_latency", "roofline", "http", "request_path"} - set(opts.skip):
         return ModelSet()
     t0 = time.perf_counter()
     models = ModelSet()
@@ -149,6 +154,16 @@ def _run_sections(opts: Options, p: Plan, models: ModelSet, tmp: Path) -> dict:
                              duration_s=p.http_seconds, max_requests=p.http_max_requests,
                              model_note=note)
 
+    def _request_path() -> dict:
+        path, note = servable_model(models, tmp)
+        if path is None:
+            return {"status": "skipped", "note": "no ONNX model with pneumo metadata to serve"
+                    + (f" ({note})" if note else "")}
+        named = {"served": path, **{f"compare {i + 1}: {m.name}": m
+                                    for i, m in enumerate(opts.compare)}}
+        return request_path.run(named, image, tmp, requests=p.path_requests,
+                                settings=p.model)
+
     cfg = model_latency.LatencyConfig(p.batches, p.threads, p.model)
     secs["model_latency"] = _section("model_latency", opts, title="model latency",
                                      fn=lambda: model_latency.run(models, cfg))
@@ -159,6 +174,8 @@ def _run_sections(opts: Options, p: Plan, models: ModelSet, tmp: Path) -> dict:
     secs["dicom_decode"] = _section("dicom_decode", opts, lambda: dicom_decode.run(p.pre),
                                     title="DICOM decode per transfer syntax")
     secs["http"] = _section("http", opts, _http)
+    secs["request_path"] = _section("request_path", opts, _request_path,
+                                    title="request path of one upload")
     secs["executable"] = _section("executable", opts, lambda: executable.run(
         opts.exe, image, runs=p.exe_runs))
     return secs

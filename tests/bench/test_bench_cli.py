@@ -6,7 +6,8 @@ import pytest
 
 from pneumo.cli import main
 
-SECTIONS = ("model_latency", "roofline", "preprocessing", "dicom_decode", "http", "executable")
+SECTIONS = ("model_latency", "roofline", "preprocessing", "dicom_decode", "http", "request_path",
+            "executable")
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import pytest
 from test_bench_executable import FAKE_EXE
 
 from pneumo.app.pipeline.onnx_model import DEFAULT_MODEL
-from pneumo.bench import models, results_report, suite
+from pneumo.bench import models, request_path, results_report, suite
 from pneumo.bench.model_latency import describe_row
 from pneumo.bench.results_report import _ms, summary
 from pneumo.bench.timing import Settings
@@ -26,7 +26,7 @@ def tiny_plan(quick: bool) -> suite.Plan:
     """A run a few seconds long: batch 1, one thread, two short HTTP levels, one launch."""
     return suite.Plan(batches=(1,), threads=(1,), model=TINY, micro=TINY, pre=TINY,
                       http_clients=(1, 2), http_seconds=0.5, http_max_requests=20, exe_runs=1,
-                      small_micro=True)
+                      small_micro=True, path_requests=3)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def small_run(tmp_path_factory):
     os.chmod(exe, 0o755)
     out = tmp / "bench"
     argv = ["bench", "--quick", "--out", str(out), "--exe", str(exe), "--skip", "roofline",
-            "--skip", "dicom_decode"]
+            "--skip", "dicom_decode", "--compare", str(DEFAULT_MODEL)]
     stdout = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(stdout):
         mp.setattr(suite, "plan", tiny_plan)
@@ -63,7 +63,7 @@ def test_bench_prints_the_summary_and_only_it_on_stdout(small_run):
     assert stdout == summary(res)  # nothing else (progress, TensorFlow) on stdout
     secs = res["sections"]
     assert [secs[k]["status"] for k in suite.SECTIONS] == [
-        "ok", "skipped", "ok", "skipped", "ok", "ok"]
+        "ok", "skipped", "ok", "skipped", "ok", "ok", "ok"]
 
     assert f"report: {out / 'results.md'}" in stdout and (out / "results.md").is_file()
     assert f"data:   {out / 'results.json'}" in stdout
@@ -78,6 +78,15 @@ def test_bench_prints_the_summary_and_only_it_on_stdout(small_run):
     for lv in secs["http"]["levels"]:
         _line_with(stdout, f"  {lv['clients']} ", _ms(lv["latency"]["p50"]),
                    _ms(lv["latency"]["p95"]), f"{lv['throughput_rps']:.1f}")
+    path = secs["request_path"]["models"]
+    assert list(path) == ["served", f"compare 1: {DEFAULT_MODEL.name}"]
+    for name, row in path.items():
+        laps = row["laps_p50_ms"]
+        assert list(laps) == [*(s for s in request_path.STEPS if s != "preview"), "total"]
+        assert row["requests"] == 3 and row["bare_session_p50_ms"] > 0
+        assert row["wall_p50_ms"] > 0 and laps["save"] > 0 and laps["inference"] > 0
+        _line_with(stdout, f"Request path ({name})", f"client p50 {_ms(row['wall_p50_ms'])} ms")
+    assert "| inference |" in (out / "results.md").read_text()
     _line_with(stdout, "cold start", f"{secs['executable']['cold_start_median_s']:.2f} s")
     _line_with(stdout, "Skipped: roofline: --skip roofline")
     _line_with(stdout, "Skipped: DICOM decode: --skip dicom_decode")

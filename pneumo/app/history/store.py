@@ -431,6 +431,13 @@ class HistoryStore:
                                     "ORDER BY seq DESC LIMIT ?", (int(n),)).fetchall()
         return [self._decode(r) for r in rows]
 
+    def recent_scores(self, n: int) -> list[dict]:
+        """The last ``n`` records' time, model, probability and OOD distance (what the drift
+        check reads), newest first: the other columns are neither read nor decoded."""
+        return [dict(r) for r in self._conn().execute(
+            "SELECT created_at, model_sha256, probability, ood_distance FROM predictions "
+            "ORDER BY seq DESC LIMIT ?", (int(n),))]
+
     def heatmap(self, record_id: str) -> bytes | None:
         """The stored heatmap (PNG or `heatmap.pack` source) of a record, or None if pruned."""
         row = self._conn().execute("SELECT png FROM heatmaps WHERE id = ?",

@@ -46,7 +46,6 @@ from pneumo.app.pipeline.decoded import (  # noqa: F401 - Finding, NotAChestXray
     ImageError,
     NotAChestXray,
 )
-from pneumo.app.pipeline.preprocess import squash
 
 # --- rejection thresholds (feature ranges over 1000 real training X-rays in brackets) ---
 MIN_SIDE = 32
@@ -340,7 +339,7 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 
 def measure(decoded: DecodedImage) -> dict[str, float]:
     """The features the checks use, measured on the image squashed to 224 x 224."""
-    g = np.asarray(squash(decoded.gray, DATASET_SIZE), dtype=np.float64)
+    g = np.asarray(decoded.at_dataset_size(), dtype=np.float64)
     w, h = decoded.original_size
     p1, p99 = np.percentile(g, [1, 99])
     hist = np.bincount(g.astype(np.uint8).ravel(), minlength=256)

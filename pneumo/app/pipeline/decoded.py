@@ -17,6 +17,13 @@ DATASET_SIZE = 224
 """Side of the square every training image was squashed to."""
 
 
+def squash(gray: Image.Image, size: int) -> Image.Image:
+    """Resize the whole image to size x size, bicubic, ignoring the aspect ratio."""
+    if gray.size == (size, size):
+        return gray
+    return gray.resize((size, size), Image.BICUBIC)
+
+
 def N_(text: str) -> str:  # noqa: N802 - the gettext marker (pneumo.app.i18n.N_, without Flask)
     """Mark ``text`` for extraction; it is translated where the error is answered."""
     return text
@@ -123,6 +130,15 @@ class DecodedImage:
     notes: list[str] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
     """(code, message) quality warnings found while decoding (DICOM header, ignored window)."""
+    _squashed: tuple[Image.Image, Image.Image] | None = field(default=None, repr=False,
+                                                              compare=False)
+
+    def at_dataset_size(self) -> Image.Image:
+        """``gray`` squashed to DATASET_SIZE (the preprocessing's first step), made once for
+        the image checks and the model input (again if ``gray`` is replaced, e.g. turned)."""
+        if self._squashed is None or self._squashed[0] is not self.gray:
+            self._squashed = (self.gray, squash(self.gray, DATASET_SIZE))
+        return self._squashed[1]
 
 
 def colorfulness(rgb: Image.Image) -> float:

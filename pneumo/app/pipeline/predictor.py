@@ -246,7 +246,7 @@ class Predictor:
         warnings, held = laps("checks", self._checked(decoded))
         if orient:
             warnings.append(Finding.of("orientation_corrected", TRANSFORM_NOTES[orient]))
-        x = laps("preprocess", self.model.model_input(decoded.gray))  # size, intensity step
+        x = laps("preprocess", self.model.model_input(decoded.at_dataset_size()))
         out = laps("inference", self.model.run(x[None]))
         turned = laps("orientation", self._orientation(x, out, warnings, orient))
         if held:  # an odd layout, and not because the film is upside down

@@ -22,20 +22,13 @@ from PIL import Image
 
 from pneumo.app.config import DEFAULT_MAX_PIXELS
 from pneumo.app.pipeline.decode import decode_image
-from pneumo.app.pipeline.decoded import DATASET_SIZE, DecodedImage
+from pneumo.app.pipeline.decoded import DATASET_SIZE, DecodedImage, squash
 
 RECIPE = (
     "grayscale (ITU-R 601 luma; 16-bit and DICOM rescaled to 8-bit), EXIF orientation applied, "
     f"whole image squashed to {DATASET_SIZE}x{DATASET_SIZE} bicubic (aspect ratio not kept, no crop), "
     "then squashed bicubic to the model input size, float32 = uint8 / 255"
 )
-
-
-def squash(gray: Image.Image, size: int) -> Image.Image:
-    """Resize the whole image to size x size, bicubic, ignoring the aspect ratio."""
-    if gray.size == (size, size):
-        return gray
-    return gray.resize((size, size), Image.BICUBIC)
 
 
 INTENSITY_METHODS = ("none", "equalize", "stretch")
@@ -73,7 +66,7 @@ def to_model_input(gray: Image.Image, size: int, intensity: str = "none") -> np.
     `intensity` is the model's normalisation (its metadata ``intensity``), applied after
     the squash to the input size, exactly as in training.
     """
-    img = squash(gray, DATASET_SIZE)
+    img = squash(gray, DATASET_SIZE)  # the same image when `gray` is DecodedImage.at_dataset_size()
     if size != DATASET_SIZE:
         img = squash(img, size)
     u8 = normalize_intensity(np.asarray(img, dtype=np.uint8), intensity)

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -25,6 +26,7 @@ from pneumo.app.history.schema import FIELDS, is_record_id, parse_bound
 from pneumo.app.i18n import N_, _
 from pneumo.app.pipeline import heatmap as hm
 from pneumo.app.pipeline.orientation import TRANSFORMS
+from pneumo.app.pipeline.predictor import add_laps
 from pneumo.app.pipeline.wording import INTENDED_USE, answer
 from pneumo.app.web.errors import ApiError
 from pneumo.app.web.state import SHUTDOWN_HOOK, get_state
@@ -116,8 +118,9 @@ def _orient() -> str | None:
 @bp.post("/predict")
 def predict() -> Response:
     """Analyse one uploaded image (multipart field 'image')."""
+    start = time.perf_counter()
     st = get_state()
-    mode = (request.form.get("mode") or DEFAULT_SETTING).strip()
+    mode = (request.form.get("mode") or DEFAULT_SETTING).strip()  # parses the multipart body
     st.predictor.check_mode(mode)
     upload = request.files.get("image")
     if upload is None and not request.files and not request.form and request.content_length \
@@ -133,8 +136,10 @@ def predict() -> Response:
     data = upload.read()
     upload.close()  # frees the parsed copy of the upload before decoding (memory)
     file_name = _file_name(upload.filename)
+    received = time.perf_counter() - start
     result, record = analyse(st, data, mode=mode, preview=_flag("preview"),
                              patient_ref=patient_ref, file_name=file_name, orient=orient)
+    add_laps(result.timings_ms, upload=received)
     body = {"id": record["id"], "created_at": record["created_at"], "patient_ref": patient_ref,
             "file_name": file_name, **result.to_json(),
             "heatmap_url": url_for("api.history_heatmap", record_id=record["id"]),
