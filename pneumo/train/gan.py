@@ -6,9 +6,12 @@
   spectral normalisation in the discriminator, hinge loss and DiffAugment (translation,
   cutout, brightness/contrast applied to real and fake alike), for the small-data regime.
 
-Training is seeded and resumable: generator, discriminator, both optimizers, the step and the
-random generator state live in one tf.train.Checkpoint, so a resumed run continues exactly.
-Only images of the training split are used, never validation patients.
+Training runs on Keras 3 with the TensorFlow backend (the CPU here) or the JAX backend (a lent
+GPU without TensorFlow): `pneumo.train.gan_step` holds the one step for each. It is seeded and
+resumable: every N steps a Keras-native checkpoint (``ckpt/step-NNNNNN/``: both models'
+``.weights.h5``, both optimizers' variables, the step) is written, and a step's random numbers
+are a function of (seed, step), so a resumed run continues exactly. Only images of the
+training split are used, never validation patients.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,6 +56,12 @@ class GanConfig:
     checkpoint_every: int = 250
     val_fraction: float = 0.2
     log_every: int = 50
+    eval_every: int = 0
+    """Steps between points of the quality curve (0: no curve)."""
+    eval_n: int = 500
+    """Synthetic images scored at each point of the curve."""
+    eval_model: str | None = None
+    """ONNX feature model of the curve (None: the bundled classifier), pinned by sha256."""
 
 
 def size_stages(img_size: int) -> tuple[int, int]:
@@ -123,29 +135,6 @@ def build_discriminator(kind: str, img_size: int, n_classes: int):
     return keras.Model(inputs, logit, name=f"{kind}_discriminator")
 
 
-def diff_augment(x, rng):
-    """DiffAugment: differentiable brightness/contrast, translation and cutout (same for G and D)."""
-    import tensorflow as tf
-
-    n = tf.shape(x)[0]
-    size = x.shape[1]
-    x = x + (rng.uniform([n, 1, 1, 1]) - 0.5) * 0.5
-    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-    x = (x - mean) * (rng.uniform([n, 1, 1, 1]) + 0.5) + mean
-    pad = size // 8
-    xp = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
-    ox = rng.uniform([], 0, 2 * pad + 1, dtype=tf.int32)
-    oy = rng.uniform([], 0, 2 * pad + 1, dtype=tf.int32)
-    x = xp[:, oy:oy + size, ox:ox + size, :]
-    cut = size // 2
-    cy = rng.uniform([n, 1, 1, 1], 0, size, dtype=tf.int32)
-    cx = rng.uniform([n, 1, 1, 1], 0, size, dtype=tf.int32)
-    yy = tf.reshape(tf.range(size), [1, size, 1, 1])
-    xx = tf.reshape(tf.range(size), [1, 1, size, 1])
-    inside = (tf.abs(yy - cy) < cut // 2) & (tf.abs(xx - cx) < cut // 2)
-    return tf.where(inside, tf.zeros_like(x), x)
-
-
 def load_gan_images(cfg: GanConfig) -> tuple[np.ndarray, np.ndarray]:
     """Training-split images of the chosen classes, in [-1, 1], with class indices."""
     from pneumo.train.data import CLASS_NAMES, load_arrays, make_split
@@ -158,18 +147,27 @@ def load_gan_images(cfg: GanConfig) -> tuple[np.ndarray, np.ndarray]:
     return (x.astype(np.float32)[..., None] / 127.5 - 1.0), labels
 
 
+CHECKPOINTS_KEPT = 2
+"""Checkpoint folders kept in ckpt/ (the newest)."""
+
+
 class GanTrainer:
-    """Seeded, checkpointed GAN training on the CPU or a GPU."""
+    """Seeded, checkpointed GAN training on the CPU or a GPU (TensorFlow or JAX backend)."""
 
     def __init__(self, cfg: GanConfig):
         import keras
-        import tensorflow as tf
+
+        from pneumo.train.gan_step import make_step
 
         if cfg.kind not in GAN_KINDS:
             raise ValueError(f"unknown GAN {cfg.kind!r}; choose from {GAN_KINDS}")
         self.cfg = cfg
+        self.backend = keras.backend.backend()
         keras.utils.set_random_seed(cfg.seed)
-        tf.config.experimental.enable_op_determinism()
+        if self.backend == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.experimental.enable_op_determinism()
         self.n_classes = len(cfg.classes)
         self.G = build_generator(cfg.kind, cfg.img_size, cfg.z_dim, self.n_classes)
         self.D = build_discriminator(cfg.kind, cfg.img_size, self.n_classes)
@@ -178,58 +176,38 @@ class GanTrainer:
         self.opt_d = keras.optimizers.Adam(cfg.lr_d, beta_1=beta1, beta_2=0.999)
         self.opt_g.build(self.G.trainable_variables)
         self.opt_d.build(self.D.trainable_variables)
-        self.rng = tf.random.Generator.from_seed(cfg.seed)
-        self.step = tf.Variable(0, dtype=tf.int64)
-        self.ckpt = tf.train.Checkpoint(
-            G=self.G, D=self.D, opt_g=self.opt_g, opt_d=self.opt_d, rng=self.rng, step=self.step
-        )
-        self.manager = tf.train.CheckpointManager(self.ckpt, str(Path(cfg.out) / "ckpt"),
-                                                  max_to_keep=2)
+        self.step = 0
+        self.ckpt_dir = Path(cfg.out) / "ckpt"
         fixed = np.random.default_rng(cfg.seed).standard_normal((16, cfg.z_dim))
         self.fixed_z = fixed.astype(np.float32)
         self.fixed_c = (np.arange(16) % self.n_classes).astype(np.int32)
-        self._train_step = tf.function(self._step)
+        self._train_step = make_step(self.G, self.D, self.opt_g, self.opt_d, cfg.kind, cfg.z_dim)
 
     def _inputs(self, x, c):
         return [x, c] if self.cfg.kind == "sngan" else [x]
 
-    def _step(self, real, labels):
-        import tensorflow as tf
-
-        n = tf.shape(real)[0]
-        z = self.rng.normal([n, self.cfg.z_dim])
-        aug = self.cfg.kind == "sngan"
-        with tf.GradientTape() as tg, tf.GradientTape() as td:
-            fake = self.G(self._inputs(z, labels), training=True)
-            r_in = diff_augment(real, self.rng) if aug else real
-            f_in = diff_augment(fake, self.rng) if aug else fake
-            d_real = self.D(self._inputs(r_in, labels), training=True)
-            d_fake = self.D(self._inputs(f_in, labels), training=True)
-            if self.cfg.kind == "sngan":  # hinge loss
-                loss_d = tf.reduce_mean(tf.nn.relu(1 - d_real)) + tf.reduce_mean(
-                    tf.nn.relu(1 + d_fake))
-                loss_g = -tf.reduce_mean(d_fake)
-            else:
-                bce = tf.nn.sigmoid_cross_entropy_with_logits
-                loss_d = tf.reduce_mean(bce(tf.ones_like(d_real), d_real)) + tf.reduce_mean(
-                    bce(tf.zeros_like(d_fake), d_fake))
-                loss_g = tf.reduce_mean(bce(tf.ones_like(d_fake), d_fake))
-        self.opt_d.apply_gradients(zip(td.gradient(loss_d, self.D.trainable_variables),
-                                       self.D.trainable_variables, strict=True))
-        self.opt_g.apply_gradients(zip(tg.gradient(loss_g, self.G.trainable_variables),
-                                       self.G.trainable_variables, strict=True))
-        self.step.assign_add(1)
-        return loss_d, loss_g
-
     def restore(self) -> bool:
-        """Restore the latest checkpoint if there is one."""
-        latest = self.manager.latest_checkpoint
-        if latest:
-            self.ckpt.restore(latest).expect_partial()
-        return bool(latest)
+        """Restore the latest checkpoint if there is one (False: none in this format)."""
+        latest = self.ckpt_dir / "latest"
+        if not latest.is_file():
+            if (self.ckpt_dir / "checkpoint").exists():
+                log.warning("%s holds a checkpoint of the earlier (tf.train) format, which "
+                            "this version does not resume: starting over", self.ckpt_dir)
+            return False
+        folder = self.ckpt_dir / latest.read_text().strip()
+        self.G.load_weights(folder / "generator.weights.h5")
+        self.D.load_weights(folder / "discriminator.weights.h5")
+        with np.load(folder / "optimizers.npz") as saved:
+            for prefix, opt in (("g", self.opt_g), ("d", self.opt_d)):
+                for i, v in enumerate(opt.variables):
+                    v.assign(saved[f"{prefix}{i}"])
+        self.step = int(json.loads((folder / "state.json").read_text())["step"])
+        self._train_step.reload()
+        return True
 
     def generate(self, z: np.ndarray, labels: np.ndarray, batch: int = 64) -> np.ndarray:
         """Images in [0, 1], shape (N, S, S, 1)."""
+        self._train_step.sync()
         outs = []
         for i in range(0, len(z), batch):
             args = self._inputs(z[i:i + batch], labels[i:i + batch])
@@ -258,50 +236,75 @@ class GanTrainer:
         return idx
 
     def save_checkpoint(self) -> Path:
-        """Save the full training state (models, optimizers, random state, step)."""
-        return Path(self.manager.save(checkpoint_number=int(self.step.numpy())))
+        """Save the full training state (Keras-native weights, optimizers, step); atomic."""
+        self._train_step.sync()
+        name = f"step-{self.step:06d}"
+        folder, tmp = self.ckpt_dir / name, self.ckpt_dir / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.G.save_weights(tmp / "generator.weights.h5")
+        self.D.save_weights(tmp / "discriminator.weights.h5")
+        np.savez(tmp / "optimizers.npz",
+                 **{f"g{i}": np.asarray(v) for i, v in enumerate(self.opt_g.variables)},
+                 **{f"d{i}": np.asarray(v) for i, v in enumerate(self.opt_d.variables)})
+        (tmp / "state.json").write_text(json.dumps({"step": self.step,
+                                                    "backend": self.backend}))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+        (self.ckpt_dir / "latest.tmp").write_text(name)
+        os.replace(self.ckpt_dir / "latest.tmp", self.ckpt_dir / "latest")
+        for old in sorted(self.ckpt_dir.glob("step-*"))[:-CHECKPOINTS_KEPT]:
+            shutil.rmtree(old, ignore_errors=True)
+        return folder
 
-    def train(self, x: np.ndarray, labels: np.ndarray) -> dict:
+    def train(self, x: np.ndarray, labels: np.ndarray,
+              on_eval: Callable[[GanTrainer], None] | None = None) -> dict:
         """Run until cfg.steps, logging losses, writing sample grids and checkpoints.
 
         A checkpoint is written every cfg.checkpoint_every steps, at the end, and when the
         run is interrupted (Ctrl-C), so `--resume` loses at most the step in flight.
+        `on_eval` (the quality curve) is called every cfg.eval_every steps.
         """
-        import tensorflow as tf
+        from pneumo.train.gan_step import step_seed
 
         cfg = self.cfg
         out = Path(cfg.out)
         (out / "samples").mkdir(parents=True, exist_ok=True)
         log_path = out / "losses.csv"
-        start = int(self.step.numpy())
+        start = self.step
         _truncate_losses(log_path, start)
         t0 = time.time()
-        step = start
         try:
-            while step < cfg.steps:
-                idx = self._batch_indices(step, len(x))
-                loss_d, loss_g = self._train_step(tf.constant(x[idx]), tf.constant(labels[idx]))
-                step += 1
+            while self.step < cfg.steps:
+                idx = self._batch_indices(self.step, len(x))
+                loss_d, loss_g = self._train_step(x[idx], labels[idx],
+                                                  step_seed(cfg.seed, self.step))
+                self.step += 1
+                step = self.step
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     secs = time.time() - t0
                     with log_path.open("a") as f:
-                        f.write(f"{step},{float(loss_d):.5f},{float(loss_g):.5f},{secs:.1f}\n")
+                        f.write(f"{step},{loss_d:.5f},{loss_g:.5f},{secs:.1f}\n")
                     per_step = secs / (step - start)
-                    log.info("step %d/%d loss_d %.4f loss_g %.4f (%.2f s/step, %.0f s left)",
-                             step, cfg.steps, float(loss_d), float(loss_g), per_step,
+                    log.info("step %d/%d loss_d %.4f loss_g %.4f (%.3f s/step, %.0f s left)",
+                             step, cfg.steps, loss_d, loss_g, per_step,
                              per_step * (cfg.steps - step))
                 if step % cfg.sample_every == 0 or step == cfg.steps:
                     self.save_grid(out / "samples" / f"step{step:06d}.png")
+                if on_eval is not None and cfg.eval_every and (
+                        step % cfg.eval_every == 0 or step == cfg.steps):
+                    on_eval(self)
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                     self.save_checkpoint()
-                    log.info("checkpoint at step %d in %s", step, out / "ckpt")
+                    log.info("checkpoint at step %d in %s", step, self.ckpt_dir)
         except KeyboardInterrupt:
-            if int(self.step.numpy()) > start:
+            if self.step > start:
                 self.save_checkpoint()
                 log.warning("interrupted: checkpoint at step %d; continue with --resume",
-                            int(self.step.numpy()))
+                            self.step)
             raise
-        return {"steps": int(self.step.numpy()), "seconds": round(time.time() - t0, 1)}
+        return {"steps": self.step, "seconds": round(time.time() - t0, 1),
+                "backend": self.backend}
 
 
 def _truncate_losses(path: Path, start: int) -> None:
@@ -334,17 +337,29 @@ def train_gan(cfg: GanConfig, *, resume: bool = False) -> dict:
             log.warning("resuming with the saved %s (the run's own), not the ones given",
                         ", ".join(f"{k}={saved[k]}" for k in changed))
         cfg = GanConfig(**{**asdict(cfg), **{k: saved[k] for k in _STATE_FIELDS if k in saved}})
-    elif (out / "ckpt" / "checkpoint").exists():
+    elif (out / "ckpt").exists():
         log.warning("%s already holds a GAN checkpoint: starting over (pass --resume to "
                     "continue it)", out)
+        shutil.rmtree(out / "ckpt")
+        for stale in ("quality.csv", "quality_model.json"):
+            (out / stale).unlink(missing_ok=True)
     cfg_path.write_text(json.dumps(asdict(cfg), indent=2))
     trainer = GanTrainer(cfg)
     if resume and trainer.restore():
-        log.info("resumed at step %d of %d", int(trainer.step.numpy()), cfg.steps)
+        log.info("resumed at step %d of %d", trainer.step, cfg.steps)
     x, labels = load_gan_images(cfg)
-    log.info("%s: %d training images of %s at %d px; %d steps, checkpoint every %d",
-             cfg.kind, len(x), list(cfg.classes), cfg.img_size, cfg.steps, cfg.checkpoint_every)
-    return trainer.train(x, labels)
+    log.info("%s on %s: %d training images of %s at %d px; %d steps, checkpoint every %d",
+             cfg.kind, trainer.backend, len(x), list(cfg.classes), cfg.img_size, cfg.steps,
+             cfg.checkpoint_every)
+    curve = None
+    if cfg.eval_every:
+        from pneumo.app.pipeline.onnx_model import DEFAULT_MODEL
+        from pneumo.train.gan_quality import QualityCurve
+
+        real_u8 = np.round((x[labels == 0, ..., 0] + 1.0) * 127.5).astype(np.uint8)
+        curve = QualityCurve(out, real_u8, cfg.eval_model or DEFAULT_MODEL, n=cfg.eval_n,
+                             seed=cfg.seed)
+    return trainer.train(x, labels, on_eval=curve)
 
 
 def load_trainer(checkpoint_dir: str | Path) -> GanTrainer:
@@ -387,7 +402,7 @@ def sample_gan(checkpoint: str | Path, n: int, out: str | Path, *, seed: int = 0
     chosen = sample_classes(classes, class_name)
     out = Path(out)
     rng = np.random.default_rng(seed)
-    step = int(trainer.step.numpy())
+    step = trainer.step
     rows = []
     for cls in chosen:
         z = rng.standard_normal((n, trainer.cfg.z_dim)).astype(np.float32)

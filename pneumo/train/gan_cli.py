@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pneumo import extras
-from pneumo.train.config import GAN_SIZES
+from pneumo.train.config import BACKENDS, GAN_SIZES
 
 CLASS_CHOICES = ["NORMAL", "PNEUMONIA"]
 
@@ -29,14 +29,21 @@ def train_classes(kind: str, classes: list[str] | None, cls: str | None) -> tupl
 
 
 def _gan_train(args: argparse.Namespace) -> int:
-    from pneumo.train.gan import GanConfig, train_gan
+    import os
 
+    if args.backend != "tensorflow":  # read by Keras when it is first imported
+        os.environ["KERAS_BACKEND"] = args.backend
+    from pneumo.train.gan import GanConfig, train_gan
+    from pneumo.train.trainer import check_backend
+
+    check_backend(args.backend)
     cfg = GanConfig(data=args.data, out=args.out, kind=args.kind,
                     classes=train_classes(args.kind, args.classes, args.cls),
                     img_size=args.img_size, steps=args.steps, batch_size=args.batch_size,
                     seed=args.seed, sample_every=args.sample_every,
                     checkpoint_every=args.checkpoint_every or args.sample_every,
-                    log_every=args.log_every)
+                    log_every=args.log_every, eval_every=args.eval_every, eval_n=args.eval_n,
+                    eval_model=args.eval_model)
     train_gan(cfg, resume=args.resume)
     return 0
 
@@ -101,6 +108,18 @@ def add_subcommands(sub) -> None:
                    help="log step, losses and time left every N steps (and to losses.csv) "
                         "(default: %(default)s)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    t.add_argument("--backend", choices=BACKENDS, default="tensorflow",
+                   help="Keras backend: jax runs on a GPU machine without TensorFlow (same GAN, "
+                        "same checkpoints) (default: %(default)s)")
+    t.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="every N steps, score --eval-n synthetic images (domain FID, precision/"
+                        "recall, memorisation) into quality.csv/quality.png; 0: off (default: "
+                        "%(default)s)")
+    t.add_argument("--eval-n", type=int, default=500, metavar="N",
+                   help="synthetic images per point of the quality curve (default: %(default)s)")
+    t.add_argument("--eval-model", default=None, metavar="ONNX",
+                   help="feature model of the quality curve, pinned by its sha256 for the run "
+                        "(default: the bundled classifier)")
     t.set_defaults(func=_gan_train)
     extras.needs_train_extra(t)
 
