@@ -1,6 +1,8 @@
-"""A trained student next to the shipped pair, in one run: int8 ms on 1 and 2 threads (batch 1)
-and HTTP p50 of `POST /api/v1/predict` with a 2-megapixel JPEG (one client), each model served
-by its own real Waitress server on loopback. Run from the repository root on an idle machine:
+"""A trained student next to the shipped pair, in one run: int8 ms on 1 and 2 threads (batch 1),
+HTTP p50 of `POST /api/v1/predict` with a 2-megapixel JPEG (one client, closed loop) and the
+request path of that upload step by step (pneumo.bench.request_path: p50 of the API's laps over
+100 uploads after 10 warm-ups), each model served by its own real Waitress server on loopback.
+Run from the repository root on an idle machine:
 
     python reports/recipe/students/speed.py runs/students/export-stem4-224-T2-s1/model.int8.onnx \
         --out reports/recipe/students/speed-stem4-224-T2-s1.json
@@ -15,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from pneumo.app.pipeline.onnx_model import DEFAULT_MODEL, OnnxModel
-from pneumo.bench import http_load, preprocessing
+from pneumo.bench import http_load, preprocessing, request_path
 from pneumo.bench.architectures import measure_file
 from pneumo.bench.machine import machine_info
 from pneumo.bench.timing import Settings
@@ -41,7 +43,8 @@ def main() -> int:
         level = http["levels"][0]
         row["http_p50_ms"] = level["latency"]["p50"]
         row["http_rps_1_client"] = level["throughput_rps"]
-        row["server_timings_ms"] = http["server_timings_ms_last_warmup"]
+        with tempfile.TemporaryDirectory() as tmp:
+            row["request_path"] = request_path.profile_model(Path(path), image, Path(tmp))
         rows[name] = row
     result = {"machine": machine_info(), "rows": rows,
               "x_faster_1_thread": rows["pair"]["ms_1t"] / rows["student"]["ms_1t"],
