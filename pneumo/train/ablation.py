@@ -49,7 +49,7 @@ SCORES_FILE = "ablation_metrics.json"
 PREDICTIONS_FILE = "ablation_predictions.npz"
 # TrainConfig fields that must be equal for every run of one ablation folder
 RECIPE_FIELDS = ("epochs", "img_size", "arch", "batch_size", "learning_rate", "weight_decay",
-                 "val_fraction", "split_seed", "augment", "augment_set", "synthetic",
+                 "val_fraction", "split_seed", "augment", "augment_set", "augment_off", "synthetic",
                  "intensity", "label_smoothing", "mixup", "balance", "width", "select")
 
 log = logging.getLogger(__name__)
@@ -186,13 +186,15 @@ def run_ablation(data: str, synthetic: str | None, out: str, *, seeds: int = 3,
 
     `recipe` holds further TrainConfig fields shared by every run (intensity, select,
     label_smoothing, mixup, balance, width, arch, batch_size, learning_rate, weight_decay,
-    augment_set); `augment_set` applies to the augmented variants only.
+    augment_set, augment_off); `augment_set` and `augment_off` apply to the augmented
+    variants only.
     """
     from pneumo.train.data import list_class_folder, refuse_external_val
     from pneumo.train.trainer import TrainConfig, train
 
     recipe = dict(recipe or {})
     aug_set = list(recipe.pop("augment_set", []) or [])
+    aug_off = list(recipe.pop("augment_off", []) or [])
     out_p = Path(out)
     out_p.mkdir(parents=True, exist_ok=True)
     names = variants or list(VARIANTS)
@@ -224,6 +226,7 @@ def run_ablation(data: str, synthetic: str | None, out: str, *, seeds: int = 3,
                               seed=k, split_seed=split_seed,
                               augment=augment if augmented else "none",
                               augment_set=aug_set if augmented else [],
+                              augment_off=aug_off if augmented else [],
                               synthetic=synthetic if VARIANTS[v]["synthetic"] else None,
                               patience=epochs, cache_dir=str(cache),
                               external_val=str(eval_dir) if eval_dir else None, **recipe)
@@ -250,7 +253,8 @@ def run_ablation(data: str, synthetic: str | None, out: str, *, seeds: int = 3,
     else:
         log.warning("no paired comparison: it needs the baseline and another variant")
     info = {"epochs": epochs, "img_size": img_size, "seeds": seeds, "split_seed": split_seed,
-            "synthetic": synthetic, "augment": augment, "augment_set": aug_set, **recipe,
+            "synthetic": synthetic, "augment": augment, "augment_set": aug_set,
+            "augment_off": aug_off, **recipe,
             "variants": names, "n_boot": n_boot,
             "eval": {k: eval_info[k] for k in ("label", "folder")} if eval_info else None}
     write_ablation_report(summary, paired, out_p, info)

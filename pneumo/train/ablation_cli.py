@@ -14,7 +14,7 @@ def _ablation(args: argparse.Namespace) -> int:
               "weight_decay": args.weight_decay, "intensity": args.intensity,
               "label_smoothing": args.label_smoothing, "mixup": args.mixup,
               "balance": args.balance, "width": args.width, "select": args.select,
-              "augment_set": args.aug_set or []}
+              "augment_set": args.aug_set or [], "augment_off": args.no_aug or []}
     run_ablation(args.data, args.synthetic, args.out, seeds=args.seeds, epochs=args.epochs,
                  img_size=args.img_size, variants=args.variants, eval_data=args.eval_data,
                  split_seed=args.split_seed, eval_name=args.eval_label, augment=args.augment,
@@ -85,5 +85,8 @@ def add_subcommand(sub) -> None:
                         "none) (default: %(default)s)")
     r.add_argument("--aug-set", action="append", metavar="NAME=VALUE",
                    help="augmentation strength for the augmented variants; repeatable")
+    r.add_argument("--no-aug", action="append", metavar="NAME",
+                   help="switch one augmentation off in the augmented variants (e.g. flip: a "
+                        "chest is not symmetric); repeatable")
     a.set_defaults(func=_ablation)
     extras.needs_train_extra(a)

@@ -148,7 +148,9 @@ def load_gan_images(cfg: GanConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 CHECKPOINTS_KEPT = 2
-"""Checkpoint folders kept in ckpt/ (the newest)."""
+"""Checkpoint folders kept in ckpt/ (the newest), besides ckpt/best."""
+BEST = "best"
+"""ckpt/ subfolder of the checkpoint the quality curve picked (lowest domain FID so far)."""
 
 
 class GanTrainer:
@@ -186,15 +188,22 @@ class GanTrainer:
     def _inputs(self, x, c):
         return [x, c] if self.cfg.kind == "sngan" else [x]
 
-    def restore(self) -> bool:
-        """Restore the latest checkpoint if there is one (False: none in this format)."""
+    def restore(self, *, best: bool = False) -> bool:
+        """Restore the latest checkpoint (or with ``best`` the one the quality curve picked)
+        if there is one (False: none in this format)."""
         latest = self.ckpt_dir / "latest"
-        if not latest.is_file():
+        if best:
+            folder = self.ckpt_dir / BEST
+            if not (folder / "state.json").is_file():
+                raise FileNotFoundError(f"no checkpoint picked by a quality curve under "
+                                        f"{self.ckpt_dir} (train with --eval-every)")
+        elif not latest.is_file():
             if (self.ckpt_dir / "checkpoint").exists():
                 log.warning("%s holds a checkpoint of the earlier (tf.train) format, which "
                             "this version does not resume: starting over", self.ckpt_dir)
             return False
-        folder = self.ckpt_dir / latest.read_text().strip()
+        else:
+            folder = self.ckpt_dir / latest.read_text().strip()
         self.G.load_weights(folder / "generator.weights.h5")
         self.D.load_weights(folder / "discriminator.weights.h5")
         with np.load(folder / "optimizers.npz") as saved:
@@ -235,10 +244,13 @@ class GanTrainer:
             idx = np.concatenate([idx, nxt[: bs - len(idx)]])
         return idx
 
-    def save_checkpoint(self) -> Path:
-        """Save the full training state (Keras-native weights, optimizers, step); atomic."""
+    def save_checkpoint(self, *, best: bool = False) -> Path:
+        """Save the full training state (Keras-native weights, optimizers, step); atomic.
+
+        With ``best``: into ckpt/best (the quality curve's pick so far), kept apart from the
+        newest checkpoints and never pruned."""
         self._train_step.sync()
-        name = f"step-{self.step:06d}"
+        name = BEST if best else f"step-{self.step:06d}"
         folder, tmp = self.ckpt_dir / name, self.ckpt_dir / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -251,6 +263,8 @@ class GanTrainer:
                                                     "backend": self.backend}))
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
+        if best:
+            return folder
         (self.ckpt_dir / "latest.tmp").write_text(name)
         os.replace(self.ckpt_dir / "latest.tmp", self.ckpt_dir / "latest")
         for old in sorted(self.ckpt_dir.glob("step-*"))[:-CHECKPOINTS_KEPT]:
@@ -362,8 +376,9 @@ def train_gan(cfg: GanConfig, *, resume: bool = False) -> dict:
     return trainer.train(x, labels, on_eval=curve)
 
 
-def load_trainer(checkpoint_dir: str | Path) -> GanTrainer:
-    """A GanTrainer restored from a run folder (or its ckpt/ subfolder)."""
+def load_trainer(checkpoint_dir: str | Path, *, best: bool = False) -> GanTrainer:
+    """A GanTrainer restored from a run folder (or its ckpt/ subfolder): its newest
+    checkpoint, or with ``best`` the one its quality curve picked."""
     run = Path(checkpoint_dir)
     if run.name == "ckpt":
         run = run.parent
@@ -372,7 +387,7 @@ def load_trainer(checkpoint_dir: str | Path) -> GanTrainer:
     saved["out"] = str(run)
     known = set(GanConfig.__dataclass_fields__)
     trainer = GanTrainer(GanConfig(**{k: v for k, v in saved.items() if k in known}))
-    if not trainer.restore():
+    if not trainer.restore(best=best):
         raise FileNotFoundError(f"no checkpoint under {run / 'ckpt'}")
     return trainer
 
@@ -389,7 +404,7 @@ def sample_classes(trained: list[str], wanted: str | None) -> list[str]:
 
 
 def sample_gan(checkpoint: str | Path, n: int, out: str | Path, *, seed: int = 0,
-               class_name: str | None = None) -> Path:
+               class_name: str | None = None, best: bool = False) -> Path:
     """Write n synthetic PNGs per class in the Kaggle layout (OUT/CLASS/...) with manifest.csv.
 
     Images have the GAN's own size (gan_config.json img_size). `class_name` is one class,
@@ -397,7 +412,7 @@ def sample_gan(checkpoint: str | Path, n: int, out: str | Path, *, seed: int = 0
     """
     from PIL import Image
 
-    trainer = load_trainer(checkpoint)
+    trainer = load_trainer(checkpoint, best=best)
     classes = list(trainer.cfg.classes)
     chosen = sample_classes(classes, class_name)
     out = Path(out)

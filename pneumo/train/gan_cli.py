@@ -51,7 +51,8 @@ def _gan_train(args: argparse.Namespace) -> int:
 def _gan_sample(args: argparse.Namespace) -> int:
     from pneumo.train.gan import sample_gan
 
-    sample_gan(args.checkpoint, args.n, args.out, seed=args.seed, class_name=args.cls)
+    sample_gan(args.checkpoint, args.n, args.out, seed=args.seed, class_name=args.cls,
+               best=args.best)
     return 0
 
 
@@ -135,6 +136,9 @@ def add_subcommands(sub) -> None:
     s.add_argument("--seed", type=int, default=0,
                    help="seed of the latent noise (part of the file names) "
                         "(default: %(default)s)")
+    s.add_argument("--best", action="store_true",
+                   help="draw from the checkpoint the run's quality curve picked (lowest "
+                        "domain FID; a run trained with --eval-every), not the newest")
     s.set_defaults(func=_gan_sample)
     extras.needs_train_extra(s)
 

@@ -85,13 +85,15 @@ class QualityCurve:
                "best_ssim_p50": float(np.median(mem["best_ssim"])),
                "best_ssim_max": float(mem["best_ssim"].max()), "n_synthetic": self.n,
                "n_real": len(self.real_f), "seconds": round(time.time() - t0, 1)}
-        self._append(row)
+        if self._append(row):
+            trainer.save_checkpoint(best=True)
         log.info("quality at step %d: domain FID %.2f, precision %.3f, recall %.3f, near copies "
                  "%.1f %% (%.0f s)", row["step"], row["domain_fid"], row["precision"],
                  row["recall"], 100 * row["near_copy_fraction"], row["seconds"])
         return row
 
-    def _append(self, row: dict) -> None:
+    def _append(self, row: dict) -> bool:
+        """Add the row (replacing later ones of an interrupted run); True if it is the best."""
         path = self.out / "quality.csv"
         rows = read_curve(path)
         rows = [r for r in rows if int(r["step"]) < row["step"]] + [row]  # a resumed run
@@ -103,6 +105,7 @@ class QualityCurve:
             plot_curve(rows, self.out / "quality.png")
         except ImportError:
             log.info("matplotlib missing: quality.png not drawn")
+        return best_step(rows) == row["step"]
 
 
 def read_curve(path: str | Path) -> list[dict]:
@@ -115,7 +118,7 @@ def read_curve(path: str | Path) -> list[dict]:
 
 
 def best_step(rows: list[dict]) -> int:
-    """The checkpoint the curve picks: the lowest domain FID."""
+    """The checkpoint the curve picks: the lowest domain FID (the earliest among ties)."""
     return int(min(rows, key=lambda r: float(r["domain_fid"]))["step"])
 
 

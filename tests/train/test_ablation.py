@@ -93,12 +93,13 @@ def test_ablation_with_eval_data_writes_the_paired_report_and_resumes(tmp_path, 
     args = ["ablation", "--data", str(data), "--synthetic", str(tmp_path / "syn"),
             "--out", str(tmp_path / "abl"), "--eval-data", str(ext), "--seeds", "2",
             "--epochs", "1", "--img-size", "32", "--batch-size", "8", "--n-boot", "50",
-            "--variants", "baseline", "gan", "--intensity", "equalize", "--select", "last"]
+            "--variants", "baseline", "gan", "augmentation", "--intensity", "equalize",
+            "--select", "last", "--no-aug", "flip"]
     assert main(args) == 0
     rep = json.loads((tmp_path / "abl" / "ablation.json").read_text())
     paired = rep["paired"]["eval"]
     assert paired["label"] == EXTERNAL_LABEL and paired["n"] == 10
-    assert set(paired["variants"]) == {"gan"}
+    assert set(paired["variants"]) == {"gan", "augmentation"}
     for row in paired["variants"]["gan"]["per_seed"]:
         for m in ("auc", "spec_at_sens95"):
             assert set(row[m]) == {"baseline", "variant", "diff", "ci95"}
@@ -108,7 +109,12 @@ def test_ablation_with_eval_data_writes_the_paired_report_and_resumes(tmp_path, 
         mean = paired["variants"]["gan"]["mean"][m]
         assert {"diff", "ci95", "verdict", "seeds"} <= set(mean) and mean["seeds"] == 2
     assert "val" in rep["paired"] and set(rep["summary"]) == {"val", "eval"}
-    assert set(rep["summary"]["val"]) == {"baseline", "gan"}
+    assert set(rep["summary"]["val"]) == {"baseline", "gan", "augmentation"}
+    # --no-aug switches the flip off in the augmented variant only
+    def config(v):
+        return json.loads((tmp_path / "abl" / v / "seed0" / "config.json").read_text())
+    assert config("augmentation")["augment_off"] == ["flip"]
+    assert config("baseline")["augment_off"] == [] and config("baseline")["augment"] == "none"
     assert len(rep["summary"]["val"]["gan"]["auc"]["values"]) == 2
     assert rep["info"]["intensity"] == "equalize" and rep["info"]["select"] == "last"
     md = (tmp_path / "abl" / "ablation.md").read_text()
@@ -136,6 +142,6 @@ def test_ablation_with_eval_data_writes_the_paired_report_and_resumes(tmp_path, 
     caplog.set_level("INFO", logger="pneumo.train.ablation")
     assert main(args) == 0
     assert model.stat().st_mtime_ns == stamp
-    assert caplog.text.count("finished earlier, skipped") == 4
+    assert caplog.text.count("finished earlier, skipped") == 6
     again = json.loads((tmp_path / "abl" / "ablation.json").read_text())
     assert again["paired"]["eval"]["variants"]["gan"]["mean"] == paired["variants"]["gan"]["mean"]

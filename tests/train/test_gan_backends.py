@@ -19,6 +19,7 @@ pytest.importorskip("tensorflow")
 pytest.importorskip("jax")
 
 from pneumo.app.pipeline.onnx_model import DEFAULT_MODEL  # noqa: E402
+from pneumo.cli import main  # noqa: E402
 from pneumo.train.gan import GanConfig, load_trainer, train_gan  # noqa: E402
 from pneumo.train.gan_quality import best_step, read_curve  # noqa: E402
 
@@ -102,8 +103,15 @@ def test_the_quality_curve_is_written_and_its_feature_model_is_pinned(tiny_data,
     for r in rows:
         assert float(r["domain_fid"]) >= 0 and 0 <= float(r["recall"]) <= 1
         assert int(r["n_synthetic"]) == 16
-    assert best_step(rows) in (2, 4)
+    best = best_step(rows)
+    assert best in (2, 4)
     assert (tmp_path / "g" / "quality.png").stat().st_size > 0
+    # the curve's pick is kept apart from the newest checkpoints, and sampled with --best
+    assert json.loads((tmp_path / "g" / "ckpt" / "best" / "state.json").read_text())["step"] == best
+    assert main(["gan", "sample", "--checkpoint", str(tmp_path / "g"), "--best", "--n", "3",
+                 "--out", str(tmp_path / "syn")]) == 0
+    manifest = list(csv.DictReader((tmp_path / "syn" / "manifest.csv").open()))
+    assert {r["checkpoint_step"] for r in manifest} == {str(best)} and len(manifest) == 3
     pin = json.loads((tmp_path / "g" / "quality_model.json").read_text())
     assert len(pin["sha256"]) == 64
     # a resumed run whose feature model is not the pinned one is refused
