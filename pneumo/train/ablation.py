@@ -30,6 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pneumo.train.ablation_report import (
+    CROSS_FIT_METRIC,
+    METRICS,
+    PAIRED_METRICS,
+    TABLE_METRICS,
+    write_ablation_report,
+)
 from pneumo.train.metrics import auc, auc_rows, metrics_at, specificity_at_sensitivity
 
 VARIANTS = {
@@ -40,9 +47,6 @@ VARIANTS = {
 }
 VARIANT_PROSE = {"augmentation": "Augmentation", "gan": "GAN images",
                  "combined": "Augmentation + GAN images"}
-METRICS = ("accuracy", "precision", "sensitivity", "f1", "auc")
-TABLE_METRICS = METRICS + ("spec_at_sens95",)
-PAIRED_METRICS = {"auc": "AUC", "spec_at_sens95": "specificity at sensitivity >= 0.95"}
 MIN_SENSITIVITY = 0.95
 SCORES_VERSION = 2
 SCORES_FILE = "ablation_metrics.json"
@@ -295,12 +299,36 @@ def stratified_indices(y: np.ndarray, n_boot: int, seed: int = 0) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def _draw_metrics(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
+def crossfit_calls(y: np.ndarray, p: np.ndarray, names) -> np.ndarray:
+    """The balanced-mode calls (0/1) of cross-fitted calibration and thresholds: each image
+    called with the half it was not in (calibration.cross_fit, seed 0)."""
+    from pneumo.train.calibration import cross_fit
+
+    cf = cross_fit(y, p, [str(n) for n in names], n_boot=0)
+    calls = np.zeros(len(y), dtype=int)
+    for half, measured in zip(cf["halves"], (cf["split"]["b"], cf["split"]["a"]), strict=True):
+        calls[measured] = cf["p_crossfit"][measured] >= half["thresholds"]["balanced"]
+    return calls
+
+
+def _point_metrics(y: np.ndarray, p: np.ndarray, calls: np.ndarray | None) -> dict[str, float]:
+    out = {"auc": auc(y, p),
+           "spec_at_sens95": specificity_at_sensitivity(y, p, MIN_SENSITIVITY)}
+    if calls is not None:
+        out["crossfit_balanced_spec"] = float((calls[y == 0] == 0).mean())
+    return out
+
+
+def _draw_metrics(y: np.ndarray, p: np.ndarray, idx: np.ndarray,
+                  calls: np.ndarray | None = None) -> dict[str, np.ndarray]:
     ys = y[idx[0]]
     rows = p[idx]
-    return {"auc": auc_rows(ys, rows),
-            "spec_at_sens95": np.array([specificity_at_sensitivity(ys, r, MIN_SENSITIVITY)
-                                        for r in rows])}
+    out = {"auc": auc_rows(ys, rows),
+           "spec_at_sens95": np.array([specificity_at_sensitivity(ys, r, MIN_SENSITIVITY)
+                                       for r in rows])}
+    if calls is not None:  # the calls are made once per run; the images are resampled
+        out["crossfit_balanced_spec"] = (calls[idx] == 0)[:, ys == 0].mean(axis=1)
+    return out
 
 
 def _ci(draws: np.ndarray) -> list[float]:
@@ -329,31 +357,38 @@ def paired_comparison(preds: dict[str, list[dict]], key: str, *, n_boot: int = 1
     base = preds["baseline"]
     y = base[0][f"y_{key}"]
     idx = stratified_indices(y, n_boot, seed)
-    base_draws = [_draw_metrics(y, b[f"p_{key}"], idx) for b in base]
+    metrics = {**PAIRED_METRICS, **(CROSS_FIT_METRIC if key == "eval" else {})}
+
+    def calls(run: dict) -> np.ndarray | None:
+        return crossfit_calls(y, run[f"p_{key}"], run["eval_paths"]) if key == "eval" else None
+
+    base_calls = [calls(b) for b in base]
+    base_draws = [_draw_metrics(y, b[f"p_{key}"], idx, c) for b, c in zip(base, base_calls,
+                                                                         strict=True)]
     out: dict = {"n": int(len(y)), "n_boot": n_boot, "min_sensitivity": MIN_SENSITIVITY,
-                 "variants": {}}
+                 "metrics": metrics, "variants": {}}
     for v, runs in preds.items():
         if v == "baseline":
             continue
         res: dict = {"per_seed": [], "mean": {}}
-        diff_draws: dict[str, list[np.ndarray]] = {m: [] for m in PAIRED_METRICS}
+        diff_draws: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
         for k, (b, r) in enumerate(zip(base, runs, strict=False)):
             if not np.array_equal(r[f"y_{key}"], y) or (
                     key == "eval" and not np.array_equal(r["eval_paths"], b["eval_paths"])):
                 raise ValueError(f"{v} seed {k} was scored on other {key} images than baseline")
             pb, pv = b[f"p_{key}"], r[f"p_{key}"]
-            point = {"auc": (auc(y, pb), auc(y, pv)),
-                     "spec_at_sens95": (specificity_at_sensitivity(y, pb, MIN_SENSITIVITY),
-                                        specificity_at_sensitivity(y, pv, MIN_SENSITIVITY))}
-            vd = _draw_metrics(y, pv, idx)
+            cv = calls(r)
+            point_b, point_v = _point_metrics(y, pb, base_calls[k]), _point_metrics(y, pv, cv)
+            point = {m: (point_b[m], point_v[m]) for m in metrics}
+            vd = _draw_metrics(y, pv, idx, cv)
             row: dict = {"seed": k}
-            for m in PAIRED_METRICS:
+            for m in metrics:
                 d = vd[m] - base_draws[k][m]
                 diff_draws[m].append(d)
                 row[m] = {"baseline": point[m][0], "variant": point[m][1],
                           "diff": point[m][1] - point[m][0], "ci95": _ci(d)}
             res["per_seed"].append(row)
-        for m in PAIRED_METRICS:
+        for m in metrics:
             diffs = [r[m]["diff"] for r in res["per_seed"]]
             mean = float(np.mean(diffs))
             lo, hi = _ci(np.mean(diff_draws[m], axis=0))
@@ -364,134 +399,19 @@ def paired_comparison(preds: dict[str, list[dict]], key: str, *, n_boot: int = 1
             res["mean"][m] = {"diff": mean, "ci95": [lo, hi], "seeds": n, "seed_std": sd,
                               "seed_t_ci95": t_ci,
                               "verdict": verdict(lo, hi, diffs)}
-        res["conclusion"] = conclusion(v, res["mean"])
+        res["conclusion"] = conclusion(v, res["mean"], metrics)
         out["variants"][v] = res
     return out
 
 
-def conclusion(variant: str, mean: dict) -> str:
-    """One plain sentence: did the variant measurably change AUC / specificity at 0.95?"""
+def conclusion(variant: str, mean: dict, metrics: dict[str, str] | None = None) -> str:
+    """One plain sentence: did the variant measurably change each paired metric?"""
     words = {"gain": "measurable gain", "loss": "measurably worse", "none": "no measurable gain"}
     parts = []
-    for m, name in PAIRED_METRICS.items():
+    for m, name in (metrics or PAIRED_METRICS).items():
         r = mean[m]
         parts.append(f"{name}: {words[r['verdict']]}, difference {r['diff']:+.4f} "
                      f"(95% CI {r['ci95'][0]:+.4f} to {r['ci95'][1]:+.4f})")
     seeds = mean["auc"]["seeds"]
     return (f"{VARIANT_PROSE.get(variant, variant)} vs baseline ({seeds} seed"
             f"{'s' if seeds != 1 else ''}): " + "; ".join(parts) + ".")
-
-
-def _fmt_ci(ci: list[float]) -> str:
-    return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
-
-
-def _paired_lines(p: dict, *, conclusions: bool = True) -> list[str]:
-    lines = [f"## Paired comparison with the baseline: {p['label']}", "",
-             f"{p['n']} images. Each variant minus the baseline trained with the same seed on "
-             f"the same split; 95% CIs from a paired bootstrap over the images ({p['n_boot']} "
-             "draws, stratified by class, the same images for both models). The CI of the mean "
-             "over seeds resamples images once for every model; the seeds' own spread is the "
-             "t-interval. A gain or loss is called measurable only when the CI of the mean "
-             "excludes 0 and every seed agrees in sign.", ""]
-    if conclusions:
-        lines += [f"- **{r['conclusion']}**" for r in p["variants"].values()] + [""]
-    lines += ["| variant | seed | AUC baseline | AUC variant | AUC diff [95% CI] | "
-              "spec@sens0.95 baseline | spec@sens0.95 variant | spec diff [95% CI] |",
-              "|---|---|---|---|---|---|---|---|"]
-    for v, r in p["variants"].items():
-        for row in r["per_seed"]:
-            a, s = row["auc"], row["spec_at_sens95"]
-            lines.append(f"| {v} | {row['seed']} | {a['baseline']:.4f} | {a['variant']:.4f} | "
-                         f"{a['diff']:+.4f} {_fmt_ci(a['ci95'])} | {s['baseline']:.3f} | "
-                         f"{s['variant']:.3f} | {s['diff']:+.4f} {_fmt_ci(s['ci95'])} |")
-        a, s = r["mean"]["auc"], r["mean"]["spec_at_sens95"]
-        lines.append(f"| {v} | mean | | | **{a['diff']:+.4f}** {_fmt_ci(a['ci95'])} | | | "
-                     f"**{s['diff']:+.4f}** {_fmt_ci(s['ci95'])} |")
-        if a["seed_t_ci95"] and s["seed_t_ci95"]:
-            lines.append(f"| {v} | t-interval over seeds | | | {_fmt_ci(a['seed_t_ci95'])} | | | "
-                         f"{_fmt_ci(s['seed_t_ci95'])} |")
-    return lines + [""]
-
-
-def plot_paired(p: dict, path: Path) -> None:
-    """Per-seed differences (variant - baseline) with their 95% CIs, and the seed mean."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(PAIRED_METRICS), figsize=(6 * len(PAIRED_METRICS), 4))
-    variants = list(p["variants"])
-    for ax, (m, name) in zip(axes, PAIRED_METRICS.items(), strict=True):
-        for i, v in enumerate(variants):
-            rows = p["variants"][v]["per_seed"]
-            for j, row in enumerate(rows):
-                x = i + (j - (len(rows) - 1) / 2) * 0.12
-                d, (lo, hi) = row[m]["diff"], row[m]["ci95"]
-                ax.errorbar(x, d, yerr=[[d - lo], [hi - d]], fmt="o", color="tab:blue",
-                            capsize=3, label="per seed" if i == j == 0 else None)
-            mean = p["variants"][v]["mean"][m]
-            d, (lo, hi) = mean["diff"], mean["ci95"]
-            ax.errorbar(i + 0.4, d, yerr=[[d - lo], [hi - d]], fmt="D", color="black",
-                        capsize=4, label="mean over seeds" if i == 0 else None)
-        ax.axhline(0, color="grey", lw=1, ls="--")
-        ax.set_xticks(np.arange(len(variants)) + 0.1, [f"{v}\n- baseline" for v in variants])
-        ax.set_ylabel(f"difference in {name}")
-        ax.legend(fontsize=8)
-    fig.suptitle(f"Paired differences vs baseline, 95% bootstrap CIs: {p['label']} "
-                 f"(n = {p['n']})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def write_ablation_report(summary: dict, paired: dict, out: Path, info: dict) -> None:
-    """ablation.json, ablation.md, ablation.png and (with a paired comparison) ablation_paired.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    (out / "ablation.json").write_text(json.dumps(
-        {"info": info, "summary": summary, "paired": paired}, indent=2))
-    titles = {"val": "internal validation split",
-              "eval": (info.get("eval") or {}).get("label", "evaluation folder")}
-    lines = ["# Ablation: baseline / augmentation / GAN / combined", "",
-             f"Settings: {json.dumps(info)}.", ""]
-    if paired:
-        main = "eval" if "eval" in paired else "val"
-        lines += ["## Conclusion", "", f"On {paired[main]['label']}:", ""]
-        lines += [f"- {r['conclusion']}" for r in paired[main]["variants"].values()] + [""]
-        plot_paired(paired[main], out / "ablation_paired.png")
-        lines += _paired_lines(paired[main], conclusions=False) + ["![paired differences](ablation_paired.png)", ""]
-    metrics_desc = ("Threshold 0.5 for accuracy, precision, sensitivity and F1; spec_at_sens95 "
-                    "is the best specificity at sensitivity >= 0.95. Mean +/- std over seeds, "
-                    "95% t-interval in brackets.")
-    fig, axes = plt.subplots(1, len(summary), figsize=(7 * len(summary), 4), squeeze=False)
-    for ax, (split, table) in zip(axes[0], summary.items(), strict=True):
-        lines += [f"## Per-variant metrics: {titles[split]}", "", metrics_desc, "",
-                  "| variant | " + " | ".join(TABLE_METRICS) + " |",
-                  "|---" * (len(TABLE_METRICS) + 1) + "|"]
-        for v, ms in table.items():
-            cells = [f"{ms[m]['mean']:.4f} +/- {ms[m]['std']:.4f} "
-                     f"[{ms[m]['ci95'][0]:.4f}, {ms[m]['ci95'][1]:.4f}]" for m in TABLE_METRICS]
-            lines.append(f"| {v} | " + " | ".join(cells) + " |")
-        lines.append("")
-        width = 0.8 / len(table)
-        for i, (v, ms) in enumerate(table.items()):
-            xs = np.arange(len(TABLE_METRICS)) + i * width
-            ax.bar(xs, [ms[m]["mean"] for m in TABLE_METRICS], width,
-                   yerr=[ms[m]["std"] for m in TABLE_METRICS], label=v, capsize=2)
-        ax.set_xticks(np.arange(len(TABLE_METRICS)) + 0.4 - width / 2, TABLE_METRICS,
-                      fontsize=8)
-        ax.set_ylim(0.0 if split == "eval" else 0.5, 1.0)
-        ax.set_title(titles[split], fontsize=10)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "ablation.png", dpi=110)
-    plt.close(fig)
-    lines += ["![ablation](ablation.png)", ""]
-    if paired and "val" in paired and "eval" in paired:
-        lines += _paired_lines(paired["val"])
-    (out / "ablation.md").write_text("\n".join(lines))

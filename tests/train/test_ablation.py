@@ -105,9 +105,15 @@ def test_ablation_with_eval_data_writes_the_paired_report_and_resumes(tmp_path, 
             assert set(row[m]) == {"baseline", "variant", "diff", "ci95"}
             lo, hi = row[m]["ci95"]
             assert lo <= hi
-    for m in ("auc", "spec_at_sens95"):
+    for m in ("auc", "spec_at_sens95", "crossfit_balanced_spec"):
         mean = paired["variants"]["gan"]["mean"][m]
         assert {"diff", "ci95", "verdict", "seeds"} <= set(mean) and mean["seeds"] == 2
+        assert mean["ci95"][0] <= mean["ci95"][1]
+    # the primary figure on the external set, cross-fitted, and only there
+    assert "crossfit_balanced_spec" not in rep["paired"]["val"]["metrics"]
+    for row in paired["variants"]["gan"]["per_seed"]:
+        c = row["crossfit_balanced_spec"]
+        assert 0 <= c["baseline"] <= 1 and c["diff"] == pytest.approx(c["variant"] - c["baseline"])
     assert "val" in rep["paired"] and set(rep["summary"]) == {"val", "eval"}
     assert set(rep["summary"]["val"]) == {"baseline", "gan", "augmentation"}
     # --no-aug switches the flip off in the augmented variant only
@@ -119,6 +125,7 @@ def test_ablation_with_eval_data_writes_the_paired_report_and_resumes(tmp_path, 
     assert rep["info"]["intensity"] == "equalize" and rep["info"]["select"] == "last"
     md = (tmp_path / "abl" / "ablation.md").read_text()
     assert EXTERNAL_LABEL in md and "GAN images vs baseline (2 seeds)" in md
+    assert "Cross-fitted balanced specificity" in md
     assert "internal validation split" in md
     for png in ("ablation_paired.png", "ablation.png"):
         assert (tmp_path / "abl" / png).exists()
