@@ -12,7 +12,7 @@ from pathlib import Path
 from pneumo import extras
 
 SKIPPABLE = ("model_latency", "roofline", "preprocessing", "dicom_decode", "http", "request_path",
-             "executable")
+             "scaling", "executable")
 
 
 def keras_packages(export_dir: str | None) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 SECTION_TITLES = {"model_latency": "model latency", "roofline": "roofline",
                   "preprocessing": "preprocessing", "dicom_decode": "DICOM decode",
                   "http": "HTTP end to end", "request_path": "request path",
-                  "executable": "executable"}
+                  "scaling": "archive scoring", "executable": "executable"}
 """results.json section keys, in run order, and their names in the stdout summary."""
 
 LOAD_WARNING = 0.5
@@ -176,6 +176,10 @@ def markdown(res: dict, plots: list[str]) -> str:
         lines += [f"- {n}" for n in sec.get("notes", [])]
         lines += [f"- {name}: `{row['model']}`" for name, row in sec["models"].items()] + [""]
         lines.append(request_path.markdown(sec))
+
+    sec = secs.get("scaling")
+    if _section_header(lines, "Archive scoring: local and Ray engines", sec):
+        lines += [sec["markdown"], ""]
 
     sec = secs.get("executable")
     if _section_header(lines, "Executable", sec):

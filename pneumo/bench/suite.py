@@ -21,6 +21,7 @@ from pneumo.bench import (
     request_path,
     results_report,
     roofline,
+    scaling,
 )
 from pneumo.bench.machine import load_average, machine_info, usable_cores
 from pneumo.bench.models import ModelSet, default_arch, prepare_models, servable_model
@@ -29,7 +30,7 @@ from pneumo.bench.timing import Settings
 log = logging.getLogger(__name__)
 
 SECTIONS = ("model_latency", "roofline", "preprocessing", "dicom_decode", "http", "request_path",
-            "executable")
+            "scaling", "executable")
 
 
 @dataclass
@@ -176,6 +177,9 @@ def _run_sections(opts: Options, p: Plan, models: ModelSet, tmp: Path) -> dict:
     secs["http"] = _section("http", opts, _http)
     secs["request_path"] = _section("request_path", opts, _request_path,
                                     title="request path of one upload")
+    secs["scaling"] = _section("scaling", opts, lambda: scaling.section(quick=opts.quick),
+                               missing=scaling.missing_note(),
+                               title="archive scoring: local and Ray engines")
     secs["executable"] = _section("executable", opts, lambda: executable.run(
         opts.exe, image, runs=p.exe_runs))
     return secs

@@ -62,7 +62,7 @@ class TrainConfig:
     patience: int = field(default=8, metadata=cli(
         'with --select val_auc: stop after N epochs without a better validation AUC (default: %(default)s)', metavar='N'))
     strategy: str = field(default='auto', metadata=cli(
-        'tf.distribute strategy (--backend tensorflow only): auto (mirrored when there are several GPUs), mirrored (every GPU, else every CPU device), multiworker (workers from $TF_CONFIG) (default: %(default)s)', choices=('auto', 'mirrored', 'multiworker')))
+        'how training spreads: auto (tensorflow: mirrored when there are several GPUs), mirrored (tensorflow: every GPU, else every CPU device; jax: keras.distribution.DataParallel over every JAX device), multiworker (tensorflow only: tf.distribute workers from $TF_CONFIG; the chief writes the run folder) (default: %(default)s)', choices=('auto', 'mirrored', 'multiworker')))
     cache_dir: str | None = field(default=None, metadata=cli(
         'where decoded arrays are cached (default: OUT/cache)'))
     external_val: str | None = field(default=None, metadata=cli(

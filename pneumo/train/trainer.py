@@ -17,9 +17,10 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from pneumo.train.metrics import (
     specificity_at_sensitivity,
     threshold_details,
 )
+from pneumo.train.multiworker import predict, sync_statistics, whole_batches, worker_folder
 
 MODEL_FILE = "model.keras"
 META_FILE = "model.json"
@@ -80,7 +82,9 @@ def make_strategy(name: str):
     if name == "multiworker":  # workers and rank come from the standard TF_CONFIG variable
         if "TF_CONFIG" not in os.environ:
             raise SystemExit("--strategy multiworker needs the TF_CONFIG environment variable")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        from pneumo.train.multiworker import strategy
+
+        return strategy()
     raise ValueError(f"unknown strategy {name!r}")
 
 
@@ -201,21 +205,30 @@ def load_run_data(cfg: TrainConfig, out: Path, resuming: bool) -> RunData:
     return data
 
 
-def build_or_resume(cfg: TrainConfig, out: Path, resuming: bool, steps_per_epoch: int
-                    ) -> tuple[Any, dict]:
-    """Step 2: (Keras model, state): the checkpoint when resuming, else a fresh model."""
+def build_or_resume(cfg: TrainConfig, out: Path, resuming: bool, steps_per_epoch: int,
+                    strategy: Any = None) -> tuple[Any, dict]:
+    """Step 2: (Keras model, state): the checkpoint when resuming, else a fresh model (in
+    ``strategy``'s scope: made by `train` before any TensorFlow op, as MultiWorkerMirrored
+    needs)."""
     import keras
 
     from pneumo.train.model import build_model
 
     if cfg.backend == "tensorflow":
-        strategy = make_strategy(cfg.strategy)
+        strategy = strategy or make_strategy(cfg.strategy)
         scope, where = strategy.scope(), (f"strategy {type(strategy).__name__} with "
                                           f"{strategy.num_replicas_in_sync} replica(s)")
     else:
         import jax  # the only other backend trained with (see check_backend)
 
         scope, where = nullcontext(), f"{cfg.backend} on {jax.devices()[0].device_kind}"
+        if cfg.strategy == "mirrored":  # every batch split over all of JAX's devices
+            if cfg.batch_size % len(jax.devices()):
+                raise SystemExit(f"--strategy mirrored on {len(jax.devices())} JAX devices "
+                                 "needs a --batch-size that they divide")
+            keras.distribution.set_distribution(keras.distribution.DataParallel(
+                devices=jax.devices()))
+            where += f", keras.distribution.DataParallel over {len(jax.devices())} devices"
     if cfg.teacher:
         import pneumo.train.distill  # noqa: F401 - registers the loss a checkpoint names
     with scope:
@@ -292,15 +305,17 @@ def train_epoch(model: Any, cfg: TrainConfig, data: RunData, augment: Any, epoch
                          epoch=epoch, seed=cfg.seed, augment=augment, mixup=cfg.mixup,
                          balanced_sampling=cfg.balance == "sampling", x_alt=data.x_ov,
                          alt_prob=cfg.overlays)
-    hist = model.fit(ds, epochs=1, verbose=0, shuffle=False)
-    p_val = model.predict(val_ds, verbose=0).ravel()
+    hist = model.fit(whole_batches(ds), epochs=1, verbose=0, shuffle=False)
+    if cfg.backend == "tensorflow":
+        sync_statistics(model)  # multiworker: every worker the same batch-norm statistics
+    p_val = predict(model, val_ds)
     val_auc = float(roc_auc_score(data.y_va, p_val))
     val_loss = float(keras.ops.convert_to_numpy(keras.losses.binary_crossentropy(
         data.y_va.astype("float32"), p_val.astype("float32"))))
     row = {"epoch": epoch, "loss": float(hist.history["loss"][-1]),
            "auc": float(hist.history["auc"][-1]), "val_loss": val_loss, "val_auc": val_auc}
     if ext_ds is not None:
-        row.update(external_scores(data.y_ext, model.predict(ext_ds, verbose=0).ravel()))
+        row.update(external_scores(data.y_ext, predict(model, ext_ds)))
     row["seconds"] = round(time.time() - t0, 1)
     return row
 
@@ -319,12 +334,12 @@ def finish_run(cfg: TrainConfig, out: Path, state: dict, data: RunData, augment:
     import keras
 
     best = keras.models.load_model(out / MODEL_FILE, compile=False)
-    p_val = best.predict(val_ds, verbose=0).ravel()
+    p_val = predict(best, val_ds)
     meta = _run_metadata(cfg, state, data.split, data.train_samples, data.synthetic,
                          data.weights, augment, data.y_va, p_val, best.count_params(),
                          teacher=data.teacher)
     if ext_ds is not None:
-        p_ext = best.predict(ext_ds, verbose=0).ravel()
+        p_ext = predict(best, ext_ds)
         write_predictions(out / EXTERNAL_PREDICTIONS_FILE,
                           list_class_folder(Path(cfg.external_val)), p_ext)
         meta["external_val"] = {
@@ -389,18 +404,25 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
 
     from pneumo.train.augment import AugmentConfig
 
+    scratch = None  # multiworker: a worker that is not the chief writes a scratch copy
+    if cfg.strategy == "multiworker" and "TF_CONFIG" in os.environ:
+        where, scratch = worker_folder(Path(cfg.out))
+        cfg = replace(cfg, out=str(where))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg, resuming = _load_run(cfg, resume)
     check_backend(cfg.backend)
     if cfg.init_from and not resuming:
         init_model_path(cfg.init_from)  # a wrong path fails now, not after loading the data
+    strategy = None
     if cfg.backend == "tensorflow":
         import tensorflow as tf
 
+        strategy = make_strategy(cfg.strategy)  # first: collectives need an unstarted runtime
         tf.config.experimental.enable_op_determinism()
-    elif cfg.strategy != "auto":
-        raise SystemExit("--strategy is a tf.distribute strategy: it needs --backend tensorflow")
+    elif cfg.strategy not in ("auto", "mirrored"):
+        raise SystemExit("--strategy multiworker is tf.distribute's: it needs --backend "
+                         "tensorflow (--backend jax: auto, or mirrored for data parallel)")
     _, eval_dataset = input_functions(cfg.backend)
     _write_json(out / "config.json", asdict(cfg))
     keras.utils.set_random_seed(cfg.seed)
@@ -413,7 +435,7 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
     val_ds = eval_dataset(data.x_va)
     ext_ds = eval_dataset(data.x_ext) if data.x_ext is not None else None
     steps_per_epoch = int(np.ceil(len(data.y_tr) / cfg.batch_size))
-    model, state = build_or_resume(cfg, out, resuming, steps_per_epoch)
+    model, state = build_or_resume(cfg, out, resuming, steps_per_epoch, strategy)
 
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         row = train_epoch(model, cfg, data, augment, epoch, val_ds, ext_ds)
@@ -431,7 +453,10 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> dict:
             log.info(f"early stop: no val AUC gain for {cfg.patience} epochs")
             break
     _write_history_csv(out / "history.csv", state["history"])
-    return finish_run(cfg, out, state, data, augment, val_ds, ext_ds)
+    meta = finish_run(cfg, out, state, data, augment, val_ds, ext_ds)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return meta
 
 
 def _run_metadata(cfg: TrainConfig, state: dict, split: Split, train_samples: list,

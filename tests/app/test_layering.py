@@ -21,7 +21,7 @@ LAYERS = {
     "pneumo.app.runtime": 6, "pneumo.app.model_facts": 6, "pneumo.app.__main__": 7,
 }
 """Lowest first: a module may import its own layer and those below, never one above."""
-STAGES = ("pneumo.train", "pneumo.export", "pneumo.bench", "pneumo.cli")
+STAGES = ("pneumo.train", "pneumo.export", "pneumo.bench", "pneumo.scale", "pneumo.cli")
 
 
 def modules() -> dict[str, Path]:

@@ -18,8 +18,9 @@ from pneumo.app.pipeline.onnx_model import DEFAULT_MODEL
 from pneumo.bench.results_report import summary
 
 GUARD = Path(__file__).resolve().parents[1] / "runtime_guard.py"
-ASKED_ONLY = {"tensorflow", "keras", "tf2onnx", "onnx", "matplotlib"}
-"""The training packages bench may look for (find_spec) before doing without them."""
+ASKED_ONLY = {"tensorflow", "keras", "tf2onnx", "onnx", "matplotlib", "ray", "pyarrow"}
+"""The training packages (and the [scale] extra's) bench may look for (find_spec) before doing
+without them."""
 
 
 def guarded_pneumo(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -47,6 +48,8 @@ def test_bench_runs_its_onnx_runtime_sections_without_the_training_packages(tmp_
     assert roof["status"] == "skipped"
     assert roof["note"] == f"needs the training packages (onnx): {extras.INSTALL_HINT}"
     assert secs["preprocessing"]["status"] == "ok"
+    assert secs["scaling"] == {**secs["scaling"], "status": "skipped",
+                               "note": "needs the [scale] extra (ray, pyarrow not installed)"}
     if DEFAULT_MODEL.is_file():  # the shipped model is timed through ONNX Runtime alone
         lat = secs["model_latency"]
         assert lat["status"] == "ok" and {r["model"] for r in lat["rows"]} == {"shipped-int8"}

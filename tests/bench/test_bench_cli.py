@@ -7,7 +7,7 @@ import pytest
 from pneumo.cli import main
 
 SECTIONS = ("model_latency", "roofline", "preprocessing", "dicom_decode", "http", "request_path",
-            "executable")
+            "scaling", "executable")
 
 
 @pytest.mark.slow
