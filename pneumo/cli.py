@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pneumo.app.updates.cli import add_subcommands as add_model
     from pneumo.bench.cli import add_subcommands as add_bench
     from pneumo.export.cli import add_subcommands as add_export
+    from pneumo.scale.cli import extend_predict as add_scale
     from pneumo.train.ablation_cli import add_subcommand as add_ablation
     from pneumo.train.gan_cli import add_subcommands as add_gan
 
@@ -138,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_train, _add_evaluate, _add_recipes, add_gan, add_ablation, add_export,
-                add_app, add_model, add_calibrate, add_bench):
+                add_app, add_scale, add_model, add_calibrate, add_bench):
         add(sub)
     return parser
 
