@@ -57,21 +57,33 @@ def quiet_environment() -> None:
 
 
 def connect(address: str | None, *, num_cpus: int | None = None):
-    """ray.init: the cluster at ``address``, else a local one bound to 127.0.0.1."""
+    """ray.init: the cluster at ``address``, else a local one bound to 127.0.0.1.
+
+    For a local one, Ray's single-machine switch is set only while Ray starts (the processes
+    it starts inherit it), then put back, so that a later ``ray start`` or ``--address`` run
+    from this process is a normal cluster again."""
     quiet_environment()
-    if address is None:  # a Ray of this machine alone: every node address is then 127.0.0.1
-        os.environ[LOCAL_ONLY] = "0"  # (else Ray replaces 127.0.0.1 by this machine's address)
     import ray
 
     if ray.is_initialized():
         return ray
-    if address is None:  # read when Ray was imported: this process may have imported it first
-        import ray._private.ray_constants as ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = False
     kwargs = {"include_dashboard": False, "num_cpus": num_cpus} if address is None else {}
-    ray.init(address=address or "local", log_to_driver=False, configure_logging=False,
-             **kwargs)
+    if address is not None:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        return ray
+    import ray._private.ray_constants as ray_constants  # read when Ray was imported
+
+    before_env, before_flag = os.environ.get(LOCAL_ONLY), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOCAL_ONLY] = "0"  # (else Ray replaces 127.0.0.1 by this machine's address)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(address="local", log_to_driver=False, configure_logging=False, **kwargs)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before_flag
+        if before_env is None:
+            os.environ.pop(LOCAL_ONLY, None)
+        else:
+            os.environ[LOCAL_ONLY] = before_env
     return ray
 
 

@@ -49,7 +49,9 @@ TOKEN: dict[str, str] = {}
 def env() -> dict:
     """The environment of every Ray and pneumo process here: no usage statistics; token
     authentication with this cluster's own token (never the user's ~/.ray/auth_token)."""
-    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1", **TOKEN}
+    inherited = {k: v for k, v in os.environ.items()
+                 if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}  # a single-machine Ray's switch
+    return {**inherited, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1", **TOKEN}
 
 
 def make_token(folder: Path) -> None:
