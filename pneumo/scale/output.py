@@ -12,6 +12,7 @@ import csv
 import logging
 import os
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -33,7 +34,9 @@ class ArchiveStore:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.shards = self.folder / SHARD_DIR
-        self.run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}"
+        # unique per run: two runs in the same second (and process) must not share shard names
+        self.run_id = (time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+                       + f"-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         self._buffer: list[dict] = []
         self._seen: set[tuple] = set()
         self._count = 0
