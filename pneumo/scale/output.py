@@ -28,15 +28,22 @@ SHARD_SECONDS = 30.0
 log = logging.getLogger(__name__)
 
 
+def run_id() -> str:
+    """A run's shard prefix: UTC time to the nanosecond first, so that shard names sort in the
+    order the runs started (`ArchiveStore.current` takes the newest row from that order, and
+    two runs often start within one second), then the process and a random part (unique)."""
+    ns = time.time_ns()
+    return (time.strftime("%Y%m%dT%H%M%S", time.gmtime(ns // 1_000_000_000))
+            + f".{ns % 1_000_000_000:09d}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
 class ArchiveStore:
     """The shards of one output folder: what was scored, and new rows written once each."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.shards = self.folder / SHARD_DIR
-        # unique per run: two runs in the same second (and process) must not share shard names
-        self.run_id = (time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-                       + f"-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self.run_id = run_id()
         self._buffer: list[dict] = []
         self._seen: set[tuple] = set()
         self._count = 0

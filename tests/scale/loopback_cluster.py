@@ -186,7 +186,11 @@ def main(plan_path: str, result_path: str) -> int:
         result["worker_raylets"] = worker_raylets
         time.sleep(2)  # the agents open their ports after start returns
         result["listening"] = listening()
-        status = run([ray_cli(), "status", "--address", address])
+        for _ in range(30):  # a loaded machine may take several seconds to list the 2nd node
+            status = run([ray_cli(), "status", "--address", address])
+            if status.stdout.count(" node_") >= 2:
+                break
+            time.sleep(2)
         result["status"] = status.stdout[-2000:]
         t0 = time.monotonic()
         first = run(predict(address, plan["images"], out / "first.csv"), timeout=300)

@@ -148,11 +148,8 @@ def test_local_engine_scores_once_then_skips_and_verify_sees_changed_bytes(archi
     verified = _predict(str(work), "--csv", str(out_csv), "--engine", "local", "--verify")
     assert verified["files_this_run"] == 1 and verified["skipped_already_scored"] == 15
     target.touch()  # a new mtime: rescored without --verify too
-    rescored = _predict(str(work), "--csv", str(out_csv), "--engine", "local")["files_this_run"]
-    if rescored == len(expected):  # open bug, seen in about 1 run in 3 (stop 36 note)
-        pytest.xfail("known flaky: after a --verify run, the next plain run sometimes rescored "
-                     "every file instead of the one whose mtime changed (cause not found yet)")
-    assert rescored == 1
+    assert _predict(str(work), "--csv", str(out_csv), "--engine", "local")[
+        "files_this_run"] == 1
     final = read_csv(out_csv)
     assert len(final) == len(expected)  # one row per file: the newest
     changed = next(r for r in final if r["path"] == str(target.resolve()))
@@ -209,3 +206,16 @@ def test_archive_mode_on_the_base_install_says_what_to_install(tmp_path):
     assert res.returncode == 2, res.stderr[-2000:]
     assert "needs the scale packages (pyarrow, ray not installed)" in res.stderr
     assert "pip install '.[scale]'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_the_newest_run_wins_even_within_one_second(tmp_path, scorer, archive):
+    _, expected = archive
+    row = scorer.score_many(stat_items(sorted(expected)[:1]))[0]
+    for n in range(20):  # 20 runs in well under a second, each rescoring the file
+        store = ArchiveStore(tmp_path / "out")
+        store.done(row["model_sha256"], row["pipeline_version"], verify=True)
+        assert store.add(dict(row, mtime_ns=n, scored_at=f"run {n}"))
+        store.flush()
+    current = ArchiveStore(tmp_path / "out").current(row["model_sha256"],
+                                                     row["pipeline_version"]).to_pylist()
+    assert [(r["mtime_ns"], r["scored_at"]) for r in current] == [(19, "run 19")]
