@@ -32,11 +32,13 @@ import numpy as np
 
 from pneumo.train.ablation_report import (
     CROSS_FIT_METRIC,
+    LOWER_IS_BETTER,
     METRICS,
     PAIRED_METRICS,
     TABLE_METRICS,
     write_ablation_report,
 )
+from pneumo.train.calibration import expected_calibration_error
 from pneumo.train.metrics import auc, auc_rows, metrics_at, specificity_at_sensitivity
 
 VARIANTS = {
@@ -299,35 +301,40 @@ def stratified_indices(y: np.ndarray, n_boot: int, seed: int = 0) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def crossfit_calls(y: np.ndarray, p: np.ndarray, names) -> np.ndarray:
-    """The balanced-mode calls (0/1) of cross-fitted calibration and thresholds: each image
-    called with the half it was not in (calibration.cross_fit, seed 0)."""
+def crossfit_calls(y: np.ndarray, p: np.ndarray, names) -> tuple[np.ndarray, np.ndarray]:
+    """The balanced-mode calls (0/1) of cross-fitted calibration and thresholds, and the
+    calibrated probabilities: each image calibrated and called with the half it was not in
+    (calibration.cross_fit, seed 0)."""
     from pneumo.train.calibration import cross_fit
 
     cf = cross_fit(y, p, [str(n) for n in names], n_boot=0)
     calls = np.zeros(len(y), dtype=int)
     for half, measured in zip(cf["halves"], (cf["split"]["b"], cf["split"]["a"]), strict=True):
         calls[measured] = cf["p_crossfit"][measured] >= half["thresholds"]["balanced"]
-    return calls
+    return calls, np.asarray(cf["p_crossfit"], dtype=float)
 
 
-def _point_metrics(y: np.ndarray, p: np.ndarray, calls: np.ndarray | None) -> dict[str, float]:
+def _point_metrics(y: np.ndarray, p: np.ndarray, cf: tuple | None) -> dict[str, float]:
     out = {"auc": auc(y, p),
            "spec_at_sens95": specificity_at_sensitivity(y, p, MIN_SENSITIVITY)}
-    if calls is not None:
+    if cf is not None:
+        calls, p_cal = cf
         out["crossfit_balanced_spec"] = float((calls[y == 0] == 0).mean())
+        out["crossfit_ece"] = expected_calibration_error(y, p_cal)
     return out
 
 
 def _draw_metrics(y: np.ndarray, p: np.ndarray, idx: np.ndarray,
-                  calls: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                  cf: tuple | None = None) -> dict[str, np.ndarray]:
     ys = y[idx[0]]
     rows = p[idx]
     out = {"auc": auc_rows(ys, rows),
            "spec_at_sens95": np.array([specificity_at_sensitivity(ys, r, MIN_SENSITIVITY)
                                        for r in rows])}
-    if calls is not None:  # the calls are made once per run; the images are resampled
+    if cf is not None:  # calibration and calls are made once per run; the images resampled
+        calls, p_cal = cf
         out["crossfit_balanced_spec"] = (calls[idx] == 0)[:, ys == 0].mean(axis=1)
+        out["crossfit_ece"] = np.array([expected_calibration_error(ys, r) for r in p_cal[idx]])
     return out
 
 
@@ -335,8 +342,12 @@ def _ci(draws: np.ndarray) -> list[float]:
     return [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
 
 
-def verdict(lo: float, hi: float, per_seed: list[float]) -> str:
-    """'gain' / 'loss' when the CI excludes 0 and every seed agrees in sign; else 'none'."""
+def verdict(lo: float, hi: float, per_seed: list[float], *, lower_is_better: bool = False
+            ) -> str:
+    """'gain' / 'loss' when the CI excludes 0 and every seed agrees in sign; else 'none'
+    (for a metric where lower is better, such as ECE, a gain is a negative difference)."""
+    if lower_is_better:
+        return verdict(-hi, -lo, [-d for d in per_seed])
     if lo > 0 and all(d > 0 for d in per_seed):
         return "gain"
     if hi < 0 and all(d < 0 for d in per_seed):
@@ -344,49 +355,64 @@ def verdict(lo: float, hi: float, per_seed: list[float]) -> str:
     return "none"
 
 
+def comparisons(variants) -> list[tuple[str, str]]:
+    """(variant, reference) pairs: every variant minus the baseline, and combined minus
+    augmentation (do GAN images help on top of the classic set?) when both ran."""
+    pairs = [(v, "baseline") for v in variants if v != "baseline"]
+    if "combined" in variants and "augmentation" in variants:
+        pairs.append(("combined", "augmentation"))
+    return pairs
+
+
+def comparison_name(variant: str, reference: str) -> str:
+    """The key of a comparison: the variant's name (vs the baseline) or 'A - B'."""
+    return variant if reference == "baseline" else f"{variant} - {reference}"
+
+
 def paired_comparison(preds: dict[str, list[dict]], key: str, *, n_boot: int = 1000,
                       seed: int = 0) -> dict:
-    """Each variant minus the baseline of the same seed on one image set ('eval' or 'val').
+    """Each variant minus its reference of the same seed on one image set ('eval' or 'val'):
+    the baseline for every variant, and augmentation for combined (`comparisons`).
 
-    Per seed: the difference in AUC and in specificity at sensitivity >= 0.95, with a 95 %
-    paired bootstrap CI (the same resampled image indices for both models, stratified by
-    class). Over seeds: the mean difference, its CI from the same draws (images resampled
-    once for every model), and a t-interval over the seeds' differences.
+    Per seed: the difference in AUC and in specificity at sensitivity >= 0.95 (on 'eval' also
+    the cross-fitted balanced specificity and ECE), with a 95 % paired bootstrap CI (the same
+    resampled image indices for both models, stratified by class). Over seeds: the mean
+    difference, its CI from the same draws (images resampled once for every model), and a
+    t-interval over the seeds' differences.
     """
     from scipy import stats
-    base = preds["baseline"]
-    y = base[0][f"y_{key}"]
+    y = preds["baseline"][0][f"y_{key}"]
     idx = stratified_indices(y, n_boot, seed)
     metrics = {**PAIRED_METRICS, **(CROSS_FIT_METRIC if key == "eval" else {})}
+    scored: dict[str, list[tuple]] = {}  # variant -> per seed (point, draws)
 
-    def calls(run: dict) -> np.ndarray | None:
-        return crossfit_calls(y, run[f"p_{key}"], run["eval_paths"]) if key == "eval" else None
+    def score_runs(v: str) -> list[tuple]:
+        if v not in scored:
+            scored[v] = []
+            for k, r in enumerate(preds[v]):
+                if not np.array_equal(r[f"y_{key}"], y) or (key == "eval" and not np.array_equal(
+                        r["eval_paths"], preds["baseline"][0]["eval_paths"])):
+                    raise ValueError(f"{v} seed {k} was scored on other {key} images than "
+                                     "baseline")
+                cf = (crossfit_calls(y, r[f"p_{key}"], r["eval_paths"]) if key == "eval"
+                      else None)
+                scored[v].append((_point_metrics(y, r[f"p_{key}"], cf),
+                                  _draw_metrics(y, r[f"p_{key}"], idx, cf)))
+        return scored[v]
 
-    base_calls = [calls(b) for b in base]
-    base_draws = [_draw_metrics(y, b[f"p_{key}"], idx, c) for b, c in zip(base, base_calls,
-                                                                         strict=True)]
     out: dict = {"n": int(len(y)), "n_boot": n_boot, "min_sensitivity": MIN_SENSITIVITY,
                  "metrics": metrics, "variants": {}}
-    for v, runs in preds.items():
-        if v == "baseline":
-            continue
-        res: dict = {"per_seed": [], "mean": {}}
+    for v, ref in comparisons(list(preds)):
+        res: dict = {"reference": ref, "per_seed": [], "mean": {}}
         diff_draws: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
-        for k, (b, r) in enumerate(zip(base, runs, strict=False)):
-            if not np.array_equal(r[f"y_{key}"], y) or (
-                    key == "eval" and not np.array_equal(r["eval_paths"], b["eval_paths"])):
-                raise ValueError(f"{v} seed {k} was scored on other {key} images than baseline")
-            pb, pv = b[f"p_{key}"], r[f"p_{key}"]
-            cv = calls(r)
-            point_b, point_v = _point_metrics(y, pb, base_calls[k]), _point_metrics(y, pv, cv)
-            point = {m: (point_b[m], point_v[m]) for m in metrics}
-            vd = _draw_metrics(y, pv, idx, cv)
+        for k, ((point_b, draws_b), (point_v, draws_v)) in enumerate(
+                zip(score_runs(ref), score_runs(v), strict=False)):
             row: dict = {"seed": k}
             for m in metrics:
-                d = vd[m] - base_draws[k][m]
+                d = draws_v[m] - draws_b[m]
                 diff_draws[m].append(d)
-                row[m] = {"baseline": point[m][0], "variant": point[m][1],
-                          "diff": point[m][1] - point[m][0], "ci95": _ci(d)}
+                row[m] = {"reference": point_b[m], "variant": point_v[m],
+                          "diff": point_v[m] - point_b[m], "ci95": _ci(d)}
             res["per_seed"].append(row)
         for m in metrics:
             diffs = [r[m]["diff"] for r in res["per_seed"]]
@@ -397,14 +423,15 @@ def paired_comparison(preds: dict[str, list[dict]], key: str, *, n_boot: int = 1
             half = float(stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else None
             t_ci = None if half is None else [mean - half, mean + half]
             res["mean"][m] = {"diff": mean, "ci95": [lo, hi], "seeds": n, "seed_std": sd,
-                              "seed_t_ci95": t_ci,
-                              "verdict": verdict(lo, hi, diffs)}
-        res["conclusion"] = conclusion(v, res["mean"], metrics)
-        out["variants"][v] = res
+                              "seed_t_ci95": t_ci, "verdict": verdict(
+                                  lo, hi, diffs, lower_is_better=m in LOWER_IS_BETTER)}
+        res["conclusion"] = conclusion(v, res["mean"], metrics, reference=ref)
+        out["variants"][comparison_name(v, ref)] = res
     return out
 
 
-def conclusion(variant: str, mean: dict, metrics: dict[str, str] | None = None) -> str:
+def conclusion(variant: str, mean: dict, metrics: dict[str, str] | None = None, *,
+               reference: str = "baseline") -> str:
     """One plain sentence: did the variant measurably change each paired metric?"""
     words = {"gain": "measurable gain", "loss": "measurably worse", "none": "no measurable gain"}
     parts = []
@@ -413,5 +440,7 @@ def conclusion(variant: str, mean: dict, metrics: dict[str, str] | None = None) 
         parts.append(f"{name}: {words[r['verdict']]}, difference {r['diff']:+.4f} "
                      f"(95% CI {r['ci95'][0]:+.4f} to {r['ci95'][1]:+.4f})")
     seeds = mean["auc"]["seeds"]
-    return (f"{VARIANT_PROSE.get(variant, variant)} vs baseline ({seeds} seed"
+    against = ("baseline" if reference == "baseline"
+               else VARIANT_PROSE.get(reference, reference).lower() + " alone")
+    return (f"{VARIANT_PROSE.get(variant, variant)} vs {against} ({seeds} seed"
             f"{'s' if seeds != 1 else ''}): " + "; ".join(parts) + ".")

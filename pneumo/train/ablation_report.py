@@ -1,5 +1,5 @@
 """The ablation's report: ablation.md, ablation.json and its plots (the paired comparison
-with the baseline and the per-variant table)."""
+with the baseline and of combined with augmentation, and the per-variant table)."""
 
 from __future__ import annotations
 
@@ -11,19 +11,29 @@ import numpy as np
 METRICS = ("accuracy", "precision", "sensitivity", "f1", "auc")
 TABLE_METRICS = METRICS + ("spec_at_sens95",)
 PAIRED_METRICS = {"auc": "AUC", "spec_at_sens95": "specificity at sensitivity >= 0.95"}
-CROSS_FIT_METRIC = {"crossfit_balanced_spec": "cross-fitted balanced specificity"}
+CROSS_FIT_METRIC = {"crossfit_balanced_spec": "cross-fitted balanced specificity",
+                    "crossfit_ece": "ECE after cross-fitted calibration"}
 """The primary figure on an external set (its file names give the patient-grouped halves):
 Platt calibration and the sensitivity >= 0.95 threshold fitted on one half, applied to the
-other, swapped (train.calibration.cross_fit, seed 0); the pooled specificity of those calls."""
+other, swapped (train.calibration.cross_fit, seed 0); the pooled specificity of those calls.
+Secondary: the ECE (10 bins) of those out-of-half calibrated probabilities."""
+LOWER_IS_BETTER = frozenset({"crossfit_ece"})
+"""Paired metrics where a negative difference is the gain."""
 
 
 def _fmt_ci(ci: list[float]) -> str:
     return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
 
 
+def _label(name: str, r: dict) -> str:
+    """'gan - baseline', 'combined - augmentation': a comparison as the tables name it."""
+    return name if " - " in name else f"{name} - {r.get('reference', 'baseline')}"
+
+
 def _paired_lines(p: dict, *, conclusions: bool = True) -> list[str]:
-    lines = [f"## Paired comparison with the baseline: {p['label']}", "",
-             f"{p['n']} images. Each variant minus the baseline trained with the same seed on "
+    lines = [f"## Paired comparisons: {p['label']}", "",
+             f"{p['n']} images. Each variant minus its reference (the baseline; for combined "
+             "also augmentation alone) trained with the same seed on "
              f"the same split; 95% CIs from a paired bootstrap over the images ({p['n_boot']} "
              "draws, stratified by class, the same images for both models). The CI of the mean "
              "over seeds resamples images once for every model; the seeds' own spread is the "
@@ -31,14 +41,15 @@ def _paired_lines(p: dict, *, conclusions: bool = True) -> list[str]:
              "excludes 0 and every seed agrees in sign.", ""]
     if conclusions:
         lines += [f"- **{r['conclusion']}**" for r in p["variants"].values()] + [""]
-    lines += ["| variant | seed | AUC baseline | AUC variant | AUC diff [95% CI] | "
-              "spec@sens0.95 baseline | spec@sens0.95 variant | spec diff [95% CI] |",
+    lines += ["| variant - reference | seed | AUC reference | AUC variant | AUC diff [95% CI] | "
+              "spec@sens0.95 reference | spec@sens0.95 variant | spec diff [95% CI] |",
               "|---|---|---|---|---|---|---|---|"]
-    for v, r in p["variants"].items():
+    for name, r in p["variants"].items():
+        v = _label(name, r)
         for row in r["per_seed"]:
             a, s = row["auc"], row["spec_at_sens95"]
-            lines.append(f"| {v} | {row['seed']} | {a['baseline']:.4f} | {a['variant']:.4f} | "
-                         f"{a['diff']:+.4f} {_fmt_ci(a['ci95'])} | {s['baseline']:.3f} | "
+            lines.append(f"| {v} | {row['seed']} | {a['reference']:.4f} | {a['variant']:.4f} | "
+                         f"{a['diff']:+.4f} {_fmt_ci(a['ci95'])} | {s['reference']:.3f} | "
                          f"{s['variant']:.3f} | {s['diff']:+.4f} {_fmt_ci(s['ci95'])} |")
         a, s = r["mean"]["auc"], r["mean"]["spec_at_sens95"]
         lines.append(f"| {v} | mean | | | **{a['diff']:+.4f}** {_fmt_ci(a['ci95'])} | | | "
@@ -51,12 +62,14 @@ def _paired_lines(p: dict, *, conclusions: bool = True) -> list[str]:
         if m in PAIRED_METRICS:
             continue
         lines += [f"**{name[:1].upper() + name[1:]}** (each run's calls made once; the images "
-                  "resampled):", "", "| variant | seed | baseline | variant | diff [95% CI] |",
+                  "resampled" + ("; lower is better" if m in LOWER_IS_BETTER else "") + "):", "",
+                  "| variant - reference | seed | reference | variant | diff [95% CI] |",
                   "|---|---|---|---|---|"]
-        for v, r in p["variants"].items():
+        for name, r in p["variants"].items():
+            v = _label(name, r)
             for row in r["per_seed"]:
                 c = row[m]
-                lines.append(f"| {v} | {row['seed']} | {c['baseline']:.3f} | {c['variant']:.3f} "
+                lines.append(f"| {v} | {row['seed']} | {c['reference']:.3f} | {c['variant']:.3f} "
                              f"| {c['diff']:+.4f} {_fmt_ci(c['ci95'])} |")
             c = r["mean"][m]
             lines.append(f"| {v} | mean | | | **{c['diff']:+.4f}** {_fmt_ci(c['ci95'])} |")
@@ -65,7 +78,7 @@ def _paired_lines(p: dict, *, conclusions: bool = True) -> list[str]:
 
 
 def plot_paired(p: dict, path: Path) -> None:
-    """Per-seed differences (variant - baseline) with their 95% CIs, and the seed mean."""
+    """Per-seed differences (variant - reference) with their 95% CIs, and the seed mean."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,10 +100,11 @@ def plot_paired(p: dict, path: Path) -> None:
             ax.errorbar(i + 0.4, d, yerr=[[d - lo], [hi - d]], fmt="D", color="black",
                         capsize=4, label="mean over seeds" if i == 0 else None)
         ax.axhline(0, color="grey", lw=1, ls="--")
-        ax.set_xticks(np.arange(len(variants)) + 0.1, [f"{v}\n- baseline" for v in variants])
+        ax.set_xticks(np.arange(len(variants)) + 0.1,
+                      [_label(v, p["variants"][v]).replace(" - ", "\n- ") for v in variants])
         ax.set_ylabel(f"difference in {name}")
         ax.legend(fontsize=8)
-    fig.suptitle(f"Paired differences vs baseline, 95% bootstrap CIs: {p['label']} "
+    fig.suptitle(f"Paired differences, 95% bootstrap CIs: {p['label']} "
                  f"(n = {p['n']})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -50,6 +50,31 @@ def test_identical_models_differ_by_zero_and_a_better_one_gains():
     assert verdict(-0.02, -0.01, [-0.01]) == "loss"
 
 
+def test_combined_is_also_compared_with_augmentation_and_a_lower_ece_is_a_gain():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 240)
+    names = np.array([f"person{i // 2}_x.jpeg" for i in range(240)])  # patients for cross-fit
+    weak = [y * 0.6 + rng.random(240) for _ in range(2)]
+    strong = [y * 3.0 + rng.random(240) for _ in range(2)]
+
+    def runs(ps):
+        return [{"y_eval": y, "p_eval": p, "eval_paths": names} for p in ps]
+
+    paired = paired_comparison({"baseline": runs(weak), "augmentation": runs(weak),
+                                "combined": runs(strong)}, "eval", n_boot=100)
+    assert list(paired["variants"]) == ["augmentation", "combined", "combined - augmentation"]
+    on_aug = paired["variants"]["combined - augmentation"]
+    assert on_aug["reference"] == "augmentation"
+    assert on_aug["mean"] == paired["variants"]["combined"]["mean"]  # augmentation == baseline
+    assert on_aug["conclusion"].startswith(
+        "Augmentation + GAN images vs augmentation alone (2 seeds)")
+    assert on_aug["mean"]["crossfit_balanced_spec"]["verdict"] == "gain"
+    assert "ECE after cross-fitted calibration" in on_aug["conclusion"]
+    assert verdict(-0.03, -0.01, [-0.02, -0.01], lower_is_better=True) == "gain"
+    assert verdict(0.01, 0.03, [0.02, 0.01], lower_is_better=True) == "loss"
+    assert verdict(-0.01, 0.03, [0.02, 0.01], lower_is_better=True) == "none"
+
+
 def test_eval_folder_must_not_overlap_training_images(tmp_path):
     for split in ("train", "test"):
         for cls in ("NORMAL", "PNEUMONIA"):
@@ -102,10 +127,10 @@ def test_ablation_with_eval_data_writes_the_paired_report_and_resumes(tmp_path, 
     assert set(paired["variants"]) == {"gan", "augmentation"}
     for row in paired["variants"]["gan"]["per_seed"]:
         for m in ("auc", "spec_at_sens95"):
-            assert set(row[m]) == {"baseline", "variant", "diff", "ci95"}
+            assert set(row[m]) == {"reference", "variant", "diff", "ci95"}
             lo, hi = row[m]["ci95"]
             assert lo <= hi
-    for m in ("auc", "spec_at_sens95", "crossfit_balanced_spec"):
+    for m in ("auc", "spec_at_sens95", "crossfit_balanced_spec", "crossfit_ece"):
         mean = paired["variants"]["gan"]["mean"][m]
         assert {"diff", "ci95", "verdict", "seeds"} <= set(mean) and mean["seeds"] == 2
         assert mean["ci95"][0] <= mean["ci95"][1]
@@ -113,7 +138,10 @@ def test_ablation_with_eval_data_writes_the_paired_report_and_resumes(tmp_path, 
     assert "crossfit_balanced_spec" not in rep["paired"]["val"]["metrics"]
     for row in paired["variants"]["gan"]["per_seed"]:
         c = row["crossfit_balanced_spec"]
-        assert 0 <= c["baseline"] <= 1 and c["diff"] == pytest.approx(c["variant"] - c["baseline"])
+        assert 0 <= c["reference"] <= 1 and c["diff"] == pytest.approx(
+            c["variant"] - c["reference"])
+    assert "crossfit_ece" not in rep["paired"]["val"]["metrics"]
+    assert "ECE after cross-fitted calibration" in (tmp_path / "abl" / "ablation.md").read_text()
     assert "val" in rep["paired"] and set(rep["summary"]) == {"val", "eval"}
     assert set(rep["summary"]["val"]) == {"baseline", "gan", "augmentation"}
     # --no-aug switches the flip off in the augmented variant only
