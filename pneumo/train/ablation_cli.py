@@ -39,7 +39,7 @@ def add_subcommand(sub) -> None:
     a.add_argument("--eval-data", metavar="DIR",
                    help="labelled folder (NORMAL/, PNEUMONIA/), e.g. ../shared/data/external_val: "
                         "judged after every epoch and at the end, and the set of the paired "
-                        "comparison with the baseline; never trained on")
+                        "comparisons (each variant - baseline, combined - augmentation); never trained on")
     a.add_argument("--eval-label", metavar="TEXT",
                    help="name of the --eval-data set in the report (default: 'external "
                         "validation (half of the official test split)' for an external_val "
